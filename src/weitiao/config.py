@@ -1,0 +1,443 @@
+"""The run configuration: one YAML file, one small typed dataclass per concern.
+
+Every field carries its documentation in `metadata["help"]`; that text is the single source for
+`weitiao config-reference` and the README's config reference. `load_config` validates everything once, at the
+boundary, and raises a single `ConfigError` that lists every problem with its field path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from weitiao.errors import ConfigError
+
+
+def doc(help: str, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING):
+    """A dataclass field with its help text (the help is the field's only documentation)."""
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = doc(
+        "The pretrained model: a short name (`smollm2-135m-instruct`), a local HF folder, a `.gguf` file "
+        "(dequantized once and cached as safetensors), or a hub id already in the local cache (loaded offline).",
+        "smollm2-135m-instruct",
+    )
+    chat_template: str = doc(
+        "`auto` uses the tokenizer's own chat template; or a built-in template by name "
+        "(`chatml`, `llama3`, `qwen`, `glm4`, `chatglm3`) for models without one.",
+        "auto",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc(
+        "Weight dtype. `auto`: bfloat16 on a GPU that supports it, float32 on CPU.", "auto"
+    )
+    device: Literal["auto", "cpu", "cuda"] = doc("`auto`: CUDA when available, else CPU.", "auto")
+    trust_remote_code: bool = doc("Run code shipped with the model (off unless you trust the source).", False)
+    attn_implementation: Optional[str] = doc(
+        "Attention kernel passed to transformers (`sdpa`, `eager`, ...); empty for the library default.", None
+    )
+
+
+@dataclass
+class DataConfig:
+    format: Literal["alpaca", "sharegpt", "messages", "chatglm", "text"] = doc(
+        "Row format: `alpaca` (instruction/input/output[/system/history]), `sharegpt` (conversations of from/value), "
+        "`messages` (OpenAI role/content), `chatglm` (prompt/response/history), `text` (plain text, loss on all).",
+        "messages",
+    )
+    train: list[str] = doc(
+        "Training data: one or more .json/.jsonl/.csv/.parquet files or folders (relative to the config file).",
+        default_factory=list,
+    )
+    val: list[str] = doc("Validation files; empty to split `val_ratio` off the training data.", default_factory=list)
+    test: list[str] = doc("Test files; empty to split `test_ratio` off the training data.", default_factory=list)
+    val_ratio: float = doc("Fraction of the training rows held out for validation when `val` is empty.", 0.0)
+    test_ratio: float = doc("Fraction of the training rows held out for testing when `test` is empty.", 0.0)
+    split_seed: int = doc("Seed of the train/val/test split.", 42)
+    columns: dict[str, str] = doc(
+        "Map a format's field name to the column name in your files, e.g. `{output: answer}`.", default_factory=dict
+    )
+    system: Optional[str] = doc("System prompt added to every conversation that has none.", None)
+    max_length: int = doc("Maximum tokens per example after the chat template is applied.", 1024)
+    overlong: Literal["truncate", "drop"] = doc(
+        "What to do with longer examples: `truncate` (cut the end) or `drop` (skip the row). Counts are reported.",
+        "truncate",
+    )
+    loss_on: Literal["assistant", "last_assistant", "all"] = doc(
+        "Tokens that carry loss: every assistant turn (default), only the last one, or all tokens.", "assistant"
+    )
+    drop_duplicates: bool = doc("Drop exact duplicate rows from the training data (reported).", True)
+
+
+@dataclass
+class LoraMethodConfig:
+    r: int = doc("LoRA rank.", 16)
+    alpha: int = doc("LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA).", 32)
+    dropout: float = doc("Dropout on the LoRA input.", 0.0)
+    target_modules: list[str] = doc(
+        "Module names to adapt; `[all-linear]` adapts every linear layer except the output head.",
+        default_factory=lambda: ["all-linear"],
+    )
+    use_dora: bool = doc("DoRA: weight-decomposed LoRA (Liu et al. 2024, arXiv:2402.09353).", False)
+    use_rslora: bool = doc("rsLoRA: scale by alpha/sqrt(r) (Kalajdzievski 2023, arXiv:2312.03732).", False)
+
+
+@dataclass
+class FreezeMethodConfig:
+    last_layers: int = doc("Train the last N decoder layers (and the final norm); everything else is frozen.", 2)
+    modules: list[str] = doc(
+        "Also train modules whose name matches one of these glob patterns, e.g. `[lm_head, '*.mlp.*']`.",
+        default_factory=list,
+    )
+
+
+@dataclass
+class MethodConfig:
+    name: Literal["full", "freeze", "lora"] = doc("Fine-tuning method.", "lora")
+    lora: LoraMethodConfig = doc("Settings of `lora`.", default_factory=LoraMethodConfig)
+    freeze: FreezeMethodConfig = doc("Settings of `freeze`.", default_factory=FreezeMethodConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = doc("Passes over the training data (ignored when `max_steps` > 0).", 1.0)
+    max_steps: int = doc("Total optimizer steps; 0 to use `epochs`.", 0)
+    batch_size: int = doc("Examples per device per step.", 8)
+    grad_accum: int = doc("Gradient accumulation steps (effective batch = batch_size x grad_accum x devices).", 1)
+    learning_rate: float = doc("Peak learning rate.", 2e-4)
+    lr_scheduler: str = doc("Learning-rate schedule (`linear`, `cosine`, `constant_with_warmup`, ...).", "cosine")
+    warmup_ratio: float = doc("Fraction of steps of linear warm-up.", 0.05)
+    weight_decay: float = doc("AdamW weight decay.", 0.0)
+    max_grad_norm: float = doc("Gradient clipping norm.", 1.0)
+    optim: str = doc("Optimizer name as transformers knows it (`adamw_torch`, `adamw_torch_fused`, `sgd`, ...).",
+                     "adamw_torch")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = doc(
+        "Mixed precision for training and evaluation. `auto`: bf16 on a GPU that supports it, fp32 on CPU. "
+        "`bf16` on a CPU with avx512_bf16/AMX is about 2x faster than fp32.",
+        "auto",
+    )
+    gradient_checkpointing: bool = doc("Recompute activations in backward: less memory, about 30% slower.", False)
+    group_by_length: bool = doc("Batch examples of similar length together to waste less compute on padding.", True)
+    seed: int = doc("Seed for weights of new modules, dropout and data order.", 42)
+    logging_steps: int = doc("Log the training loss every N steps.", 5)
+    eval_steps: int = doc("Evaluate on the validation split every N steps (0: once per epoch).", 0)
+    save_total_limit: int = doc("Checkpoints kept on disk (the best one is always kept).", 2)
+    early_stopping_patience: int = doc(
+        "Stop after N evaluations without improvement of validation loss (0: off).", 0
+    )
+    load_best_at_end: bool = doc("Finish with the checkpoint of lowest validation loss.", True)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = doc("Maximum tokens generated per test row.", 128)
+    batch_size: int = doc("Rows generated together (left-padded).", 16)
+    do_sample: bool = doc("Sample instead of greedy decoding (greedy keeps base/tuned comparable).", False)
+    temperature: float = doc("Sampling temperature (only with `do_sample`).", 0.7)
+    top_p: float = doc("Nucleus sampling (only with `do_sample`).", 0.9)
+
+
+@dataclass
+class EvalConfig:
+    metrics: list[str] = doc(
+        "Generation metrics on the test split: `exact_match`, `count_list` (the demo task). Empty: loss only.",
+        default_factory=lambda: ["exact_match"],
+    )
+    compare_base: bool = doc("Also score the base model on the same rows with the same decoding.", True)
+    max_samples: int = doc("Score at most N test rows (0: all).", 0)
+    generation: GenerationConfig = doc("Decoding settings, the same for every model compared.",
+                                       default_factory=GenerationConfig)
+
+
+@dataclass
+class OutputConfig:
+    dir: str = doc("Output folder of the run (relative to the current directory).", "runs/run")
+    overwrite: bool = doc("Replace an existing output folder (also `--overwrite`).", False)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = doc("The pretrained model.", default_factory=ModelConfig)
+    data: DataConfig = doc("Datasets, format, template and labels.", default_factory=DataConfig)
+    method: MethodConfig = doc("How the model is changed.", default_factory=MethodConfig)
+    train: TrainConfig = doc("Optimisation.", default_factory=TrainConfig)
+    eval: EvalConfig = doc("Evaluation after training.", default_factory=EvalConfig)
+    output: OutputConfig = doc("Where results go.", default_factory=OutputConfig)
+    # Folder of the YAML file: relative data paths are resolved against it. Not a user field.
+    base_dir: str = field(default=".", metadata={"internal": True})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def did_you_mean(word: str, choices, prefix: str = "") -> str:
+    """' (did you mean 'x'?)' for the closest choice, or ''."""
+    hint = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {prefix + hint[0]!r}?)" if hint else ""
+
+
+def user_fields(cls) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        inner = _type_name(typing.get_args(tp)[0])
+        return "a list of " + (inner.split(" ", 1)[1] + "s" if inner.startswith(("a ", "an ")) else inner)
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a section"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
+    """Check `value` against the type hint `tp`; return the converted value (errors appended, never raised)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a section (mapping), got {value!r}")
+            return tp()
+        return _build(tp, value, path, errors)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], path, errors)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            errors.append(f"{path}: {value!r} is not {_type_name(tp)}{did_you_mean(value, choices)}")
+            return choices[0]
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            value = [value]  # a single path or name is accepted where a list is expected
+        return [_convert(v, item_tp, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a mapping, got {value!r}")
+            return {}
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            errors.append(f"{path}: expected true or false, got {value!r}")
+            return False
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(f"{path}: expected an integer, got {value!r}")
+            return 0
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 2e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append(f"{path}: expected a number, got {value!r}")
+            return 0.0
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            errors.append(f"{path}: expected a string, got {value!r}")
+            return ""
+        return str(value)
+    raise TypeError(f"unsupported config type {tp} at {path}")  # a weitiao bug, not a user error
+
+
+def _build(cls, data: dict, prefix: str, errors: list[str]):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in user_fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            extra = did_you_mean(key, fields, prefix + "." if prefix else "")
+            where = f"section {prefix!r}" if prefix else "the top level"
+            errors.append(f"{path}: unknown key in {where}{extra}")
+            continue
+        kwargs[key] = _convert(value, hints[key], path, errors)
+    return cls(**kwargs)
+
+
+def _apply_override(data: dict, override: str, errors: list[str]) -> None:
+    """Apply one `section.key=value` override; the value is parsed as YAML (`3`, `true`, `[a, b]`)."""
+    if "=" not in override:
+        errors.append(f"override {override!r}: expected section.key=value")
+        return
+    dotted, raw = override.split("=", 1)
+    keys = dotted.strip().split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def semantic_problems(cfg: Config) -> list[str]:
+    """Checks across fields (types are already right)."""
+    p: list[str] = []
+    d, t, m, e = cfg.data, cfg.train, cfg.method, cfg.eval
+    if not d.train:
+        p.append("data.train: no training data given")
+    for name in ("val_ratio", "test_ratio"):
+        v = getattr(d, name)
+        if not 0.0 <= v < 1.0:
+            p.append(f"data.{name}: must be in [0, 1), got {v}")
+    if d.val_ratio + d.test_ratio >= 1.0:
+        p.append("data.val_ratio + data.test_ratio: must leave rows for training")
+    if d.max_length < 8:
+        p.append(f"data.max_length: must be at least 8, got {d.max_length}")
+    for name in ("batch_size", "grad_accum", "logging_steps"):
+        if getattr(t, name) < 1:
+            p.append(f"train.{name}: must be at least 1, got {getattr(t, name)}")
+    for name in ("max_steps", "eval_steps", "early_stopping_patience", "save_total_limit"):
+        if getattr(t, name) < 0:
+            p.append(f"train.{name}: must not be negative, got {getattr(t, name)}")
+    if t.max_steps == 0 and t.epochs <= 0:
+        p.append("train.epochs: must be positive when train.max_steps is 0")
+    if t.learning_rate <= 0:
+        p.append(f"train.learning_rate: must be positive, got {t.learning_rate}")
+    if not 0.0 <= t.warmup_ratio < 1.0:
+        p.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    if m.lora.r < 1:
+        p.append(f"method.lora.r: must be at least 1, got {m.lora.r}")
+    if not 0.0 <= m.lora.dropout < 1.0:
+        p.append(f"method.lora.dropout: must be in [0, 1), got {m.lora.dropout}")
+    if m.name == "freeze" and m.freeze.last_layers < 0:
+        p.append(f"method.freeze.last_layers: must not be negative, got {m.freeze.last_layers}")
+    if m.name == "freeze" and m.freeze.last_layers == 0 and not m.freeze.modules:
+        p.append("method.freeze: trains nothing; set last_layers > 0 or list modules")
+    from weitiao.evaluation.metrics import METRICS  # local import: metrics pull in nothing heavy
+
+    for i, name in enumerate(e.metrics):
+        if name not in METRICS:
+            p.append(f"eval.metrics[{i}]: unknown metric {name!r}{did_you_mean(name, METRICS)}; "
+                     f"known: {', '.join(METRICS)}")
+    if e.generation.max_new_tokens < 1:
+        p.append("eval.generation.max_new_tokens: must be at least 1")
+    if e.generation.batch_size < 1:
+        p.append("eval.generation.batch_size: must be at least 1")
+    from weitiao.data.templates import BUILTIN_TEMPLATES
+
+    if cfg.model.chat_template != "auto" and cfg.model.chat_template not in BUILTIN_TEMPLATES:
+        name = cfg.model.chat_template
+        p.append(f"model.chat_template: unknown template {name!r}{did_you_mean(name, BUILTIN_TEMPLATES)}; "
+                 f"known: auto, {', '.join(BUILTIN_TEMPLATES)}")
+    return p
+
+
+def config_from_dict(data: dict, source: str = "<config>", base_dir: str = ".") -> Config:
+    errors: list[str] = []
+    cfg = _build(Config, data, "", errors)
+    cfg.base_dir = base_dir
+    if not errors:
+        errors.extend(semantic_problems(cfg))
+    if errors:
+        raise ConfigError(source, errors)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config, apply `section.key=value` overrides, validate, and return the typed config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), ["file not found"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [f"{where}not valid YAML ({getattr(err, 'problem', err)})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["not valid UTF-8"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), ["the top level must be a mapping of sections"])
+    errors: list[str] = []
+    for o in overrides:
+        _apply_override(data, o, errors)
+    if errors:
+        raise ConfigError(str(path), errors)
+    return config_from_dict(data, str(path), str(path.resolve().parent))
+
+
+def config_to_dict(cfg: Config) -> dict:
+    out = dataclasses.asdict(cfg)
+    out.pop("base_dir", None)
+    return out
+
+
+def resolved(cfg: Config) -> Config:
+    """A copy with data paths made absolute, so the saved config works from any directory."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    for name in ("train", "val", "test"):
+        paths = getattr(out.data, name)
+        setattr(out.data, name, [str((Path(cfg.base_dir) / Path(p).expanduser()).resolve()) for p in paths])
+    return out
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def config_reference(markdown: bool = False) -> str:
+    """Every config field with its type, default and help, from the dataclasses (the one source of docs)."""
+    lines: list[str] = []
+
+    def walk(cls, prefix: str):
+        hints = typing.get_type_hints(cls)
+        for f in user_fields(cls):
+            tp = hints[f.name]
+            path = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(tp):
+                if markdown:
+                    lines.append(f"\n**`{path}`**: {f.metadata['help']}\n")
+                    lines.append("| key | type | default | meaning |\n|---|---|---|---|")
+                else:
+                    lines.append(f"\n[{path}] {f.metadata['help']}")
+                walk(tp, path + ".")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            dflt = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("\n...").strip()
+            if markdown:
+                help_text = f.metadata["help"].replace("|", "\\|")
+                lines.append(f"| `{path}` | {_type_name(tp)} | `{dflt}` | {help_text} |")
+            else:
+                lines.append(f"  {path} = {dflt}    ({_type_name(tp)})\n      {f.metadata['help']}")
+
+    walk(Config, "")
+    return "\n".join(lines).strip() + "\n"

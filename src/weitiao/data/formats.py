@@ -1,0 +1,157 @@
+"""Dataset formats, each turned into one canonical form: a list of {"role", "content"} messages.
+
+Roles are `system`, `user` and `assistant`. A conversation is valid when it has an optional leading system
+message, then alternates user/assistant, and ends with an assistant turn (that turn is what the model learns and
+what evaluation compares against). The `text` format has no roles: its rows become a single "text" example.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from weitiao.data.readers import Row
+
+Message = dict  # {"role": str, "content": str}
+
+
+@dataclass(frozen=True)
+class Example:
+    messages: tuple  # tuple of (role, content) pairs; empty for text rows
+    text: str | None  # set for the `text` format only
+    where: str
+
+    def as_messages(self) -> list[Message]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+
+class RowProblem(Exception):
+    """A problem with one row; the caller adds the row's location."""
+
+
+# Canonical field names of each format; `data.columns` maps them to the user's column names.
+FIELDS = {
+    "alpaca": ("instruction", "input", "output", "system", "history"),
+    "sharegpt": ("conversations", "system"),
+    "messages": ("messages",),
+    "chatglm": ("prompt", "response", "history"),
+    "text": ("text",),
+}
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "bot": "assistant", "model": "assistant"}
+
+
+def _text(row: dict, name: str, col: str, required: bool) -> str:
+    value = row.get(col)
+    if value is None or (isinstance(value, float) and value != value):  # missing, or NaN from csv/parquet
+        if required:
+            raise RowProblem(f"missing field {col!r}" + (f" (the {name!r} field)" if col != name else ""))
+        return ""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise RowProblem(f"field {col!r} must be text, got {type(value).__name__}")
+    value = str(value).strip()
+    if required and not value:
+        raise RowProblem(f"field {col!r} is empty")
+    return value
+
+
+def _history(row: dict, col: str) -> list[tuple[str, str]]:
+    hist = row.get(col)
+    if hist is None or (isinstance(hist, float) and hist != hist):
+        return []
+    if not isinstance(hist, list):
+        raise RowProblem(f"field {col!r} must be a list of [question, answer] pairs")
+    out = []
+    for i, pair in enumerate(hist):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise RowProblem(f"{col}[{i}] must be a [question, answer] pair of strings")
+        q, a = pair[0].strip(), pair[1].strip()
+        if not q or not a:
+            raise RowProblem(f"{col}[{i}] has an empty question or answer")
+        out += [("user", q), ("assistant", a)]
+    return out
+
+
+def _alpaca(row: dict, col: Callable[[str], str]) -> list[tuple[str, str]]:
+    instruction = _text(row, "instruction", col("instruction"), True)
+    extra = _text(row, "input", col("input"), False)
+    output = _text(row, "output", col("output"), True)
+    system = _text(row, "system", col("system"), False)
+    turns = [("system", system)] if system else []
+    turns += _history(row, col("history"))
+    turns += [("user", f"{instruction}\n\n{extra}" if extra else instruction), ("assistant", output)]
+    return turns
+
+
+def _chatglm(row: dict, col: Callable[[str], str]) -> list[tuple[str, str]]:
+    prompt = _text(row, "prompt", col("prompt"), True)
+    response = _text(row, "response", col("response"), True)
+    return _history(row, col("history")) + [("user", prompt), ("assistant", response)]
+
+
+def _turn_list(row: dict, col: str, role_key: str, content_key: str, roles: dict | None) -> list[tuple[str, str]]:
+    turns = row.get(col)
+    if turns is None:
+        raise RowProblem(f"missing field {col!r}")
+    if not isinstance(turns, list) or not turns:
+        raise RowProblem(f"field {col!r} must be a non-empty list of turns")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise RowProblem(f"{col}[{i}] must be an object with {role_key!r} and {content_key!r}")
+        role = turn.get(role_key)
+        if role is None:
+            raise RowProblem(f"{col}[{i}] has no {role_key!r}")
+        mapped = (roles or {"system": "system", "user": "user", "assistant": "assistant"}).get(role)
+        if mapped is None:
+            raise RowProblem(f"{col}[{i}] has unknown role {role!r}")
+        content = turn.get(content_key)
+        if not isinstance(content, str):
+            raise RowProblem(f"{col}[{i}] has no text {content_key!r}")
+        out.append((mapped, content.strip()))
+    return out
+
+
+def _sharegpt(row: dict, col: Callable[[str], str]) -> list[tuple[str, str]]:
+    turns = _turn_list(row, col("conversations"), "from", "value", SHAREGPT_ROLES)
+    system = _text(row, "system", col("system"), False)
+    return ([("system", system)] if system else []) + turns
+
+
+def _messages(row: dict, col: Callable[[str], str]) -> list[tuple[str, str]]:
+    return _turn_list(row, col("messages"), "role", "content", None)
+
+
+CONVERTERS = {"alpaca": _alpaca, "chatglm": _chatglm, "sharegpt": _sharegpt, "messages": _messages}
+
+
+def check_turns(turns: list[tuple[str, str]]) -> None:
+    """Enforce [system] (user assistant)+ with no empty user or assistant turn."""
+    body = turns[1:] if turns and turns[0][0] == "system" else turns
+    if not body:
+        raise RowProblem("conversation has no user/assistant turns")
+    for i, (role, content) in enumerate(body):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected:
+            raise RowProblem(f"turn {i + 1} is {role!r} where {expected!r} was expected "
+                             "(turns must alternate user/assistant after an optional system message)")
+        if not content:
+            raise RowProblem(f"turn {i + 1} ({role}) is empty")
+    if body[-1][0] != "assistant":
+        raise RowProblem("conversation does not end with an assistant turn")
+
+
+def is_empty_row(row: dict) -> bool:
+    return all(v is None or (isinstance(v, str) and not v.strip()) or v == [] for v in row.values())
+
+
+def to_example(row: Row, fmt: str, columns: dict[str, str], system: str | None) -> Example:
+    """Convert one row; raises RowProblem naming the field."""
+    col = lambda name: columns.get(name, name)  # noqa: E731
+    if fmt == "text":
+        return Example((), _text(row.data, "text", col("text"), True), row.where)
+    turns = CONVERTERS[fmt](row.data, col)
+    if system and not (turns and turns[0][0] == "system"):
+        turns = [("system", system)] + turns
+    check_turns(turns)
+    return Example(tuple(turns), None, row.where)

@@ -1,0 +1,157 @@
+"""Read rows from json, jsonl, csv and parquet files, keeping where each row came from.
+
+Every row is returned as a `Row(data, where)`, with `where` such as `data/train.jsonl line 7`, so that any later
+problem (a missing field, an unknown role) can name the file and line. Parse errors are collected over the whole
+file and raised together.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from weitiao.errors import DataError
+
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+MAX_REPORTED = 20  # problems listed in one error message; the rest are counted
+
+
+@dataclass(frozen=True)
+class Row:
+    data: dict
+    where: str  # "path line N" or "path row N"
+
+
+def resolve_paths(entries: list[str], base_dir: str, field: str) -> list[Path]:
+    """Turn config entries (files or folders, relative to the config's folder) into a sorted list of data files."""
+    paths: list[Path] = []
+    problems: list[str] = []
+    for i, entry in enumerate(entries):
+        p = Path(entry).expanduser()
+        if not p.is_absolute():
+            p = Path(base_dir) / p
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.name.endswith(SUFFIXES))
+            if not found:
+                problems.append(f"{field}[{i}]: folder {p} holds no {'/'.join(SUFFIXES)} files")
+            paths.extend(found)
+        elif p.is_file():
+            if not p.name.endswith(SUFFIXES):
+                problems.append(f"{field}[{i}]: {p} is not a {'/'.join(SUFFIXES)} file")
+            paths.append(p)
+        else:
+            problems.append(f"{field}[{i}]: {p} does not exist")
+    if problems:
+        raise DataError(problems)
+    return paths
+
+
+def _read_jsonl(path: Path, problems: list[str]) -> list[Row]:
+    rows = []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(f"{path} line {lineno}: not valid UTF-8 (byte {err.start})")
+                continue
+            if not line.strip():
+                continue  # blank lines are allowed and skipped
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                problems.append(f"{path} line {lineno}: not valid JSON ({err.msg} at column {err.colno})")
+                continue
+            if not isinstance(obj, dict):
+                problems.append(f"{path} line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                continue
+            rows.append(Row(obj, f"{path} line {lineno}"))
+    return rows
+
+
+def _read_json(path: Path, problems: list[str]) -> list[Row]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        problems.append(f"{path}: not valid UTF-8 (byte {err.start})")
+        return []
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.msg == "Extra data":  # a .json file that is really JSON lines
+            return _read_jsonl(path, problems)
+        problems.append(f"{path} line {err.lineno}: not valid JSON ({err.msg} at column {err.colno})")
+        return []
+    if isinstance(obj, dict):
+        # {"data": [...]} or {"train": [...]} style wrappers hold one list of rows
+        lists = [v for v in obj.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            problems.append(f"{path}: expected a list of row objects")
+            return []
+        obj = lists[0]
+    if not isinstance(obj, list):
+        problems.append(f"{path}: expected a list of row objects")
+        return []
+    rows = []
+    for i, item in enumerate(obj):
+        if not isinstance(item, dict):
+            problems.append(f"{path} row {i}: expected a JSON object, got {type(item).__name__}")
+            continue
+        rows.append(Row(item, f"{path} row {i}"))
+    return rows
+
+
+def _read_csv(path: Path, problems: list[str]) -> list[Row]:
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            for record in reader:
+                # line_num is the line where this record ended (records may span lines)
+                if None in record:
+                    problems.append(f"{path} line {reader.line_num}: more values than header columns")
+                    continue
+                if all(v is None or v == "" for v in record.values()):
+                    continue
+                data = {}
+                for k, v in record.items():
+                    # JSON-looking cells (lists of turns, history) are decoded; everything else stays text
+                    if isinstance(v, str) and v[:1] in "[{":
+                        try:
+                            v = json.loads(v)
+                        except json.JSONDecodeError:
+                            pass
+                    data[k] = v
+                rows.append(Row(data, f"{path} line {reader.line_num}"))
+    except UnicodeDecodeError as err:
+        problems.append(f"{path}: not valid UTF-8 (byte {err.start})")
+    except csv.Error as err:
+        problems.append(f"{path}: not valid CSV ({err})")
+    return rows
+
+
+def _read_parquet(path: Path, problems: list[str]) -> list[Row]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        problems.append(f"{path}: not a readable parquet file ({err})")
+        return []
+    return [Row(rec, f"{path} row {i}") for i, rec in enumerate(table.to_pylist())]
+
+
+READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def read_rows(paths: list[Path]) -> list[Row]:
+    """All rows of all files, in order. Raises one DataError listing every unreadable row."""
+    rows: list[Row] = []
+    problems: list[str] = []
+    for path in paths:
+        suffix = next(s for s in SUFFIXES if path.name.endswith(s))
+        rows.extend(READERS[suffix](path, problems))
+    if problems:
+        raise DataError(problems[:MAX_REPORTED], total=len(problems))
+    return rows

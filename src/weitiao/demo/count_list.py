@@ -1,0 +1,106 @@
+"""The demo task: "list exactly N items of a category, in a fixed numbered format".
+
+A base chat model answers such requests with a preamble, a different layout or the wrong count; a few hundred
+examples of fine-tuning make it answer with exactly N lines "1. Item" ... "N. Item" and stop. The count is
+checkable, so the effect of fine-tuning shows as one number (the `count_list` metric).
+
+`build_splits(seed)` is deterministic: the same seed always gives the same rows. The (category, N, phrasing)
+combinations of the train, val and test splits are disjoint.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+CATEGORIES: dict[str, list[str]] = {
+    "fruits": ["apple", "banana", "cherry", "mango", "pear", "plum", "kiwi", "grape", "peach", "lemon", "lime",
+               "apricot", "papaya", "fig"],
+    "vegetables": ["carrot", "potato", "onion", "spinach", "broccoli", "cabbage", "celery", "pea", "leek",
+                   "radish", "turnip", "lettuce", "kale"],
+    "animals": ["dog", "cat", "horse", "lion", "tiger", "zebra", "rabbit", "wolf", "bear", "fox", "deer",
+                "camel", "otter"],
+    "birds": ["eagle", "sparrow", "robin", "parrot", "owl", "swan", "crow", "pigeon", "falcon", "heron", "duck",
+              "penguin"],
+    "colors": ["red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "black", "white", "gray",
+               "teal"],
+    "countries": ["France", "Japan", "Brazil", "Canada", "Kenya", "India", "Norway", "Mexico", "Egypt", "Chile",
+                  "Spain", "Vietnam", "Peru"],
+    "sports": ["football", "tennis", "golf", "rugby", "cricket", "hockey", "boxing", "rowing", "cycling",
+               "baseball", "volleyball", "swimming"],
+    "musical instruments": ["piano", "violin", "guitar", "flute", "drums", "cello", "trumpet", "harp",
+                            "clarinet", "saxophone", "oboe", "banjo"],
+    "metals": ["iron", "copper", "gold", "silver", "zinc", "tin", "lead", "nickel", "aluminium", "platinum",
+               "cobalt", "titanium"],
+    "planets and moons": ["Mercury", "Venus", "Earth", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune",
+                          "Titan", "Europa", "Io", "Ganymede"],
+    "programming languages": ["Python", "Java", "Rust", "Go", "Ruby", "Swift", "Kotlin", "Haskell", "Perl",
+                              "Scala", "Julia", "Lua"],
+    "trees": ["oak", "pine", "maple", "birch", "willow", "cedar", "elm", "ash", "spruce", "beech", "poplar",
+              "cypress"],
+    "flowers": ["rose", "tulip", "daisy", "lily", "orchid", "sunflower", "violet", "lotus", "iris", "poppy",
+                "jasmine", "peony"],
+    "kitchen tools": ["knife", "spoon", "whisk", "ladle", "grater", "peeler", "spatula", "colander", "tongs",
+                      "rolling pin", "sieve", "kettle"],
+    "cities": ["Paris", "Tokyo", "Cairo", "Lima", "Oslo", "Rome", "Berlin", "Madrid", "Sydney", "Toronto",
+               "Nairobi", "Seoul", "Dublin"],
+    "drinks": ["water", "tea", "coffee", "milk", "juice", "lemonade", "cocoa", "soda", "smoothie", "cider",
+               "kefir", "espresso"],
+    "body parts": ["hand", "foot", "knee", "elbow", "shoulder", "ankle", "wrist", "neck", "ear", "nose", "chin",
+                   "thumb"],
+    "clothes": ["shirt", "jacket", "scarf", "hat", "sock", "glove", "dress", "skirt", "coat", "sweater", "boot",
+                "belt"],
+    "insects": ["ant", "bee", "wasp", "beetle", "moth", "butterfly", "fly", "cricket", "grasshopper",
+                "ladybug", "dragonfly", "termite"],
+    "vehicles": ["car", "bus", "truck", "bicycle", "train", "tram", "boat", "plane", "scooter", "van",
+                 "motorcycle", "ferry"],
+}
+
+PHRASINGS = [
+    "List {n} {category}.",
+    "Give me {n} {category}.",
+    "Name {n} {category}, please.",
+    "Write a numbered list of {n} {category}.",
+    "I need exactly {n} {category}. What are they?",
+    "Can you list {n} {category} for me?",
+]
+
+# Sizes of the bundled splits.
+SPLIT_SIZES = {"train": 480, "val": 40, "test": 80}
+
+
+def answer(items: list[str]) -> str:
+    return "\n".join(f"{k}. {item[0].upper() + item[1:]}" for k, item in enumerate(items, start=1))
+
+
+def make_row(category: str, n: int, phrasing: int, rng: random.Random) -> dict:
+    items = rng.sample(CATEGORIES[category], n)
+    question = PHRASINGS[phrasing].format(n=n, category=category)
+    return {
+        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer(items)}],
+        "meta": {"category": category, "n": n, "phrasing": phrasing},
+    }
+
+
+def build_splits(seed: int = 0, sizes: dict[str, int] = SPLIT_SIZES) -> dict[str, list[dict]]:
+    rng = random.Random(seed)
+    combos = [(c, n, p) for c in CATEGORIES for n in range(1, 11) for p in range(len(PHRASINGS))]
+    rng.shuffle(combos)
+    if sum(sizes.values()) > len(combos):
+        raise ValueError(f"at most {len(combos)} rows with disjoint (category, N, phrasing)")
+    out, start = {}, 0
+    for name, size in sizes.items():
+        out[name] = [make_row(c, n, p, rng) for c, n, p in combos[start: start + size]]
+        start += size
+    return out
+
+
+def write_splits(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, rows in build_splits(seed).items():
+        path = out_dir / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        written[name] = path
+    return written

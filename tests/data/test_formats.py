@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from weitiao.data.formats import RowProblem, to_example
+from weitiao.data.readers import Row
+
+
+def convert(fmt, data, columns=None, system=None):
+    return to_example(Row(data, "f line 1"), fmt, columns or {}, system).messages
+
+
+def test_alpaca_with_input_system_history():
+    got = convert("alpaca", {"instruction": "Translate", "input": "hello", "output": "你好", "system": "S",
+                             "history": [["q1", "a1"]]})
+    assert got == (("system", "S"), ("user", "q1"), ("assistant", "a1"), ("user", "Translate\n\nhello"),
+                   ("assistant", "你好"))
+
+
+def test_sharegpt_messages_chatglm_and_text():
+    assert convert("sharegpt", {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}],
+                                "system": "S"}) == (("system", "S"), ("user", "hi"), ("assistant", "yo"))
+    assert convert("messages", {"messages": [{"role": "user", "content": " hi "},
+                                             {"role": "assistant", "content": "yo"}]}) == (
+        ("user", "hi"), ("assistant", "yo"))
+    assert convert("chatglm", {"prompt": "p", "response": "r", "history": [["a", "b"]]}) == (
+        ("user", "a"), ("assistant", "b"), ("user", "p"), ("assistant", "r"))
+    ex = to_example(Row({"text": "plain words"}, "w"), "text", {}, None)
+    assert ex.text == "plain words" and ex.messages == ()
+
+
+def test_column_mapping_and_default_system():
+    got = convert("alpaca", {"question": "q", "answer": "a"}, {"instruction": "question", "output": "answer"},
+                  system="Be brief.")
+    assert got == (("system", "Be brief."), ("user", "q"), ("assistant", "a"))
+
+
+@pytest.mark.parametrize("fmt,data,message", [
+    ("alpaca", {"instruction": "x"}, "missing field 'output'"),
+    ("alpaca", {"instruction": "x", "output": "  "}, "field 'output' is empty"),
+    ("alpaca", {"instruction": "x", "output": "y"}, "missing field 'q' (the 'instruction' field)"),
+    ("messages", {"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]},
+     "unknown role 'bot'"),
+    ("messages", {"messages": [{"role": "assistant", "content": "a"}]}, "turn 1 is 'assistant'"),
+    ("messages", {"messages": [{"role": "user", "content": "a"}]}, "does not end with an assistant turn"),
+    ("messages", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}]},
+     "turn 2 (assistant) is empty"),
+    ("sharegpt", {"conversations": "hi"}, "must be a non-empty list"),
+    ("chatglm", {"prompt": "p", "response": "r", "history": [["only one"]]}, "history[0] must be"),
+])
+def test_bad_rows_name_the_problem(fmt, data, message):
+    columns = {"instruction": "q"} if "'q'" in message else {}
+    with pytest.raises(RowProblem, match=re.escape(message)):
+        to_example(Row(data, "f line 1"), fmt, columns, None)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from weitiao.data.readers import read_rows, resolve_paths
+from weitiao.errors import DataError
+
+
+def test_jsonl_json_csv_parquet_and_folders(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]
+    (tmp_path / "x.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    (tmp_path / "x.json").write_text(json.dumps(rows))
+    (tmp_path / "x.csv").write_text("instruction,output\na,b\n\"c\",d\n")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "x.parquet")
+    (tmp_path / "notes.txt").write_text("ignored")
+    paths = resolve_paths([str(tmp_path)], ".", "data.train")
+    assert [p.name for p in paths] == ["x.csv", "x.json", "x.jsonl", "x.parquet"]
+    got = read_rows(paths)
+    assert [r.data for r in got] == rows * 4
+    assert got[0].where.endswith("x.csv line 2") and got[2].where.endswith("x.json row 0")
+    assert got[5].where.endswith("x.jsonl line 2") and got[7].where.endswith("x.parquet row 1")
+
+
+def test_all_bad_lines_reported_together(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(b'{"a": 1}\n{"a": \n[1, 2]\n\xff\xfe\n')
+    with pytest.raises(DataError) as info:
+        read_rows([p])
+    msg = str(info.value)
+    assert f"{p} line 2: not valid JSON" in msg
+    assert f"{p} line 3: expected a JSON object, got list" in msg
+    assert f"{p} line 4: not valid UTF-8" in msg
+
+
+def test_missing_paths(tmp_path):
+    with pytest.raises(DataError) as info:
+        resolve_paths(["nope.jsonl", str(tmp_path)], str(tmp_path), "data.val")
+    assert "data.val[0]" in str(info.value) and "does not exist" in str(info.value)
+    assert "data.val[1]" in str(info.value) and "holds no" in str(info.value)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from weitiao.demo.count_list import CATEGORIES, build_splits, write_splits
+from weitiao.evaluation.metrics import count_list, parse_numbered_list
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bundled_files_are_exactly_the_generator_output(tmp_path):
+    written = write_splits(tmp_path)
+    for name, path in written.items():
+        bundled = REPO / "examples" / "data" / "count_list" / f"{name}.jsonl"
+        assert bundled.read_text() == path.read_text(), f"{bundled} differs: run weitiao demo-data"
+
+
+def test_splits_are_disjoint_and_answers_are_valid():
+    splits = build_splits()
+    combos = {name: {(r["meta"]["category"], r["meta"]["n"], r["meta"]["phrasing"]) for r in rows}
+              for name, rows in splits.items()}
+    assert not (combos["train"] & combos["test"]) and not (combos["train"] & combos["val"])
+    for rows in splits.values():
+        for r in rows:
+            answer = r["messages"][1]["content"]
+            items = parse_numbered_list(answer)
+            assert len(items) == r["meta"]["n"] and len(set(items)) == len(items)
+            assert {i.lower() for i in items} <= {i.lower() for i in CATEGORIES[r["meta"]["category"]]}
+            assert count_list(answer, answer) == 1.0
+    ns = [r["meta"]["n"] for r in splits["test"]]
+    assert set(ns) == set(range(1, 11))  # every count is tested

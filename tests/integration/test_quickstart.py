@@ -1,0 +1,62 @@
+"""The quickstart on the real bundled SmolLM2-135M-Instruct: the issue's acceptance run, on this CPU.
+
+Slow (about 6 minutes on 2 cores): it trains the shipped examples/quickstart.yaml unchanged, except for the
+output folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    proc = run_cli("train", REPO / "examples" / "quickstart.yaml", f"output.dir={out}", timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_quickstart_tuned_model_learns_the_task(quickstart_run):
+    out, proc = quickstart_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    base, tuned = metrics["test"]["base"]["count_list"], metrics["test"]["tuned"]["count_list"]
+    print(f"count_list base {base:.3f} tuned {tuned:.3f}; train {metrics['train']['runtime_s']} s")
+    assert tuned >= 0.9
+    assert tuned - base >= 0.4
+    assert "count_list" in proc.stdout and "base" in proc.stdout and "tuned" in proc.stdout
+    assert metrics["val"], "validation ran during training"
+
+
+def test_quickstart_adapter_gives_weitiao_eval_generations_with_plain_peft(quickstart_run, tmp_path):
+    """weitiao eval (fp32, unbatched) and plain transformers + peft produce the same answers."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, _ = quickstart_run
+    report = tmp_path / "eval.json"
+    proc = run_cli("eval", out, "train.precision=fp32", "eval.generation.batch_size=1", "eval.max_samples=12",
+                   "--out", report)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predictions = json.loads(report.read_text())["predictions"]
+    adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    base_dir = adapter_config["base_model_name_or_path"]
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
+                                      out / "adapter").eval()
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()][:12]
+    for row, prediction in zip(rows, predictions):
+        ids = tok.apply_chat_template([{"role": "user", "content": row["prompt"]}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            gen = model.generate(**ids, max_new_tokens=96, do_sample=False, pad_token_id=tok.pad_token_id)
+        text = tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        assert text == prediction
