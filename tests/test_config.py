@@ -38,12 +38,15 @@ def test_every_error_is_reported_with_its_path():
 
 def test_semantic_checks():
     found = problems({"data": {"train": [], "val_ratio": 0.6, "test_ratio": 0.5},
-                      "eval": {"metrics": ["count_lst"]}, "model": {"chat_template": "chatmll"}})
+                      "eval": {"metrics": ["count_lst"]}, "model": {"chat_template": "chatmll"},
+                      "train": {"lr_scheduler": "cosin", "optim": "adamw"}})
     text = "\n".join(found)
     assert "data.train: no training data given" in text
     assert "data.val_ratio + data.test_ratio" in text
     assert "eval.metrics[0]: unknown metric 'count_lst' (did you mean 'count_list'?)" in text
     assert "model.chat_template: unknown template 'chatmll' (did you mean 'chatml'?)" in text
+    assert "train.lr_scheduler: unknown schedule 'cosin' (did you mean 'cosine'?)" in text
+    assert "train.optim: unknown optimizer 'adamw'" in text
 
 
 def test_overrides_and_relative_paths(tmp_path):

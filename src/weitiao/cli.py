@@ -20,6 +20,13 @@ from weitiao.errors import WeitiaoError
 OVERRIDES_HELP = "config overrides as section.key=value (e.g. train.max_steps=20 method.lora.r=8)"
 
 
+def _quiet() -> None:
+    import warnings
+
+    # transformers 5 renames (gradient -> activation checkpointing) that peft still reads; nothing for a user to do
+    warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*", category=FutureWarning)
+
+
 def _offline() -> None:
     # weitiao never downloads: models and data must be local (see models/loading.py)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -145,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _offline()
+    _quiet()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

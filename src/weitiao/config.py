@@ -330,6 +330,16 @@ def semantic_problems(cfg: Config) -> list[str]:
         p.append(f"train.learning_rate: must be positive, got {t.learning_rate}")
     if not 0.0 <= t.warmup_ratio < 1.0:
         p.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    from transformers.trainer_utils import SchedulerType  # names are the Trainer's own, checked here, not later
+    from transformers.training_args import OptimizerNames
+
+    schedulers = [x.value for x in SchedulerType]
+    if t.lr_scheduler not in schedulers:
+        p.append(f"train.lr_scheduler: unknown schedule {t.lr_scheduler!r}{did_you_mean(t.lr_scheduler, schedulers)}; "
+                 f"known: {', '.join(schedulers)}")
+    optimizers = [x.value for x in OptimizerNames]
+    if t.optim not in optimizers:
+        p.append(f"train.optim: unknown optimizer {t.optim!r}{did_you_mean(t.optim, optimizers)}")
     if m.lora.r < 1:
         p.append(f"method.lora.r: must be at least 1, got {m.lora.r}")
     if not 0.0 <= m.lora.dropout < 1.0:

@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +78,19 @@ def token_loss(model, encoded: list[Encoded], pad_id: int, batch_size: int = 8, 
 
 @dataclass
 class SplitScores:
+    rows: int  # rows scored (eval.max_samples may cap the split)
     metrics: dict  # loss, perplexity and each generation metric
     predictions: list[str]
     per_row: list[dict]
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "metrics": self.metrics, "predictions": self.predictions, "per_row": self.per_row}
 
 
 def score_split(model, tokenizer, template, examples: list[Example], encoded: list[Encoded], cfg: Config,
                 amp_dtype, label: str) -> SplitScores:
     """Loss/perplexity on `encoded` and generation metrics on `examples`, with `cfg.eval` decoding."""
+    started = time.time()
     n = cfg.eval.max_samples or len(examples)
     examples, encoded = examples[:n], encoded[:n]
     log(f"[{label}] test loss on {len(encoded)} rows ...")
@@ -100,21 +106,23 @@ def score_split(model, tokenizer, template, examples: list[Example], encoded: li
                                amp_dtype)
         means, per_row = score(cfg.eval.metrics, predictions, [r for _, r in pairs])
         metrics.update({k: round(v, 6) for k, v in means.items()})
-    return SplitScores(metrics, predictions, per_row)
+    log(f"[{label}] scored in {time.time() - started:.1f}s: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return SplitScores(len(encoded), metrics, predictions, per_row)
 
 
-def comparison_table(base: dict | None, tuned: dict, n_rows: int) -> str:
-    keys = list(tuned)
-    width = max(len(k) for k in keys + ["perplexity"]) + 2
-    head = f"{'test split (' + str(n_rows) + ' rows)':<{width + 8}}"
-    if base is None:
-        lines = [head + f"{'tuned':>10}"] + [f"{k:<{width + 8}}{tuned[k]:>10.4f}" for k in keys]
-        return "\n".join(lines)
-    lines = [head + f"{'base':>10}{'tuned':>10}{'change':>10}"]
+def comparison_table(title: str, columns: dict[str, dict]) -> str:
+    """A fixed-width table of metrics, one column per model; with two columns, a change column is added."""
+    names = list(columns)
+    keys = list(columns[names[-1]])
+    width = max(len(title), *(len(k) for k in keys)) + 2
+    header = f"{title:<{width}}" + "".join(f"{n:>10}" for n in names) + (f"{'change':>10}" if len(names) == 2 else "")
+    lines = [header]
     for k in keys:
-        b, t = base.get(k), tuned[k]
-        change = f"{t - b:>+10.4f}" if b is not None else ""
-        lines.append(f"{k:<{width + 8}}{b:>10.4f}{t:>10.4f}{change}")
+        values = [columns[n].get(k) for n in names]
+        cells = "".join(f"{v:>10.4f}" if v is not None else f"{'-':>10}" for v in values)
+        if len(values) == 2 and None not in values:
+            cells += f"{values[1] - values[0]:>+10.4f}"
+        lines.append(f"{k:<{width}}{cells}")
     return "\n".join(lines)
 
 

@@ -48,8 +48,8 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     amp = autocast_dtype(cfg.train.precision, device)
     scores = score_split(model, tokenizer, template, examples, encoded, cfg, amp, label)
     log("")
-    log(comparison_table(None, scores.metrics, len(encoded)).replace("tuned", label))
-    result = {"model": source.label, "adapter": adapter, "split": split, "rows": len(encoded),
+    log(comparison_table(f"{split} split ({scores.rows} rows)", {label: scores.metrics}))
+    result = {"model": source.label, "adapter": adapter, "split": split, "rows": scores.rows,
               "metrics": scores.metrics, "predictions": scores.predictions}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -89,11 +89,9 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                 base = json.loads(base_file.read_text())
             else:
                 with base_model_context(model):
-                    scores = score_split(model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
-                                         "base")
-                base = {"metrics": scores.metrics, "predictions": scores.predictions, "per_row": scores.per_row}
+                    base = score_split(model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
+                                       "base").as_dict()
                 write_json(base_file, base)
-            log(f"[base] {base['metrics']}")
     except WeitiaoError:
         if fresh:
             remove_dir(out_dir)
@@ -109,8 +107,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     # ---- the tuned model on the test split
     tuned = None
     if splits.test:
-        scores = score_split(trainer.model, tokenizer, template, splits.test, encoded["test"], cfg, amp, "tuned")
-        tuned = {"metrics": scores.metrics, "predictions": scores.predictions, "per_row": scores.per_row}
+        tuned = score_split(trainer.model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
+                            "tuned").as_dict()
 
     # ---- save: weights, state, metrics, curve, predictions
     saved = save_trained(trainer.model, tokenizer, str(out_dir), cfg.method)
@@ -132,7 +130,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         },
         "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h],
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
-        "test": {"rows": len(splits.test), "base": base["metrics"] if base else None,
+        "test": {"rows": tuned["rows"] if tuned else 0, "base": base["metrics"] if base else None,
                  "tuned": tuned["metrics"] if tuned else None},
         "data": {"train_rows": len(encoded["train"]), "train_trained_tokens": trained_tokens},
     }
@@ -152,8 +150,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
 
     log("")
     if tuned:
-        log(comparison_table(base["metrics"] if base else None, tuned["metrics"], len(tuned["per_row"]) or
-                             len(splits.test)))
+        columns = {"base": base["metrics"], "tuned": tuned["metrics"]} if base else {"tuned": tuned["metrics"]}
+        log(comparison_table(f"test split ({tuned['rows']} rows)", columns))
     log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
     return TrainResult(metrics, trainer.model, tokenizer, out_dir)
 
@@ -181,8 +179,7 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
         optim=t.optim,
         bf16=amp is torch.bfloat16,
         fp16=amp is torch.float16,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        **checkpointing_args(t.gradient_checkpointing),
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         seed=t.seed,
         data_seed=t.seed,
@@ -199,6 +196,7 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
         use_cpu=device == "cpu",
         report_to="none",
         remove_unused_columns=False,
+        prediction_loss_only=True,  # validation needs the loss only; keeping logits costs B x T x vocab floats
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
@@ -215,6 +213,18 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
         data_collator=PadCollator(tokenizer.pad_token_id),
         callbacks=callbacks,
     )
+
+
+def checkpointing_args(enabled: bool) -> dict:
+    """Activation (gradient) checkpointing under the name this transformers version uses."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    # non-reentrant checkpointing works with frozen inputs (LoRA) and is the one PyTorch recommends
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 def planned_steps(cfg: Config, n_train: int) -> int:

@@ -1,0 +1,46 @@
+"""Model sources: local folder, hub id in the local cache (offline), missing paths; the GGUF cache key."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import run_cli, write_config
+from weitiao.errors import ModelNotFoundError
+from weitiao.models.loading import gguf_cache_folder, resolve_source
+
+
+def test_local_folder_and_missing(tmp_path, tiny_model_dir):
+    assert resolve_source(str(tiny_model_dir)).kind == "folder"
+    with pytest.raises(ModelNotFoundError, match="has no config.json"):
+        resolve_source(str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="GGUF file .* does not exist"):
+        resolve_source(str(tmp_path / "m.gguf"))
+    with pytest.raises(ModelNotFoundError, match="not a hub id in the local cache"):
+        resolve_source("nobody/no-such-model-xyz")
+
+
+def test_gguf_cache_key_changes_with_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEITIAO_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"abc")
+    first = gguf_cache_folder(str(f))
+    assert first.parent == tmp_path / "cache" / "models"
+    f.write_bytes(b"abcd")
+    assert gguf_cache_folder(str(f)) != first
+
+
+def test_hub_id_from_local_cache_trains_offline(tmp_path, tiny_model_dir, demo_data_dir, monkeypatch):
+    """A model laid out as the Hugging Face cache holds it is found by its hub id, with no network."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--tiny-org--tiny-llama" / "snapshots" / "0123abc"
+    shutil.copytree(tiny_model_dir, snapshot)
+    (cache / "models--tiny-org--tiny-llama" / "refs").mkdir()
+    (cache / "models--tiny-org--tiny-llama" / "refs" / "main").write_text("0123abc")
+    cfg = write_config(tmp_path / "c.yaml", "tiny-org/tiny-llama", demo_data_dir, tmp_path / "run",
+                       train={"max_steps": 1, "eval_steps": 1}, eval={"metrics": [], "compare_base": False})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    result = run_cli("train", cfg)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tiny-org/tiny-llama" in result.stdout
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
