@@ -1,10 +1,6 @@
-"""Shared fixtures: a tiny random Llama (2 layers, width 64) with a byte-level BPE tokenizer trained here.
-
-Nothing is downloaded. The tokenizer has ChatML special tokens and a ChatML chat template, like SmolLM2.
-"""
+"""Shared fixtures: the tiny random Llama and tokenizer of `weitiao.testing`, a demo-data slice, CLI helpers."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,48 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from weitiao.demo.count_list import build_splits
+from weitiao.testing import build_model, build_tokenizer, write_demo_slice
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|user|>", "<|assistant|>",
-            "<|system|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "[gMASK]", "<sop>"]
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    corpus = []
-    for rows in build_splits(seed=0).values():
-        for r in rows:
-            corpus += [m["content"] for m in r["messages"]]
-    corpus += ["system user assistant You are a helpful assistant. The quick brown fox jumps over the lazy dog.",
-               "0123456789 hello world", "Answer the question. instruction input output"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token="<|im_start|>")
-    fast.chat_template = CHATML
-    return fast
-
-
-def build_model(vocab_size: int, seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return LlamaForCausalLM(config)
 
 
 @pytest.fixture(scope="session")
@@ -74,11 +31,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def demo_data_dir(tmp_path_factory) -> Path:
     """A small slice of the demo task (fast to train on)."""
-    folder = tmp_path_factory.mktemp("demo-data")
-    splits = build_splits(seed=0, sizes={"train": 48, "val": 8, "test": 8})
-    for name, rows in splits.items():
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    return write_demo_slice(tmp_path_factory.mktemp("demo-data"))
 
 
 def write_config(path: Path, model_dir, data_dir, out_dir, **sections) -> Path:

@@ -100,7 +100,7 @@ def test_validate_accepts_good_config(tmp_path, tiny_model_dir, demo_data_dir):
 
 
 def test_help_everywhere():
-    for args in ([], ["train"], ["eval"], ["validate"], ["config-reference"], ["demo-data"]):
+    for args in ([], ["train"], ["eval"], ["validate"], ["config-reference"], ["data"]):
         result = run_cli(*args, "--help")
         assert result.returncode == 0
         assert "usage: weitiao" in result.stdout

@@ -3,8 +3,9 @@
     weitiao train CONFIG [section.key=value ...] [--resume] [--overwrite]
     weitiao eval CONFIG|RUN_DIR [section.key=value ...] [--adapter DIR] [--model-dir DIR] [--split test] [--out F]
     weitiao validate CONFIG [section.key=value ...]
+    weitiao data check CONFIG [section.key=value ...] [--preview N] [--out F]
+    weitiao data demo OUT_DIR [--seed 0]
     weitiao config-reference [--markdown]
-    weitiao demo-data OUT_DIR [--seed 0]
 
 A user error (bad config, bad data row, missing model) prints one message and exits with status 2, no traceback.
 """
@@ -39,7 +40,8 @@ def cmd_train(args) -> int:
     from weitiao.config import load_config
     from weitiao.workflows import sft
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + (["data.skip_bad_rows=true"] if args.skip_bad_rows else [])
+    cfg = load_config(args.config, overrides)
     sft.run(cfg, overwrite=args.overwrite, resume=args.resume)
     return 0
 
@@ -66,15 +68,12 @@ def cmd_eval(args) -> int:
 def cmd_validate(args) -> int:
     from weitiao.config import load_config
     from weitiao.data.dataset import encode_split, load_splits
-    from weitiao.data.templates import resolve_template
-    from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
+    from weitiao.workflows.common import find_model
 
     cfg = load_config(args.config, args.overrides)
     print(f"config {args.config}: ok")
     splits = load_splits(cfg.data, cfg.base_dir)
-    source = resolve_source(cfg.model.name_or_path)
-    tokenizer = load_tokenizer(local_folder(source), cfg.model.trust_remote_code)
-    template = resolve_template(tokenizer, cfg.model.chat_template)
+    source, _, tokenizer, template = find_model(cfg)
     for name in ("train", "val", "test"):
         examples = getattr(splits, name)
         if not examples:
@@ -97,7 +96,15 @@ def cmd_config_reference(args) -> int:
     return 0
 
 
-def cmd_demo_data(args) -> int:
+def cmd_data_check(args) -> int:
+    from weitiao.config import load_config
+    from weitiao.workflows import data_check
+
+    cfg = load_config(args.config, args.overrides)
+    return data_check.run(cfg, preview=args.preview, out=args.out)
+
+
+def cmd_data_demo(args) -> int:
     from weitiao.demo.count_list import write_splits
 
     for name, path in write_splits(args.out_dir, args.seed).items():
@@ -119,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in output.dir")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="train on the good rows; skipped rows are listed in OUTPUT/skipped_rows.jsonl")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="score a model (or model + adapter, or a finished run) on a split",
@@ -142,11 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="as Markdown tables")
     p.set_defaults(func=cmd_config_reference)
 
-    p = sub.add_parser("demo-data", help="write the demo task's train/val/test JSONL files",
-                       description="Write the deterministic 'list exactly N items' demo dataset.")
-    p.add_argument("out_dir", help="folder for train.jsonl, val.jsonl and test.jsonl")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
-    p.set_defaults(func=cmd_demo_data)
+    p = sub.add_parser("data", help="check data files, or write the demo dataset")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    q = data_sub.add_parser("check", help="report bad rows, duplicates, leakage and token lengths",
+                            description="Read every row of every data file of CONFIG and report each bad row with "
+                                        "file, line and reason, exact and near duplicates, train/val/test leakage, "
+                                        "token lengths and a preview of what is trained. Exit status 1 when any "
+                                        "row is bad.")
+    q.add_argument("config", help="YAML config file")
+    q.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    q.add_argument("--preview", type=int, default=2, help="show N training rows with trained tokens marked")
+    q.add_argument("--out", help="write the full report to this JSON file")
+    q.set_defaults(func=cmd_data_check)
+    q = data_sub.add_parser("demo", help="write the demo task's train/val/test JSONL files",
+                            description="Write the deterministic 'list exactly N items' demo dataset.")
+    q.add_argument("out_dir", help="folder for train.jsonl, val.jsonl and test.jsonl")
+    q.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
+    q.set_defaults(func=cmd_data_demo)
     return parser
 
 

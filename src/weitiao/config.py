@@ -43,6 +43,11 @@ class ModelConfig:
     )
     device: Literal["auto", "cpu", "cuda"] = doc("`auto`: CUDA when available, else CPU.", "auto")
     trust_remote_code: bool = doc("Run code shipped with the model (off unless you trust the source).", False)
+    convert_pickle: bool = doc(
+        "Allow a model folder that has only pickle weights (.bin): convert it once to safetensors in the cache, "
+        "loading with torch.load(weights_only=True). Off: such folders are refused.",
+        False,
+    )
     attn_implementation: Optional[str] = doc(
         "Attention kernel passed to transformers (`sdpa`, `eager`, ...); empty for the library default.", None
     )
@@ -77,6 +82,16 @@ class DataConfig:
         "Tokens that carry loss: every assistant turn (default), only the last one, or all tokens.", "assistant"
     )
     drop_duplicates: bool = doc("Drop exact duplicate rows from the training data (reported).", True)
+    skip_bad_rows: bool = doc(
+        "Train on the good rows when some rows are bad (also `--skip-bad-rows`); the skipped rows and reasons are "
+        "written to `skipped_rows.jsonl` in the output folder. Off: any bad row stops the run before training.",
+        False,
+    )
+    near_duplicate_threshold: float = doc(
+        "Estimated Jaccard similarity (MinHash over character 5-grams) at which two rows count as near-duplicates "
+        "(inside train) or as leakage (between train and val/test).",
+        0.8,
+    )
 
 
 @dataclass
@@ -136,6 +151,11 @@ class TrainConfig:
         "Stop after N evaluations without improvement of validation loss (0: off).", 0
     )
     load_best_at_end: bool = doc("Finish with the checkpoint of lowest validation loss.", True)
+    max_nonfinite_steps: int = doc(
+        "Steps with a NaN/inf gradient are skipped (no weight changes); after this many in a row, training stops "
+        "with the last good checkpoint kept.",
+        5,
+    )
 
 
 @dataclass
@@ -316,9 +336,11 @@ def semantic_problems(cfg: Config) -> list[str]:
             p.append(f"data.{name}: must be in [0, 1), got {v}")
     if d.val_ratio + d.test_ratio >= 1.0:
         p.append("data.val_ratio + data.test_ratio: must leave rows for training")
+    if not 0.0 < d.near_duplicate_threshold <= 1.0:
+        p.append(f"data.near_duplicate_threshold: must be in (0, 1], got {d.near_duplicate_threshold}")
     if d.max_length < 8:
         p.append(f"data.max_length: must be at least 8, got {d.max_length}")
-    for name in ("batch_size", "grad_accum", "logging_steps"):
+    for name in ("batch_size", "grad_accum", "logging_steps", "max_nonfinite_steps"):
         if getattr(t, name) < 1:
             p.append(f"train.{name}: must be at least 1, got {getattr(t, name)}")
     for name in ("max_steps", "eval_steps", "early_stopping_patience", "save_total_limit"):

@@ -37,3 +37,13 @@ class DataError(WeitiaoError):
 
 class ModelNotFoundError(WeitiaoError):
     """The configured model cannot be found locally."""
+
+
+class UnsafeWeightsError(WeitiaoError):
+    """The model's weights are in a format that can run code when loaded (pickle)."""
+
+
+class Interrupted(WeitiaoError):
+    """The user pressed Ctrl-C; a checkpoint was saved."""
+
+    exit_code = 130

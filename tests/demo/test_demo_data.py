@@ -12,7 +12,7 @@ def test_bundled_files_are_exactly_the_generator_output(tmp_path):
     written = write_splits(tmp_path)
     for name, path in written.items():
         bundled = REPO / "examples" / "data" / "count_list" / f"{name}.jsonl"
-        assert bundled.read_text() == path.read_text(), f"{bundled} differs: run weitiao demo-data"
+        assert bundled.read_text() == path.read_text(), f"{bundled} differs: run weitiao data demo"
 
 
 def test_splits_are_disjoint_and_answers_are_valid():

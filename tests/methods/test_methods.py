@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import build_model
+from weitiao.testing import build_model
 from weitiao.config import FreezeMethodConfig, LoraMethodConfig, MethodConfig
 from weitiao.errors import WeitiaoError
 from weitiao.methods import apply_method, count_parameters

@@ -44,3 +44,28 @@ def test_hub_id_from_local_cache_trains_offline(tmp_path, tiny_model_dir, demo_d
     assert result.returncode == 0, result.stderr[-2000:]
     assert "tiny-org/tiny-llama" in result.stdout
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_pickle_only_folder_is_refused_unless_converted_deliberately(tmp_path, tiny_model_dir, demo_data_dir,
+                                                                   monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    # the old format: a pickled state dict in pytorch_model.bin
+    torch.save(load_file(tiny_model_dir / "model.safetensors"), pickled / "pytorch_model.bin")
+    for f in tiny_model_dir.iterdir():
+        if f.name.startswith(("tokenizer", "chat_template", "special", "config", "generation")):
+            (pickled / f.name).write_bytes(f.read_bytes())
+    assert not list(pickled.glob("*.safetensors")) and list(pickled.glob("*.bin"))
+    cfg = write_config(tmp_path / "c.yaml", pickled, demo_data_dir, tmp_path / "run",
+                       train={"max_steps": 1, "eval_steps": 1}, eval={"metrics": [], "compare_base": False})
+    refused = run_cli("train", cfg)
+    assert refused.returncode == 2 and "holds only pickle weights" in refused.stderr
+    assert "model.convert_pickle=true" in refused.stderr and not (tmp_path / "run").exists()
+    env_cache = tmp_path / "cache"
+    monkeypatch.setenv("WEITIAO_CACHE", str(env_cache))
+    converted = run_cli("train", cfg, "model.convert_pickle=true")
+    assert converted.returncode == 0, converted.stderr[-2000:]
+    assert list(env_cache.glob("models/pickled-*/model.safetensors"))

@@ -91,23 +91,27 @@ def test_finished_run_is_not_overwritten_without_flag(lora_run):
     assert (result.out_dir / "adapter" / "adapter_model.safetensors").read_bytes() == before
 
 
-def test_overwrite_and_resume(tmp_path, tiny_model_dir, demo_data_dir):
+def test_unfinished_run_resumes_from_last_complete_checkpoint(tmp_path, tiny_model_dir, demo_data_dir):
     cfg_path = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run",
                             eval={"metrics": [], "compare_base": False})
     first = sft.run(load_config(cfg_path))
     out = first.out_dir
-    # Pretend the run was killed after the step-2 checkpoint: no step-4 checkpoint, not finished.
-    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    # Pretend the run was killed while writing its step-4 checkpoint: the folder exists, trainer_state.json not.
+    (out / "checkpoints" / "checkpoint-4" / "trainer_state.json").unlink()
     (out / "run.json").write_text(json.dumps({"status": "running"}))
-    proc = run_cli("train", cfg_path)
-    assert proc.returncode == 2 and "--resume" in proc.stderr
-    resumed = run_cli("train", cfg_path, "--resume")
+    changed = run_cli("train", cfg_path, "train.learning_rate=0.5")
+    assert changed.returncode == 2 and "different config (train.learning_rate)" in changed.stderr
+    resumed = run_cli("train", cfg_path)  # no flag needed: an unfinished run resumes
     assert resumed.returncode == 0, resumed.stderr
+    assert "removing" in resumed.stdout and "checkpoint-4: an incomplete checkpoint" in resumed.stdout
+    assert "resuming from" in resumed.stdout and "checkpoint-2" in resumed.stdout
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
     assert steps == sorted(set(steps)) and steps[-1] == 4  # continued, not restarted
+    resume_finished = run_cli("train", cfg_path, "--resume")
+    assert resume_finished.returncode == 2 and "nothing to resume" in resume_finished.stderr
     again = run_cli("train", cfg_path, "--overwrite")
     assert again.returncode == 0, again.stderr
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from weitiao.config import DataConfig
 from weitiao.data.encode import IGNORE_INDEX, Encoded, encode
 from weitiao.data.formats import Example, RowProblem, is_empty_row, to_example
-from weitiao.data.readers import MAX_REPORTED, read_rows, resolve_paths
+from weitiao.data.readers import MAX_REPORTED, BadRow, read_rows, resolve_paths
 from weitiao.data.templates import ChatTemplate
 from weitiao.errors import DataError
 
@@ -23,12 +23,16 @@ class Splits:
     val: list[Example]
     test: list[Example]
     report: dict = field(default_factory=dict)  # counts of what cleaning and splitting did
+    bad: list[BadRow] = field(default_factory=list)  # rows that could not be used (raised unless skipping)
+    duplicates: list[tuple[Example, Example]] = field(default_factory=list)  # (dropped, kept first)
 
 
-def _examples(entries: list[str], cfg: DataConfig, base_dir: str, name: str, report: dict) -> list[Example]:
+def _examples(entries: list[str], cfg: DataConfig, base_dir: str, name: str, report: dict,
+              bad: list[BadRow]) -> list[Example]:
     paths = resolve_paths(entries, base_dir, f"data.{name}")
-    rows = read_rows(paths)
-    examples, problems, empty = [], [], 0
+    rows, unreadable = read_rows(paths)
+    bad.extend(unreadable)
+    examples, empty = [], 0
     for row in rows:
         if is_empty_row(row.data):
             empty += 1
@@ -36,32 +40,41 @@ def _examples(entries: list[str], cfg: DataConfig, base_dir: str, name: str, rep
         try:
             examples.append(to_example(row, cfg.format, cfg.columns, cfg.system))
         except RowProblem as err:
-            problems.append(f"{row.where}: {err} (format {cfg.format!r})")
-    if problems:
-        raise DataError(problems[:MAX_REPORTED], total=len(problems))
+            bad.append(BadRow(row.where, err.kind, f"{err} (format {cfg.format!r})"))
     report[f"{name}_files"] = [str(p) for p in paths]
-    report[f"{name}_rows_read"] = len(rows)
+    report[f"{name}_rows_read"] = len(rows) + len(unreadable)
     report[f"{name}_empty_rows_dropped"] = empty
+    report[f"{name}_bad_rows"] = len(unreadable) + (len(rows) - empty - len(examples))
     return examples
 
 
-def _key(ex: Example):
+def example_key(ex: Example):
+    """Identity of a row for exact de-duplication (its canonical content, not its source line)."""
     return ex.text if ex.text is not None else ex.messages
 
 
-def load_splits(cfg: DataConfig, base_dir: str) -> Splits:
+def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False) -> Splits:
+    """Read and convert every row. Bad rows raise one DataError listing them all, unless `skip_bad_rows`."""
     report: dict = {}
-    train = _examples(cfg.train, cfg, base_dir, "train", report)
+    bad: list[BadRow] = []
+    train = _examples(cfg.train, cfg, base_dir, "train", report, bad)
+    val = _examples(cfg.val, cfg, base_dir, "val", report, bad) if cfg.val else []
+    test = _examples(cfg.test, cfg, base_dir, "test", report, bad) if cfg.test else []
+    if bad and not skip_bad_rows:
+        raise DataError([str(b) for b in bad[:MAX_REPORTED]], total=len(bad))
+    duplicates = []
     if cfg.drop_duplicates:
-        seen, unique = set(), []
+        first: dict = {}
+        unique = []
         for ex in train:
-            if _key(ex) not in seen:
-                seen.add(_key(ex))
+            key = example_key(ex)
+            if key in first:
+                duplicates.append((ex, first[key]))
+            else:
+                first[key] = ex
                 unique.append(ex)
-        report["train_duplicates_dropped"] = len(train) - len(unique)
         train = unique
-    val = _examples(cfg.val, cfg, base_dir, "val", report) if cfg.val else []
-    test = _examples(cfg.test, cfg, base_dir, "test", report) if cfg.test else []
+    report["train_duplicates_dropped"] = len(duplicates)
     n_val = round(len(train) * cfg.val_ratio) if not cfg.val else 0
     n_test = round(len(train) * cfg.test_ratio) if not cfg.test else 0
     if n_val or n_test:
@@ -72,31 +85,44 @@ def load_splits(cfg: DataConfig, base_dir: str) -> Splits:
         val, test = (val or held[:n_val]), (test or held[n_val:])
     if not train:
         raise DataError([f"data.train: no usable training rows in {', '.join(cfg.train)}"])
-    report.update(train_rows=len(train), val_rows=len(val), test_rows=len(test))
-    return Splits(train, val, test, report)
+    report.update(train_rows=len(train), val_rows=len(val), test_rows=len(test), bad_rows_skipped=len(bad))
+    return Splits(train, val, test, report, bad, duplicates)
 
 
-def encode_split(examples: list[Example], template: ChatTemplate, tokenizer, cfg: DataConfig,
-                 name: str, report: dict) -> list[Encoded]:
+def encode_split(examples: list[Example], template: ChatTemplate, tokenizer, cfg: DataConfig, name: str,
+                 report: dict, skipped: list[BadRow] | None = None, lengths: list[int] | None = None) -> list[Encoded]:
+    """Token ids and labels of each example. Rows dropped as over-long are appended to `skipped` (if given);
+    rows the template cannot render raise a DataError, or are appended to `skipped` too. `lengths` receives
+    every row's token count before truncation."""
     out, truncated, dropped, problems = [], 0, 0, []
     for ex in examples:
         try:
             enc = encode(ex, template, tokenizer, cfg.loss_on)
         except RowProblem as err:
-            problems.append(f"{ex.where}: {err}")
+            problems.append(BadRow(ex.where, "template", str(err)))
             continue
+        if lengths is not None:
+            lengths.append(len(enc.input_ids))
         if len(enc.input_ids) > cfg.max_length:
+            too_long = BadRow(ex.where, "over-long",
+                              f"{len(enc.input_ids)} tokens > data.max_length {cfg.max_length}")
             if cfg.overlong == "drop":
                 dropped += 1
+                if skipped is not None:
+                    skipped.append(too_long)
                 continue
             enc = Encoded(enc.input_ids[: cfg.max_length], enc.labels[: cfg.max_length])
             if all(label == IGNORE_INDEX for label in enc.labels):
                 dropped += 1  # truncation removed every trained token: nothing left to learn from
+                if skipped is not None:
+                    skipped.append(too_long)
                 continue
             truncated += 1
         out.append(enc)
     if problems:
-        raise DataError(problems[:MAX_REPORTED], total=len(problems))
+        if skipped is None:
+            raise DataError([str(b) for b in problems[:MAX_REPORTED]], total=len(problems))
+        skipped.extend(problems)
     report[f"{name}_truncated"] = truncated
     report[f"{name}_overlong_dropped"] = dropped
     report[f"{name}_tokens"] = sum(len(e.input_ids) for e in out)

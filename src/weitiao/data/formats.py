@@ -25,7 +25,11 @@ class Example:
 
 
 class RowProblem(Exception):
-    """A problem with one row; the caller adds the row's location."""
+    """A problem with one row; the caller adds the row's location. `kind` classifies it for reports."""
+
+    def __init__(self, message: str, kind: str = "invalid"):
+        super().__init__(message)
+        self.kind = kind
 
 
 # Canonical field names of each format; `data.columns` maps them to the user's column names.
@@ -45,13 +49,14 @@ def _text(row: dict, name: str, col: str, required: bool) -> str:
     value = row.get(col)
     if value is None or (isinstance(value, float) and value != value):  # missing, or NaN from csv/parquet
         if required:
-            raise RowProblem(f"missing field {col!r}" + (f" (the {name!r} field)" if col != name else ""))
+            raise RowProblem(f"missing field {col!r}" + (f" (the {name!r} field)" if col != name else ""),
+                             "missing-field")
         return ""
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise RowProblem(f"field {col!r} must be text, got {type(value).__name__}")
+        raise RowProblem(f"field {col!r} must be text, got {type(value).__name__}", "wrong-type")
     value = str(value).strip()
     if required and not value:
-        raise RowProblem(f"field {col!r} is empty")
+        raise RowProblem(f"field {col!r} is empty", "empty-field")
     return value
 
 
@@ -60,14 +65,14 @@ def _history(row: dict, col: str) -> list[tuple[str, str]]:
     if hist is None or (isinstance(hist, float) and hist != hist):
         return []
     if not isinstance(hist, list):
-        raise RowProblem(f"field {col!r} must be a list of [question, answer] pairs")
+        raise RowProblem(f"field {col!r} must be a list of [question, answer] pairs", "wrong-type")
     out = []
     for i, pair in enumerate(hist):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-            raise RowProblem(f"{col}[{i}] must be a [question, answer] pair of strings")
+            raise RowProblem(f"{col}[{i}] must be a [question, answer] pair of strings", "wrong-type")
         q, a = pair[0].strip(), pair[1].strip()
         if not q or not a:
-            raise RowProblem(f"{col}[{i}] has an empty question or answer")
+            raise RowProblem(f"{col}[{i}] has an empty question or answer", "empty-turn")
         out += [("user", q), ("assistant", a)]
     return out
 
@@ -92,22 +97,22 @@ def _chatglm(row: dict, col: Callable[[str], str]) -> list[tuple[str, str]]:
 def _turn_list(row: dict, col: str, role_key: str, content_key: str, roles: dict | None) -> list[tuple[str, str]]:
     turns = row.get(col)
     if turns is None:
-        raise RowProblem(f"missing field {col!r}")
+        raise RowProblem(f"missing field {col!r}", "missing-field")
     if not isinstance(turns, list) or not turns:
-        raise RowProblem(f"field {col!r} must be a non-empty list of turns")
+        raise RowProblem(f"field {col!r} must be a non-empty list of turns", "wrong-type")
     out = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise RowProblem(f"{col}[{i}] must be an object with {role_key!r} and {content_key!r}")
+            raise RowProblem(f"{col}[{i}] must be an object with {role_key!r} and {content_key!r}", "wrong-type")
         role = turn.get(role_key)
         if role is None:
-            raise RowProblem(f"{col}[{i}] has no {role_key!r}")
+            raise RowProblem(f"{col}[{i}] has no {role_key!r}", "missing-field")
         mapped = (roles or {"system": "system", "user": "user", "assistant": "assistant"}).get(role)
         if mapped is None:
-            raise RowProblem(f"{col}[{i}] has unknown role {role!r}")
+            raise RowProblem(f"{col}[{i}] has unknown role {role!r}", "unknown-role")
         content = turn.get(content_key)
         if not isinstance(content, str):
-            raise RowProblem(f"{col}[{i}] has no text {content_key!r}")
+            raise RowProblem(f"{col}[{i}] has no text {content_key!r}", "wrong-type")
         out.append((mapped, content.strip()))
     return out
 
@@ -129,20 +134,21 @@ def check_turns(turns: list[tuple[str, str]]) -> None:
     """Enforce [system] (user assistant)+ with no empty user or assistant turn."""
     body = turns[1:] if turns and turns[0][0] == "system" else turns
     if not body:
-        raise RowProblem("conversation has no user/assistant turns")
+        raise RowProblem("conversation has no user/assistant turns", "empty-field")
     for i, (role, content) in enumerate(body):
         expected = "user" if i % 2 == 0 else "assistant"
         if role != expected:
             raise RowProblem(f"turn {i + 1} is {role!r} where {expected!r} was expected "
-                             "(turns must alternate user/assistant after an optional system message)")
+                             "(turns must alternate user/assistant after an optional system message)", "turn-order")
         if not content:
-            raise RowProblem(f"turn {i + 1} ({role}) is empty")
+            raise RowProblem(f"turn {i + 1} ({role}) is empty", "empty-turn")
     if body[-1][0] != "assistant":
-        raise RowProblem("conversation does not end with an assistant turn")
+        raise RowProblem("conversation does not end with an assistant turn", "turn-order")
 
 
 def is_empty_row(row: dict) -> bool:
-    return all(v is None or (isinstance(v, str) and not v.strip()) or v == [] for v in row.values())
+    """A row with no values at all (a blank CSV record, `{}`); a row with some structure is checked instead."""
+    return all(v is None or (isinstance(v, str) and not v.strip()) for v in row.values())
 
 
 def to_example(row: Row, fmt: str, columns: dict[str, str], system: str | None) -> Example:

@@ -1,8 +1,8 @@
 """Read rows from json, jsonl, csv and parquet files, keeping where each row came from.
 
 Every row is returned as a `Row(data, where)`, with `where` such as `data/train.jsonl line 7`, so that any later
-problem (a missing field, an unknown role) can name the file and line. Parse errors are collected over the whole
-file and raised together.
+problem (a missing field, an unknown role) can name the file and line. Unreadable rows are collected as `BadRow`s
+over every file, so that all of them can be reported together (or skipped, when the user asks).
 """
 from __future__ import annotations
 
@@ -21,6 +21,19 @@ MAX_REPORTED = 20  # problems listed in one error message; the rest are counted
 class Row:
     data: dict
     where: str  # "path line N" or "path row N"
+
+
+@dataclass(frozen=True)
+class BadRow:
+    where: str  # "path line N", "path row N", or just "path" for a whole file
+    kind: str  # short class of problem: unparsable, not-utf8, missing-field, unknown-role, over-long, ...
+    reason: str  # one sentence for the user
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+    def as_dict(self) -> dict:
+        return {"where": self.where, "kind": self.kind, "reason": self.reason}
 
 
 def resolve_paths(entries: list[str], base_dir: str, field: str) -> list[Path]:
@@ -47,62 +60,62 @@ def resolve_paths(entries: list[str], base_dir: str, field: str) -> list[Path]:
     return paths
 
 
-def _read_jsonl(path: Path, problems: list[str]) -> list[Row]:
+def _read_jsonl(path: Path, bad: list[BadRow]) -> list[Row]:
     rows = []
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                problems.append(f"{path} line {lineno}: not valid UTF-8 (byte {err.start})")
+                bad.append(BadRow(f"{path} line {lineno}", "not-utf8", f"not valid UTF-8 (byte {err.start})"))
                 continue
             if not line.strip():
                 continue  # blank lines are allowed and skipped
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                problems.append(f"{path} line {lineno}: not valid JSON ({err.msg} at column {err.colno})")
+                bad.append(BadRow(f"{path} line {lineno}", "unparsable", f"not valid JSON ({err.msg} at column {err.colno})"))
                 continue
             if not isinstance(obj, dict):
-                problems.append(f"{path} line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                bad.append(BadRow(f"{path} line {lineno}", "wrong-type", f"expected a JSON object, got {type(obj).__name__}"))
                 continue
             rows.append(Row(obj, f"{path} line {lineno}"))
     return rows
 
 
-def _read_json(path: Path, problems: list[str]) -> list[Row]:
+def _read_json(path: Path, bad: list[BadRow]) -> list[Row]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        problems.append(f"{path}: not valid UTF-8 (byte {err.start})")
+        bad.append(BadRow(str(path), "not-utf8", f"not valid UTF-8 (byte {err.start})"))
         return []
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":  # a .json file that is really JSON lines
-            return _read_jsonl(path, problems)
-        problems.append(f"{path} line {err.lineno}: not valid JSON ({err.msg} at column {err.colno})")
+            return _read_jsonl(path, bad)
+        bad.append(BadRow(f"{path} line {err.lineno}", "unparsable", f"not valid JSON ({err.msg} at column {err.colno})"))
         return []
     if isinstance(obj, dict):
         # {"data": [...]} or {"train": [...]} style wrappers hold one list of rows
         lists = [v for v in obj.values() if isinstance(v, list)]
         if len(lists) != 1:
-            problems.append(f"{path}: expected a list of row objects")
+            bad.append(BadRow(str(path), "wrong-type", "expected a list of row objects"))
             return []
         obj = lists[0]
     if not isinstance(obj, list):
-        problems.append(f"{path}: expected a list of row objects")
+        bad.append(BadRow(str(path), "wrong-type", "expected a list of row objects"))
         return []
     rows = []
     for i, item in enumerate(obj):
         if not isinstance(item, dict):
-            problems.append(f"{path} row {i}: expected a JSON object, got {type(item).__name__}")
+            bad.append(BadRow(f"{path} row {i}", "wrong-type", f"expected a JSON object, got {type(item).__name__}"))
             continue
         rows.append(Row(item, f"{path} row {i}"))
     return rows
 
 
-def _read_csv(path: Path, problems: list[str]) -> list[Row]:
+def _read_csv(path: Path, bad: list[BadRow]) -> list[Row]:
     rows = []
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -110,7 +123,7 @@ def _read_csv(path: Path, problems: list[str]) -> list[Row]:
             for record in reader:
                 # line_num is the line where this record ended (records may span lines)
                 if None in record:
-                    problems.append(f"{path} line {reader.line_num}: more values than header columns")
+                    bad.append(BadRow(f"{path} line {reader.line_num}", "unparsable", "more values than header columns"))
                     continue
                 if all(v is None or v == "" for v in record.values()):
                     continue
@@ -125,19 +138,19 @@ def _read_csv(path: Path, problems: list[str]) -> list[Row]:
                     data[k] = v
                 rows.append(Row(data, f"{path} line {reader.line_num}"))
     except UnicodeDecodeError as err:
-        problems.append(f"{path}: not valid UTF-8 (byte {err.start})")
+        bad.append(BadRow(str(path), "not-utf8", f"not valid UTF-8 (byte {err.start})"))
     except csv.Error as err:
-        problems.append(f"{path}: not valid CSV ({err})")
+        bad.append(BadRow(str(path), "unparsable", f"not valid CSV ({err})"))
     return rows
 
 
-def _read_parquet(path: Path, problems: list[str]) -> list[Row]:
+def _read_parquet(path: Path, bad: list[BadRow]) -> list[Row]:
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow raises several types for corrupt files
-        problems.append(f"{path}: not a readable parquet file ({err})")
+        bad.append(BadRow(str(path), "unparsable", f"not a readable parquet file ({err})"))
         return []
     return [Row(rec, f"{path} row {i}") for i, rec in enumerate(table.to_pylist())]
 
@@ -145,13 +158,11 @@ def _read_parquet(path: Path, problems: list[str]) -> list[Row]:
 READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
 
 
-def read_rows(paths: list[Path]) -> list[Row]:
-    """All rows of all files, in order. Raises one DataError listing every unreadable row."""
+def read_rows(paths: list[Path]) -> tuple[list[Row], list[BadRow]]:
+    """All readable rows of all files, in order, and every row that could not be read."""
     rows: list[Row] = []
-    problems: list[str] = []
+    bad: list[BadRow] = []
     for path in paths:
         suffix = next(s for s in SUFFIXES if path.name.endswith(s))
-        rows.extend(READERS[suffix](path, problems))
-    if problems:
-        raise DataError(problems[:MAX_REPORTED], total=len(problems))
-    return rows
+        rows.extend(READERS[suffix](path, bad))
+    return rows, bad

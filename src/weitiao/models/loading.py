@@ -7,6 +7,10 @@ Sources, in the order they are tried for `model.name_or_path`:
   4. a hub id that is already in the local Hugging Face cache (never downloaded).
 GGUF files are dequantized once and saved as a safetensors folder under the weitiao cache, keyed by the file's
 path, size and mtime; later loads mmap that folder (about 0.1 s instead of about 12 s for SmolLM2).
+
+Weights are loaded from safetensors only. A folder with only pickle weights (`pytorch_model.bin`) is refused,
+because unpickling can run code; with `model.convert_pickle: true` it is converted once, deliberately, through
+`torch.load(weights_only=True)` into a safetensors folder in the cache.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from weitiao.errors import ModelNotFoundError
+from weitiao.errors import ModelNotFoundError, UnsafeWeightsError
 
 # short name -> (python package that ships the file, file name inside the package, how to install it)
 BUNDLED = {
@@ -30,9 +34,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WEITIAO_CACHE", Path.home() / ".cache" / "weitiao"))
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
 @dataclass(frozen=True)
 class ModelSource:
-    kind: str  # "bundled-gguf" | "gguf" | "folder" | "hub-cache"
+    kind: str  # "bundled-gguf" | "gguf" | "folder" | "folder-pickle" | "hub-cache"
     path: str  # gguf file, folder, or hub id
     label: str  # what the user wrote
 
@@ -45,7 +52,17 @@ def _package_dir(package: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def resolve_source(name_or_path: str) -> ModelSource:
+def _weights_format(folder: Path) -> str:
+    """'safetensors', 'pickle' or 'none', from the files in a model folder."""
+    names = [p.name for p in folder.iterdir() if p.is_file()]
+    if any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+        return "safetensors"
+    if any(n.endswith(PICKLE_SUFFIXES) or n.endswith(".bin.index.json") for n in names):
+        return "pickle"
+    return "none"
+
+
+def resolve_source(name_or_path: str, convert_pickle: bool = False) -> ModelSource:
     """Where the model comes from; raises ModelNotFoundError without loading anything."""
     if name_or_path in BUNDLED:
         package, filename, install = BUNDLED[name_or_path]
@@ -63,6 +80,16 @@ def resolve_source(name_or_path: str) -> ModelSource:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model.name_or_path: folder {path} has no config.json "
                                      "(expected a Hugging Face model folder)")
+        fmt = _weights_format(path)
+        if fmt == "pickle":
+            if not convert_pickle:
+                raise UnsafeWeightsError(
+                    f"model.name_or_path: {path} holds only pickle weights (.bin/.pt), which can run code when "
+                    "loaded; weitiao loads safetensors only. To convert them once, deliberately, set "
+                    "model.convert_pickle=true (loaded with torch.load(weights_only=True), cached as safetensors)")
+            return ModelSource("folder-pickle", str(path.resolve()), name_or_path)
+        if fmt == "none":
+            raise ModelNotFoundError(f"model.name_or_path: folder {path} has a config.json but no weights")
         return ModelSource("folder", str(path.resolve()), name_or_path)
     if path.exists():
         raise ModelNotFoundError(f"model.name_or_path: {path} is neither a model folder nor a .gguf file")
@@ -79,14 +106,31 @@ def resolve_source(name_or_path: str) -> ModelSource:
     )
 
 
+def _cache_key(path: str) -> str:
+    st = os.stat(path)
+    return hashlib.sha256(f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
 def gguf_cache_folder(gguf_path: str) -> Path:
-    st = os.stat(gguf_path)
-    key = hashlib.sha256(f"{os.path.realpath(gguf_path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_dir() / "models" / f"{Path(gguf_path).stem}-{key}"
+    return cache_dir() / "models" / f"{Path(gguf_path).stem}-{_cache_key(gguf_path)}"
+
+
+def _write_cached(target: Path, model, tokenizer) -> Path:
+    """Save model + tokenizer to a temp folder and rename it to `target` when complete (atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)  # a crash leaves no half-written cache entry
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
 
 
 def convert_gguf(gguf_path: str, log=print) -> Path:
-    """Dequantize a GGUF once into a safetensors folder (written to a temp folder, renamed when complete)."""
+    """Dequantize a GGUF once into a safetensors folder in the cache."""
     target = gguf_cache_folder(gguf_path)
     if (target / "config.json").is_file():
         return target
@@ -101,23 +145,34 @@ def convert_gguf(gguf_path: str, log=print) -> Path:
     # save_pretrained refuses to serialize it ("quantized with gguf and is not serializable").
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)  # atomic: a crash leaves no half-written cache entry
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _write_cached(target, model, tokenizer)
     log(f"cached at {target}")
     return target
 
 
-def local_folder(source: ModelSource, log=print) -> str:
+def convert_pickle(folder: str, trust_remote_code: bool, log=print) -> Path:
+    """Convert a pickle-weights folder once into safetensors, loading with torch.load(weights_only=True)."""
+    weights = sorted(p for p in Path(folder).iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+    target = cache_dir() / "models" / f"{Path(folder).name}-{_cache_key(str(weights[0]))}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log(f"converting pickle weights in {folder} to safetensors (model.convert_pickle) ...")
+    # transformers loads .bin files with torch.load(weights_only=True): tensors only, no arbitrary objects
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=False, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    _write_cached(target, model, tokenizer)
+    log(f"cached at {target}")
+    return target
+
+
+def local_folder(source: ModelSource, log=print, trust_remote_code: bool = False) -> str:
     """A path or hub id that `from_pretrained` loads directly."""
     if source.kind in ("bundled-gguf", "gguf"):
         return str(convert_gguf(source.path, log))
+    if source.kind == "folder-pickle":
+        return str(convert_pickle(source.path, trust_remote_code, log))
     return source.path
 
 
@@ -152,7 +207,8 @@ def load_tokenizer(folder: str, trust_remote_code: bool = False):
 def load_model(folder: str, dtype, device: str, trust_remote_code: bool = False, attn_implementation=None):
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "local_files_only": True}
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "local_files_only": True,
+              "use_safetensors": True}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)

@@ -32,6 +32,27 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+# ---------------------------------------------------------------- model files
+
+
+def find_model(cfg: Config, name_or_path: str | None = None):
+    """(source, local folder, tokenizer, chat template) of the configured model; no weights are loaded.
+
+    Checks everything that can fail on the user's side (missing path, pickle weights, unusable template) first.
+    """
+    from weitiao.data.templates import resolve_template
+    from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
+
+    m = cfg.model
+    source = resolve_source(name_or_path or m.name_or_path, m.convert_pickle)
+    if m.trust_remote_code:
+        log(f"warning: model.trust_remote_code is on: code shipped with {source.label} will run")
+    folder = local_folder(source, log, m.trust_remote_code)
+    tokenizer = load_tokenizer(folder, m.trust_remote_code)
+    template = resolve_template(tokenizer, m.chat_template)
+    return source, folder, tokenizer, template
+
+
 # ---------------------------------------------------------------- precision
 
 
@@ -157,22 +178,25 @@ def run_state(out_dir: Path) -> str:
 
 
 def check_output_dir(out_dir: Path, overwrite: bool, resume: bool) -> str:
-    """Decide what to do with the output folder before anything is written; returns 'fresh' or 'resume'."""
+    """Decide what to do with the output folder before anything is written; returns 'fresh' or 'resume'.
+
+    An unfinished run (killed, interrupted, or stopped by a guard) is resumed automatically; a finished one is
+    replaced only with --overwrite; a folder that is not a weitiao run is never touched.
+    """
     state = run_state(out_dir)
     if state == "foreign":
         raise WeitiaoError(f"output.dir: {out_dir} exists and is not a weitiao run folder; "
                            "choose another output.dir (weitiao will not delete it)")
-    if resume:
-        if state != "unfinished":
-            what = "a finished run" if state == "finished" else "no run"
-            raise WeitiaoError(f"--resume: {out_dir} holds {what} to resume")
+    if overwrite:
+        return "fresh"
+    if state == "finished":
+        what = "--resume: nothing to resume, " if resume else ""
+        raise WeitiaoError(f"output.dir: {what}{out_dir} already holds a finished run; pass --overwrite to replace "
+                           "it or choose another output.dir")
+    if state == "unfinished":
         return "resume"
-    if state == "finished" and not overwrite:
-        raise WeitiaoError(f"output.dir: {out_dir} already holds a finished run; pass --overwrite to replace it "
-                           "or choose another output.dir")
-    if state == "unfinished" and not overwrite:
-        raise WeitiaoError(f"output.dir: {out_dir} holds an unfinished run; pass --resume to continue it or "
-                           "--overwrite to start over")
+    if resume:
+        raise WeitiaoError(f"--resume: {out_dir} holds no run to resume")
     return "fresh"
 
 

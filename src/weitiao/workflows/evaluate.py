@@ -11,10 +11,9 @@ from pathlib import Path
 
 from weitiao.config import Config
 from weitiao.data.dataset import encode_split, load_splits
-from weitiao.data.templates import resolve_template
 from weitiao.errors import WeitiaoError
-from weitiao.models.loading import load_model, load_tokenizer, local_folder, pick_device, pick_dtype, resolve_source
-from weitiao.workflows.common import autocast_dtype, comparison_table, log, score_split, write_json
+from weitiao.models.loading import load_model, pick_device, pick_dtype
+from weitiao.workflows.common import autocast_dtype, comparison_table, find_model, log, score_split, write_json
 
 
 def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, split: str = "test",
@@ -27,10 +26,7 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
                            f"(set data.{split} or data.{split}_ratio)")
 
     # ---- model: base, a full model folder, or base + adapter
-    source = resolve_source(model_dir or cfg.model.name_or_path)
-    folder = local_folder(source, log)
-    tokenizer = load_tokenizer(folder, cfg.model.trust_remote_code)
-    template = resolve_template(tokenizer, cfg.model.chat_template)
+    source, folder, tokenizer, template = find_model(cfg, model_dir)
     encoded = encode_split(examples, template, tokenizer, cfg.data, split, splits.report)
     device = pick_device(cfg.model.device)
     model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,

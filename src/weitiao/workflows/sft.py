@@ -6,6 +6,7 @@ library versions, the chat template, the trainer state, metrics and a loss curve
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import time
@@ -13,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weitiao.config import Config, dump_config, resolved
+from weitiao.data.check import find_overlaps
 from weitiao.data.dataset import PadCollator, encode_split, load_splits, to_hf_dataset
-from weitiao.data.templates import resolve_template
-from weitiao.errors import WeitiaoError
+from weitiao.errors import Interrupted, WeitiaoError
 from weitiao.methods import ADAPTER_METHODS, apply_method, count_parameters, save_trained
-from weitiao.models.loading import load_model, load_tokenizer, local_folder, pick_device, pick_dtype, resolve_source
+from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
+from weitiao.training.checkpoints import last_complete
+from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.workflows.common import (
-    RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, log, plot_losses,
+    RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, log, plot_losses,
     remove_dir, score_split, versions, write_json,
 )
 
@@ -35,20 +38,31 @@ class TrainResult:
 def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResult:
     out_dir = Path(cfg.output.dir)
     mode = check_output_dir(out_dir, overwrite or cfg.output.overwrite, resume)
+    if mode == "resume":
+        check_same_config(cfg, out_dir)
+        log(f"resuming the unfinished run in {out_dir} (--overwrite starts over)")
 
     # ---- data: every row read and checked before the model is loaded
-    splits = load_splits(cfg.data, cfg.base_dir)
+    splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=cfg.data.skip_bad_rows)
     log(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test rows "
-        f"(format {cfg.data.format}; {splits.report.get('train_duplicates_dropped', 0)} duplicates and "
+        f"(format {cfg.data.format}; {splits.report['train_duplicates_dropped']} duplicates and "
         f"{splits.report['train_empty_rows_dropped']} empty rows dropped)")
+    skipped = list(splits.bad) if cfg.data.skip_bad_rows else None
+    leakage = {name: find_overlaps(splits.train, getattr(splits, name), cfg.data.near_duplicate_threshold)
+               for name in ("val", "test") if getattr(splits, name)}
+    for name, ov in leakage.items():
+        if ov.exact or ov.near:
+            log(f"warning: {len(ov.exact)} exact and {len(ov.near)} near copies of training rows in the {name} "
+                f"split (leakage); `weitiao data check` lists them")
+    splits.report["leakage"] = {name: ov.as_dict() for name, ov in leakage.items()}
 
     # ---- tokenizer and template, then token ids and labels
-    source = resolve_source(cfg.model.name_or_path)
-    folder = local_folder(source, log)
-    tokenizer = load_tokenizer(folder, cfg.model.trust_remote_code)
-    template = resolve_template(tokenizer, cfg.model.chat_template)
-    encoded = {name: encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report)
+    source, folder, tokenizer, template = find_model(cfg)
+    encoded = {name: encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
+                                  skipped=skipped)
                for name in ("train", "val", "test")}
+    if skipped:
+        log(f"skipping {len(skipped)} bad row(s) (data.skip_bad_rows); they are listed in skipped_rows.jsonl")
     log(f"template: {template.name} (end of turn {template.eot!r}); train tokens {splits.report['train_tokens']} "
         f"({splits.report['train_trained_tokens']} with loss); truncated {splits.report['train_truncated']}, "
         f"dropped as over-long {splits.report['train_overlong_dropped']}")
@@ -80,6 +94,9 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         (out_dir / "chat_template.jinja").write_text(template.jinja, encoding="utf-8")
         write_json(out_dir / "template.json", template.describe())
         write_json(out_dir / "data_report.json", splits.report)
+        if skipped is not None:
+            (out_dir / "skipped_rows.jsonl").write_text(
+                "".join(json.dumps(b.as_dict(), ensure_ascii=False) + "\n" for b in skipped), encoding="utf-8")
 
         # ---- the base model on the test split (kept across a resume)
         base = None
@@ -97,11 +114,33 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             remove_dir(out_dir)
         raise
 
-    # ---- train
-    trainer = build_trainer(cfg, model, tokenizer, encoded, out_dir, device, amp)
+    # ---- train (from the newest complete checkpoint when resuming)
+    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, log)
+    interrupt = SaveOnInterrupt(log)
+    trainer = build_trainer(cfg, model, tokenizer, encoded, out_dir, device, amp, [guard, interrupt])
+    start = last_complete(out_dir / "checkpoints", log) if mode == "resume" else None
+    if mode == "resume":
+        log(f"resuming from {start}" if start else "no complete checkpoint yet: training from the start")
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=True if mode == "resume" else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(start) if start else None)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            good = last_complete(out_dir / "checkpoints", log)
+            raise WeitiaoError(f"could not write to {out_dir}: {err.strerror}. The last complete checkpoint is "
+                               f"{good or 'none'}; free some space and run the same command again to resume") from None
+        raise
     train_seconds = time.time() - t0
+    if guard.stopped_at is not None:
+        write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
+        good = last_complete(out_dir / "checkpoints", log)
+        raise WeitiaoError(f"training stopped at step {guard.stopped_at}: {guard.consecutive} non-finite gradients "
+                           f"in a row ({guard.skipped} steps skipped in all). The last good checkpoint is "
+                           f"{good or 'none'}. Lower train.learning_rate, or check the data for extreme rows.")
+    if interrupt.requested:
+        write_json(out_dir / RUN_FILE, {"status": "interrupted", "step": trainer.state.global_step})
+        raise Interrupted(f"interrupted at step {trainer.state.global_step}: checkpoint saved in "
+                          f"{last_complete(out_dir / 'checkpoints', log)}; run the same command again to resume")
     trainer.save_state()
 
     # ---- the tuned model on the test split
@@ -127,6 +166,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "train_loss_mean": round(result.training_loss, 6),
             "runtime_s": round(train_seconds, 1),
             "examples_per_s": round(result.metrics.get("train_samples_per_second", float("nan")), 3),
+            "nonfinite_steps_skipped": guard.skipped,
         },
         "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h],
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
@@ -156,7 +196,31 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     return TrainResult(metrics, trainer.model, tokenizer, out_dir)
 
 
-def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, device: str, amp):
+def check_same_config(cfg: Config, out_dir: Path) -> None:
+    """A resumed run must use the config it started with (output.overwrite aside)."""
+    import yaml
+
+    saved_file = out_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    now = yaml.safe_load(dump_config(resolved(cfg)))
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    a, b = dict(flat(saved)), dict(flat(now))
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k != "output.overwrite")
+    if changed:
+        raise WeitiaoError(f"output.dir: {out_dir} holds an unfinished run with a different config "
+                           f"({', '.join(changed)}); use the same config to resume, or --overwrite to start over")
+
+
+def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, device: str, amp, callbacks: list):
     """transformers' Trainer with our collator, validation, best-checkpoint tracking and early stopping."""
     import torch
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
@@ -200,7 +264,7 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    callbacks = []
+    callbacks = list(callbacks)
     if t.early_stopping_patience and has_val:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     if cfg.method.name in ADAPTER_METHODS and t.gradient_checkpointing:

@@ -1,0 +1,134 @@
+"""Kill a training run with SIGKILL at random moments, resume it, and check it ends where an unkilled run ends.
+
+    python bench/kill_resume.py [--kills 10] [--seed 0] [--workdir DIR]
+
+Trains LoRA (dropout 0.1, so the RNG state matters) on the tiny Llama and a demo-data slice, saving a checkpoint
+every 3 steps. First one uninterrupted reference run; then, for each trial, a run killed with SIGKILL (half of the
+kills at a random moment, half the instant a new checkpoint folder appears, i.e. while it is being written) and
+resumed by running the same command again. Each resumed run's final adapter must equal the reference within 1e-5,
+and its logged losses after the resume point must equal the reference's. Prints one line per trial and a total.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+TOLERANCE = 1e-5
+MAX_STEPS = 24
+
+
+def write_config(folder: Path, model_dir: Path, data_dir: Path, out: Path) -> Path:
+    cfg = {
+        "model": {"name_or_path": str(model_dir)},
+        "data": {"format": "messages", "train": str(data_dir / "train.jsonl"), "val": str(data_dir / "val.jsonl"),
+                 "max_length": 128},
+        "method": {"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.1}},
+        "train": {"max_steps": MAX_STEPS, "batch_size": 4, "learning_rate": 1e-3, "eval_steps": 3,
+                  "logging_steps": 1, "precision": "fp32", "save_total_limit": 2, "load_best_at_end": False},
+        "eval": {"metrics": [], "compare_base": False},
+        "output": {"dir": str(out)},
+    }
+    path = folder / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def train_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "weitiao", "train", str(config)]
+
+
+def adapter_weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(run / "adapter" / "adapter_model.safetensors")
+
+
+def logged_losses(run: Path) -> dict[int, float]:
+    state = json.loads((run / "trainer_state.json").read_text())
+    return {h["step"]: h["loss"] for h in state["log_history"] if "loss" in h}
+
+
+def kill_during(config: Path, out: Path, at_checkpoint: int | None, delay: float) -> str:
+    """Start training and SIGKILL it: the instant checkpoint number `at_checkpoint` appears (while it is being
+    written), or after `delay` seconds. Returns where the kill landed."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    ckpts = out / "checkpoints"
+    seen: set[str] = set()
+    start = time.time()
+    while proc.poll() is None:
+        if at_checkpoint is not None:
+            new = {p.name for p in ckpts.iterdir() if p.name.startswith("checkpoint-")} - seen if ckpts.is_dir() \
+                else set()
+            seen |= new
+            if new and len(seen) >= at_checkpoint:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                name = max(new, key=lambda n: int(n.split("-")[1]))
+                complete = (ckpts / name / "trainer_state.json").is_file()
+                return f"at {name} ({'complete' if complete else 'mid-write'})"
+        elif time.time() - start >= delay:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return f"at {delay:.1f}s"
+        time.sleep(0.0005)
+    return "too late (the run had finished)"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args(argv)
+    random.seed(args.seed)
+    from weitiao.testing import save_tiny_model, write_demo_slice
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="kill-resume-"))
+    model_dir = save_tiny_model(work / "model")
+    data_dir = write_demo_slice(work / "data", train=96, val=8, test=8)
+
+    ref_out = work / "reference"
+    t0 = time.time()
+    subprocess.run(train_command(write_config(work, model_dir, data_dir, ref_out)), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ref_seconds = time.time() - t0
+    ref_w, ref_losses = adapter_weights(ref_out), logged_losses(ref_out)
+    print(f"reference run: {MAX_STEPS} steps in {ref_seconds:.1f}s")
+
+    matched = 0
+    for trial in range(args.kills):
+        out = work / f"trial-{trial}"
+        config = write_config(work, model_dir, data_dir, out)
+        at_checkpoint = random.randint(1, MAX_STEPS // 3 - 1) if trial % 2 == 1 else None
+        where = kill_during(config, out, at_checkpoint, delay=random.uniform(1.0, ref_seconds))
+        resumed = subprocess.run(train_command(config), capture_output=True, text=True)
+        if resumed.returncode != 0:
+            print(f"trial {trial}: killed {where}; resume FAILED: {resumed.stderr.strip()[-300:]}")
+            continue
+        resume_line = next((line for line in resumed.stdout.splitlines() if line.startswith(("resuming from",
+                            "no complete checkpoint"))), "fresh run (killed before the run folder existed)")
+        w = adapter_weights(out)
+        diff = max(float((w[k] - ref_w[k]).abs().max()) for k in ref_w)
+        losses = logged_losses(out)
+        same_losses = all(abs(losses.get(s, float("nan")) - v) <= 1e-6 for s, v in ref_losses.items())
+        ok = diff <= TOLERANCE and same_losses
+        matched += ok
+        print(f"trial {trial}: killed {where}; {resume_line}; max |dW| {diff:.2e}; losses "
+              f"{'equal' if same_losses else 'DIFFER'} -> {'match' if ok else 'MISMATCH'}")
+    print(f"{matched}/{args.kills} resumed runs matched the uninterrupted run (tolerance {TOLERANCE})")
+    return 0 if matched == args.kills else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

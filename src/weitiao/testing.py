@@ -1,0 +1,71 @@
+"""Tiny models for tests and benchmarks: a 2-layer Llama (width 64) and a byte-level BPE tokenizer trained here.
+
+Nothing is downloaded. The tokenizer has ChatML special tokens and a ChatML chat template, like SmolLM2, and the
+special tokens of the other built-in templates, so every template can be exercised.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from weitiao.demo.count_list import build_splits
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|user|>", "<|assistant|>",
+            "<|system|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "[gMASK]", "<sop>"]
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_tokenizer(vocab_size: int = 600):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = []
+    for rows in build_splits(seed=0).values():
+        for r in rows:
+            corpus += [m["content"] for m in r["messages"]]
+    corpus += ["system user assistant You are a helpful assistant. The quick brown fox jumps over the lazy dog.",
+               "0123456789 hello world", "Answer the question. instruction input output"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token="<|im_start|>")
+    fast.chat_template = CHATML
+    return fast
+
+
+def build_model(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=0)
+    return LlamaForCausalLM(config)
+
+
+def save_tiny_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
+    """Write a tiny model folder (safetensors + tokenizer), loadable like any Hugging Face model."""
+    folder = Path(folder)
+    tokenizer = build_tokenizer()
+    build_model(len(tokenizer), seed, **kwargs).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_demo_slice(folder: str | Path, train: int = 48, val: int = 8, test: int = 8) -> Path:
+    """A small slice of the demo task as train/val/test JSONL files."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in build_splits(seed=0, sizes={"train": train, "val": val, "test": test}).items():
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder

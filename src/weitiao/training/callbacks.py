@@ -1,0 +1,70 @@
+"""Trainer callbacks that keep a run safe: skip non-finite updates, and save a checkpoint on Ctrl-C."""
+from __future__ import annotations
+
+import signal
+
+import torch
+from transformers import TrainerCallback
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Skip an optimizer step whose gradients hold NaN or inf; stop after `max_consecutive` such steps in a row.
+
+    The check runs after gradient clipping and before `optimizer.step()`. Setting every gradient to None makes
+    the optimizer leave those parameters and their moments untouched, so a skipped step changes no weight.
+    """
+
+    def __init__(self, max_consecutive: int, log=print):
+        self.max_consecutive = max_consecutive
+        self.log = log
+        self.skipped = 0
+        self.consecutive = 0
+        self.stopped_at: int | None = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if all(bool(torch.isfinite(g).all()) for g in grads):
+            self.consecutive = 0
+            return control
+        for p in model.parameters():
+            p.grad = None
+        self.skipped += 1
+        self.consecutive += 1
+        step = state.global_step + 1
+        self.log(f"step {step}: non-finite gradient, update skipped ({self.consecutive} in a row, "
+                 f"{self.skipped} in all)")
+        if self.consecutive >= self.max_consecutive:
+            self.stopped_at = step
+            control.should_training_stop = True
+        return control
+
+
+class SaveOnInterrupt(TrainerCallback):
+    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second Ctrl-C: stop at once."""
+
+    def __init__(self, log=print):
+        self.log = log
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log("\ninterrupt: saving a checkpoint after this step (press Ctrl-C again to stop at once)")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return control

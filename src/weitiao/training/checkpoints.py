@@ -1,0 +1,47 @@
+"""Which Trainer checkpoints are complete, and which one a resume starts from.
+
+transformers' Trainer writes a checkpoint folder file by file: weights, optimizer, scheduler, RNG states, and last
+`trainer_state.json`; only after that does it delete checkpoints beyond `save_total_limit`. So a checkpoint whose
+`trainer_state.json` parses and whose other files are present is complete, and a kill at any moment leaves the
+previous complete checkpoint on disk. A resume starts from the newest complete checkpoint; newer folders are
+partial writes of a killed run and are removed (they hold nothing that is not recomputed).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
+
+
+def checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every checkpoint folder, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT.match(p.name))]
+    return sorted(found)
+
+
+def is_complete(folder: Path) -> bool:
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if state.get("global_step") is None:
+        return False
+    has_weights = any((folder / name).is_file() for name in WEIGHT_FILES)
+    return has_weights and all((folder / name).is_file() for name in STATE_FILES)
+
+
+def last_complete(root: Path, log=print) -> Path | None:
+    """The newest complete checkpoint; partial folders newer than it are removed."""
+    for step, folder in reversed(checkpoints(root)):
+        if is_complete(folder):
+            return folder
+        log(f"removing {folder}: an incomplete checkpoint (the run was stopped while writing it)")
+        shutil.rmtree(folder, ignore_errors=True)
+    return None

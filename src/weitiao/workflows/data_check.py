@@ -1,0 +1,106 @@
+"""Check a config's data without training: config -> read every row -> tokenize -> duplicates/leakage -> report.
+
+Bad rows (unparsable, wrong types, missing or empty fields, unknown roles, turns out of order, empty answers,
+over-long rows that would be dropped, invalid UTF-8) are listed with file, line and reason; the exit status is 1
+when there is any. Duplicates, leakage and truncation are reported as warnings.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from weitiao.config import Config
+from weitiao.data.check import find_overlaps, length_stats, render_preview
+from weitiao.data.dataset import encode_split, load_splits
+from weitiao.data.readers import BadRow
+from weitiao.workflows.common import find_model, log, write_json
+
+MAX_PRINTED = 200  # bad rows printed; the JSON report has all
+
+
+def file_of(where: str) -> str:
+    """'data/x.jsonl line 7' -> 'data/x.jsonl'."""
+    head, _, tail = where.rpartition(" ")
+    if tail.isdigit() and head.endswith((" line", " row")):
+        return head.rsplit(" ", 1)[0]
+    return where
+
+
+def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
+    # ---- read every row, keeping the bad ones
+    splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=True)
+    bad: list[BadRow] = list(splits.bad)
+
+    # ---- tokenize with the model's template (no weights are loaded)
+    _, _, tokenizer, template = find_model(cfg)
+    stats, encoded = {}, {}
+    for name in ("train", "val", "test"):
+        lengths: list[int] = []
+        encoded[name] = encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
+                                     skipped=bad, lengths=lengths)
+        stats[name] = length_stats(encoded[name], lengths, cfg.data.max_length)
+
+    # ---- duplicates inside train, leakage from train into val and test
+    threshold = cfg.data.near_duplicate_threshold
+    dup = find_overlaps(splits.train, None, threshold)  # what is left after exact duplicates were dropped
+    leaks = {name: find_overlaps(splits.train, getattr(splits, name), threshold) for name in ("val", "test")}
+
+    # ---- report
+    per_file: dict[str, Counter] = {}
+    for name in ("train", "val", "test"):
+        for ex in getattr(splits, name):
+            per_file.setdefault(file_of(ex.where), Counter())["ok"] += 1
+    for ex, _ in splits.duplicates:
+        per_file.setdefault(file_of(ex.where), Counter())["duplicate"] += 1
+    for b in bad:
+        c = per_file.setdefault(file_of(b.where), Counter())
+        c["bad"] += 1
+        if b.kind == "over-long":
+            c["ok"] -= 1  # it was read fine, then dropped for its length
+    width = max([len(f) for f in per_file] + [4]) + 2
+    log(f"{'file':<{width}}{'ok':>8}{'bad':>8}{'dup':>8}")
+    for f, c in per_file.items():
+        log(f"{f:<{width}}{c['ok']:>8}{c['bad']:>8}{c['duplicate']:>8}")
+
+    if bad:
+        kinds = Counter(b.kind for b in bad)
+        log(f"\n{len(bad)} bad row(s): " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
+        for b in bad[:MAX_PRINTED]:
+            log(f"  {b.where}: [{b.kind}] {b.reason}")
+        if len(bad) > MAX_PRINTED:
+            log(f"  ... and {len(bad) - MAX_PRINTED} more (all are in --out)")
+    else:
+        log("\nno bad rows")
+
+    log(f"\nduplicates in train: {len(splits.duplicates)} exact copies dropped (data.drop_duplicates); "
+        f"{len(dup.exact)} equal after normalisation, {len(dup.near)} near (similarity >= {threshold})")
+    for dropped, kept in splits.duplicates[:20]:
+        log(f"  {dropped.where} repeats {kept.where} (dropped)")
+    for p in (dup.exact + dup.near)[:20]:
+        log(f"  {p.b} repeats {p.a} ({p.similarity:.2f})")
+    for name, ov in leaks.items():
+        if getattr(splits, name):
+            log(f"leakage train -> {name}: {len(ov.exact)} exact, {len(ov.near)} near")
+            for p in (ov.exact + ov.near)[:20]:
+                log(f"  {p.b} matches {p.a} ({p.similarity:.2f})")
+
+    for name, st in stats.items():
+        if st:
+            log(f"tokens per {name} row: min {st['min']}, median {st['median']}, p95 {st['p95']}, max {st['max']}; "
+                f"{st['over_max_length']} over data.max_length {st['max_length']} ({cfg.data.overlong})")
+    for i, enc in enumerate(encoded["train"][:preview]):
+        log(f"\npreview {i + 1} (trained tokens in ⟦ ⟧):\n{render_preview(enc, tokenizer)}")
+
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(out), {
+            "files": {f: dict(c) for f, c in per_file.items()},
+            "bad_rows": [b.as_dict() for b in bad],
+            "duplicates": {"dropped": [{"row": d.where, "repeats": k.where} for d, k in splits.duplicates],
+                           **dup.as_dict()},
+            "leakage": {name: ov.as_dict() for name, ov in leaks.items()},
+            "tokens": stats,
+            "template": template.describe(),
+        })
+        log(f"\nwrote {out}")
+    return 1 if bad else 0

@@ -1,0 +1,108 @@
+"""`weitiao data check`: each bad-row kind with its line, duplicates, leakage; `--skip-bad-rows` in training."""
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli, write_config
+
+GOOD = {"messages": [{"role": "user", "content": "List 2 fruits."},
+                     {"role": "assistant", "content": "1. Apple\n2. Pear"}]}
+
+
+def msgs(*turns):
+    return {"messages": [{"role": r, "content": c} for r, c in turns]}
+
+
+BAD_LINES = {  # line number in the file -> (raw line, expected kind)
+    2: ('{"messages": [{"role": "user", "content": "x"}', "unparsable"),
+    3: (json.dumps({"messages": "hello"}), "wrong-type"),
+    4: (json.dumps({"conversation": []}), "missing-field"),
+    5: (json.dumps({"messages": []}), "wrong-type"),
+    6: (json.dumps(msgs(("user", "Hi"), ("robot", "x"))), "unknown-role"),
+    7: (json.dumps(msgs(("assistant", "x"), ("user", "Hi"))), "turn-order"),
+    8: (json.dumps(msgs(("user", "Hi"), ("assistant", "  "))), "empty-turn"),
+    9: (json.dumps(msgs(("user", "Hi"), ("assistant", " ".join(["word"] * 300)))), "over-long"),
+    10: (b'{"messages": "\xff\xfe"}', "not-utf8"),
+    11: (json.dumps({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]}),
+         "wrong-type"),
+}
+
+
+def write_bad_file(path):
+    lines = [json.dumps(GOOD).encode()]
+    for n in sorted(BAD_LINES):
+        raw = BAD_LINES[n][0]
+        lines.append(raw if isinstance(raw, bytes) else raw.encode())
+    for i in range(12):
+        lines.append(json.dumps(msgs(("user", f"List {i % 9 + 1} colors, batch {i}."),
+                                     ("assistant", "1. Red"))).encode())
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_every_bad_row_kind_is_reported_with_its_line(tmp_path, tiny_model_dir, demo_data_dir):
+    train = tmp_path / "train.jsonl"
+    write_bad_file(train)
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run",
+                       data={"train": str(train), "max_length": 128, "overlong": "drop"})
+    report = tmp_path / "report.json"
+    proc = run_cli("data", "check", cfg, "--out", report)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    found = {(b["where"], b["kind"]) for b in json.loads(report.read_text())["bad_rows"]}
+    expected = {(f"{train} line {n}", kind) for n, (_, kind) in BAD_LINES.items()}
+    assert found == expected
+    for n, (_, kind) in BAD_LINES.items():
+        assert f"{train} line {n}: [{kind}]" in proc.stdout
+    assert "preview 1 (trained tokens in ⟦ ⟧)" in proc.stdout and "⟦1. Apple\n2. Pear<|im_end|>⟧" in proc.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_skip_bad_rows_trains_on_the_rest_and_lists_them(tmp_path, tiny_model_dir, demo_data_dir):
+    train = tmp_path / "train.jsonl"
+    write_bad_file(train)
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run",
+                       data={"train": str(train), "max_length": 128, "overlong": "drop"},
+                       train={"max_steps": 2, "eval_steps": 2}, eval={"metrics": [], "compare_base": False})
+    refused = run_cli("train", cfg)
+    assert refused.returncode == 2 and f"{train} line 2" in refused.stderr and not (tmp_path / "run").exists()
+    proc = run_cli("train", cfg, "--skip-bad-rows")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    skipped = [json.loads(line) for line in (tmp_path / "run" / "skipped_rows.jsonl").read_text().splitlines()]
+    assert {(s["where"], s["kind"]) for s in skipped} == {(f"{train} line {n}", k) for n, (_, k) in BAD_LINES.items()}
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["train_rows"] == 13  # the good row and the 12 filler rows
+
+
+def test_planted_leak_and_duplicates_are_reported_with_rows(tmp_path, tiny_model_dir, demo_data_dir):
+    train_rows = [json.loads(line) for line in (demo_data_dir / "train.jsonl").read_text().splitlines()]
+    test_rows = [json.loads(line) for line in (demo_data_dir / "test.jsonl").read_text().splitlines()]
+    planted, near_expected = [], 0
+    for i, row in enumerate(test_rows[:8] + test_rows[:2]):  # 10 copies of test rows
+        row = json.loads(json.dumps(row))
+        if i % 2:  # small edits: case, punctuation and spacing of the question
+            row["messages"][0]["content"] = row["messages"][0]["content"].upper().replace(".", " !")
+        # a word more makes a row no longer equal after normalisation, only near; it is a small edit only in a
+        # row of some length (a near-duplicate is >= 0.8 Jaccard similarity of character 5-grams)
+        long_enough = sum(len(m["content"]) for m in row["messages"]) > 80
+        if i % 2 and i < 8 and long_enough:
+            row["messages"][0]["content"] += " please"
+            near_expected += 1
+        planted.append(row)
+    rows = train_rows + planted
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run",
+                       data={"train": str(train)})
+    out = tmp_path / "report.json"
+    proc = run_cli("data", "check", cfg, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    leaked_test_lines = {p["b"] for p in report["leakage"]["test"]["exact"] + report["leakage"]["test"]["near"]}
+    assert leaked_test_lines == {f"{demo_data_dir / 'test.jsonl'} line {n}" for n in range(1, 9)}
+    leak_train_lines = {p["a"] for p in report["leakage"]["test"]["exact"] + report["leakage"]["test"]["near"]}
+    assert leak_train_lines <= {f"{train} line {n}" for n in range(len(train_rows) + 1, len(rows) + 1)}
+    assert near_expected >= 1 and len(report["leakage"]["test"]["near"]) >= near_expected
+    # planted row 9 repeats planted row 1 exactly: dropped as a duplicate
+    dropped = {d["row"] for d in report["duplicates"]["dropped"]}
+    assert dropped == {f"{train} line {len(train_rows) + 9}"}
+    assert "leakage train -> test" in proc.stdout
