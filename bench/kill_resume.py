@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,14 +59,21 @@ def logged_losses(run: Path) -> dict[int, float]:
     return {h["step"]: h["loss"] for h in state["log_history"] if "loss" in h}
 
 
+def finished(run: Path) -> bool:
+    try:
+        return json.loads((run / "run.json").read_text()).get("status") == "finished"
+    except (OSError, ValueError):
+        return False
+
+
 def kill_during(config: Path, out: Path, at_checkpoint: int | None, delay: float) -> str:
     """Start training and SIGKILL it: the instant checkpoint number `at_checkpoint` appears (while it is being
-    written), or after `delay` seconds. Returns where the kill landed."""
+    written), or `delay` seconds after the run folder appears. Returns where the kill landed."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     ckpts = out / "checkpoints"
     seen: set[str] = set()
-    start = time.time()
+    start = None
     while proc.poll() is None:
         if at_checkpoint is not None:
             new = {p.name for p in ckpts.iterdir() if p.name.startswith("checkpoint-")} - seen if ckpts.is_dir() \
@@ -77,10 +85,13 @@ def kill_during(config: Path, out: Path, at_checkpoint: int | None, delay: float
                 name = max(new, key=lambda n: int(n.split("-")[1]))
                 complete = (ckpts / name / "trainer_state.json").is_file()
                 return f"at {name} ({'complete' if complete else 'mid-write'})"
-        elif time.time() - start >= delay:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return f"at {delay:.1f}s"
+        elif (out / "run.json").is_file():
+            if start is None:
+                start = time.time()  # the run folder exists: training is being set up or running
+            elif time.time() - start >= delay:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return f"{delay:.2f}s after the run folder appeared"
         time.sleep(0.0005)
     return "too late (the run had finished)"
 
@@ -99,19 +110,29 @@ def main(argv=None) -> int:
     data_dir = write_demo_slice(work / "data", train=96, val=8, test=8)
 
     ref_out = work / "reference"
+    proc = subprocess.Popen(train_command(write_config(work, model_dir, data_dir, ref_out)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not (ref_out / "run.json").is_file():
+        time.sleep(0.001)
     t0 = time.time()
-    subprocess.run(train_command(write_config(work, model_dir, data_dir, ref_out)), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ref_seconds = time.time() - t0
+    if proc.wait() != 0:
+        raise SystemExit("the reference run failed")
+    window = time.time() - t0  # from the run folder appearing to the end of the process
     ref_w, ref_losses = adapter_weights(ref_out), logged_losses(ref_out)
-    print(f"reference run: {MAX_STEPS} steps in {ref_seconds:.1f}s")
+    print(f"reference run: {MAX_STEPS} steps; {window:.1f}s from run folder to exit")
 
     matched = 0
     for trial in range(args.kills):
         out = work / f"trial-{trial}"
         config = write_config(work, model_dir, data_dir, out)
         at_checkpoint = random.randint(1, MAX_STEPS // 3 - 1) if trial % 2 == 1 else None
-        where = kill_during(config, out, at_checkpoint, delay=random.uniform(1.0, ref_seconds))
+        delay = random.uniform(0.0, 0.8 * window)
+        for _ in range(5):
+            where = kill_during(config, out, at_checkpoint, delay)
+            if not finished(out):
+                break
+            shutil.rmtree(out)  # the run ended before the kill: try again, earlier
+            delay /= 2
         resumed = subprocess.run(train_command(config), capture_output=True, text=True)
         if resumed.returncode != 0:
             print(f"trial {trial}: killed {where}; resume FAILED: {resumed.stderr.strip()[-300:]}")

@@ -86,3 +86,43 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path, tiny_model_dir,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"checkpoint-{status['step']}" in resumed.stdout
     assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["global_step"] == 400
+
+
+def test_disk_full_while_saving_fails_clearly_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir,
+                                                                            demo_data_dir):
+    import shutil
+
+    import pytest
+
+    from weitiao.training.checkpoints import is_complete
+
+    def config(out):
+        return write_config(tmp_path / f"{out.name}.yaml", tiny_model_dir, demo_data_dir, out,
+                            train={"max_steps": 6, "eval_steps": 2, "save_total_limit": 5},
+                            eval={"metrics": [], "compare_base": False})
+
+    # measure one checkpoint, then give the run a disk with room for the first one only
+    probe = tmp_path / "probe"
+    assert run_cli("train", config(probe)).returncode == 0
+    ckpt = sum(f.stat().st_size for f in (probe / "checkpoints" / "checkpoint-2").rglob("*") if f.is_file())
+    others = sum(f.stat().st_size for f in probe.iterdir() if f.is_file() and f.suffix in (".json", ".yaml",
+                                                                                          ".jinja"))
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    size_kb = (ckpt + others) * 3 // 2 // 1024 + 8
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out = mount / "run"
+        proc = run_cli("train", config(out))
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and "is full" in proc.stderr
+        assert "checkpoint-2" in proc.stderr
+        assert is_complete(out / "checkpoints" / "checkpoint-2")
+        assert json.loads((out / "run.json").read_text())["status"] == "running"  # resumable once space is freed
+        shutil.copytree(out, tmp_path / "moved")
+    finally:
+        subprocess.run(["umount", str(mount)])
+    resumed = run_cli("train", config(tmp_path / "moved"))  # the run, moved to a disk with room, resumes
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout and "checkpoint-2" in resumed.stdout

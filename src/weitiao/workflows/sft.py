@@ -13,14 +13,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import set_seed
+
 from weitiao.config import Config, dump_config, resolved
 from weitiao.data.check import find_overlaps
 from weitiao.data.dataset import PadCollator, encode_split, load_splits, to_hf_dataset
 from weitiao.errors import Interrupted, WeitiaoError
 from weitiao.methods import ADAPTER_METHODS, apply_method, count_parameters, save_trained
+from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
 from weitiao.training.checkpoints import last_complete
-from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, log, plot_losses,
     remove_dir, score_split, versions, write_json,
@@ -77,6 +79,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                        cfg.model.attn_implementation)
     log(f"model: {source.label} ({type(model).__name__}) on {device}, loaded in {time.time() - t0:.1f}s; "
         f"precision {'fp32' if amp is None else str(amp).replace('torch.', '') + ' autocast'}")
+    set_seed(cfg.train.seed)  # new weights (LoRA's A matrices, a new head) must be the same in every run
     model = apply_method(model, cfg.method)
     trainable, total = count_parameters(model)
     log(f"method: {cfg.method.name}: {trainable:,} trainable of {total:,} parameters "
@@ -124,12 +127,13 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     t0 = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=str(start) if start else None)
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            good = last_complete(out_dir / "checkpoints", log)
-            raise WeitiaoError(f"could not write to {out_dir}: {err.strerror}. The last complete checkpoint is "
-                               f"{good or 'none'}; free some space and run the same command again to resume") from None
-        raise
+    except (OSError, RuntimeError) as err:
+        if not disk_full(err, out_dir):
+            raise
+        good = last_complete(out_dir / "checkpoints", log)
+        raise WeitiaoError(f"the disk holding {out_dir} is full ({str(err).strip()[:200]}). The last complete "
+                           f"checkpoint is {good or 'none'}; free some space and run the same command again to "
+                           "resume") from None
     train_seconds = time.time() - t0
     if guard.stopped_at is not None:
         write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
@@ -196,8 +200,20 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     return TrainResult(metrics, trainer.model, tokenizer, out_dir)
 
 
+def disk_full(err: Exception, out_dir: Path) -> bool:
+    """Whether a write error means the disk is full. torch.save reports it as a RuntimeError ("file write
+    failed") without an errno, so the free space is checked too: less than the largest checkpoint means full."""
+    import shutil
+
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    ckpt_sizes = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+                  for p in (out_dir / "checkpoints").glob("checkpoint-*")]
+    return shutil.disk_usage(out_dir).free < max(ckpt_sizes, default=1 << 20)
+
+
 def check_same_config(cfg: Config, out_dir: Path) -> None:
-    """A resumed run must use the config it started with (output.overwrite aside)."""
+    """A resumed run must use the config it started with (where its folder lives aside)."""
     import yaml
 
     saved_file = out_dir / "config.yaml"
@@ -214,7 +230,8 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
                 yield f"{prefix}{k}", v
 
     a, b = dict(flat(saved)), dict(flat(now))
-    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k != "output.overwrite")
+    where = {"output.overwrite", "output.dir"}  # a run folder may be moved, e.g. to a bigger disk
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in where)
     if changed:
         raise WeitiaoError(f"output.dir: {out_dir} holds an unfinished run with a different config "
                            f"({', '.join(changed)}); use the same config to resume, or --overwrite to start over")
