@@ -117,9 +117,24 @@ class FreezeMethodConfig:
 
 
 @dataclass
+class QLoraMethodConfig:
+    bits: Literal[4, 8] = doc("Bits per weight of the frozen base: 4 (NF4/FP4) or 8 (LLM.int8).", 4)
+    quant_type: Literal["nf4", "fp4"] = doc("4-bit data type: `nf4` (NormalFloat, the QLoRA paper's) or `fp4`.",
+                                            "nf4")
+    double_quant: bool = doc("Quantize the quantization constants too (saves about 0.4 bit per weight).", True)
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc(
+        "dtype of the dequantized matmuls. `auto`: bfloat16 (or float16) on CUDA, float32 on CPU.", "auto"
+    )
+
+
+@dataclass
 class MethodConfig:
-    name: Literal["full", "freeze", "lora"] = doc("Fine-tuning method.", "lora")
-    lora: LoraMethodConfig = doc("Settings of `lora`.", default_factory=LoraMethodConfig)
+    name: Literal["full", "freeze", "lora", "qlora"] = doc(
+        "Fine-tuning method. `qlora` trains `lora` adapters on a base quantized to 4 or 8 bits.", "lora"
+    )
+    lora: LoraMethodConfig = doc("Settings of `lora` (and of the adapters of `qlora`).",
+                                 default_factory=LoraMethodConfig)
+    qlora: QLoraMethodConfig = doc("Settings of `qlora`'s quantized base.", default_factory=QLoraMethodConfig)
     freeze: FreezeMethodConfig = doc("Settings of `freeze`.", default_factory=FreezeMethodConfig)
 
 

@@ -74,13 +74,22 @@ def _read_jsonl(path: Path, bad: list[BadRow]) -> list[Row]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                bad.append(BadRow(f"{path} line {lineno}", "unparsable", f"not valid JSON ({err.msg} at column {err.colno})"))
+                bad.append(_json_error(f"{path} line {lineno}", err))
                 continue
-            if not isinstance(obj, dict):
-                bad.append(BadRow(f"{path} line {lineno}", "wrong-type", f"expected a JSON object, got {type(obj).__name__}"))
-                continue
-            rows.append(Row(obj, f"{path} line {lineno}"))
+            _add_object(obj, f"{path} line {lineno}", rows, bad)
     return rows
+
+
+def _json_error(where: str, err: json.JSONDecodeError) -> BadRow:
+    return BadRow(where, "unparsable", f"not valid JSON ({err.msg} at column {err.colno})")
+
+
+def _add_object(obj, where: str, rows: list[Row], bad: list[BadRow]) -> None:
+    """A row must be a JSON object (a mapping of field names to values)."""
+    if isinstance(obj, dict):
+        rows.append(Row(obj, where))
+    else:
+        bad.append(BadRow(where, "wrong-type", f"expected a JSON object, got {type(obj).__name__}"))
 
 
 def _read_json(path: Path, bad: list[BadRow]) -> list[Row]:
@@ -94,7 +103,7 @@ def _read_json(path: Path, bad: list[BadRow]) -> list[Row]:
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":  # a .json file that is really JSON lines
             return _read_jsonl(path, bad)
-        bad.append(BadRow(f"{path} line {err.lineno}", "unparsable", f"not valid JSON ({err.msg} at column {err.colno})"))
+        bad.append(_json_error(f"{path} line {err.lineno}", err))
         return []
     if isinstance(obj, dict):
         # {"data": [...]} or {"train": [...]} style wrappers hold one list of rows
@@ -106,12 +115,9 @@ def _read_json(path: Path, bad: list[BadRow]) -> list[Row]:
     if not isinstance(obj, list):
         bad.append(BadRow(str(path), "wrong-type", "expected a list of row objects"))
         return []
-    rows = []
+    rows: list[Row] = []
     for i, item in enumerate(obj):
-        if not isinstance(item, dict):
-            bad.append(BadRow(f"{path} row {i}", "wrong-type", f"expected a JSON object, got {type(item).__name__}"))
-            continue
-        rows.append(Row(item, f"{path} row {i}"))
+        _add_object(item, f"{path} row {i}", rows, bad)
     return rows
 
 
@@ -123,7 +129,8 @@ def _read_csv(path: Path, bad: list[BadRow]) -> list[Row]:
             for record in reader:
                 # line_num is the line where this record ended (records may span lines)
                 if None in record:
-                    bad.append(BadRow(f"{path} line {reader.line_num}", "unparsable", "more values than header columns"))
+                    where = f"{path} line {reader.line_num}"
+                    bad.append(BadRow(where, "unparsable", "more values than header columns"))
                     continue
                 if all(v is None or v == "" for v in record.values()):
                     continue

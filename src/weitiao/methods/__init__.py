@@ -5,21 +5,44 @@ adapter methods, a complete Hugging Face model folder for the others.
 """
 from __future__ import annotations
 
+import torch
+
 from weitiao.config import MethodConfig
-from weitiao.methods import freeze, full, lora
+from weitiao.methods import freeze, full, lora, qlora
 
-METHODS = {"full": full, "freeze": freeze, "lora": lora}
-ADAPTER_METHODS = {"lora"}
+METHODS = {"full": full, "freeze": freeze, "lora": lora, "qlora": qlora}
+ADAPTER_METHODS = {"lora", "qlora"}
 
 
-def apply_method(model, cfg: MethodConfig):
+def load_kwargs(cfg: MethodConfig, device: str) -> dict:
+    """Extra `from_pretrained` arguments a method needs at load time (quantization for qlora)."""
+    module = METHODS[cfg.name]
+    return module.load_kwargs(cfg, device) if hasattr(module, "load_kwargs") else {}
+
+
+def apply_method(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
+    if cfg.name == "qlora":
+        return qlora.apply(model, cfg, gradient_checkpointing)
     return METHODS[cfg.name].apply(model, cfg)
 
 
+def weights_footprint(model) -> dict:
+    """Bytes of the model's weights as stored (quantized weights packed), and what they would take in fp32."""
+    logical = sum(logical_numel(p) for p in model.parameters())
+    return {"stored_bytes": int(model.get_memory_footprint()), "fp32_bytes": 4 * logical}
+
+
+def logical_numel(p) -> int:
+    """Number of weights a parameter stands for. bitsandbytes packs two 4-bit weights per byte, so a 4-bit
+    parameter's `numel()` is half its logical size; its `quant_state.shape` holds the real one."""
+    state = getattr(p, "quant_state", None)
+    return int(torch.Size(state.shape).numel()) if state is not None else p.numel()
+
+
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
+    """(trainable, total) parameter counts, quantized weights counted at their logical size."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(logical_numel(p) for p in model.parameters())
     return trainable, total
 
 

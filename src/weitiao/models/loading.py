@@ -204,12 +204,15 @@ def load_tokenizer(folder: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_model(folder: str, dtype, device: str, trust_remote_code: bool = False, attn_implementation=None):
+def load_model(folder: str, dtype, device: str, trust_remote_code: bool = False, attn_implementation=None,
+               extra: dict | None = None):
+    """Load weights (safetensors only). `extra` holds a method's load-time arguments, e.g. quantization; a
+    quantized model is placed on its device while loading (it cannot be moved afterwards)."""
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "local_files_only": True,
-              "use_safetensors": True}
+              "use_safetensors": True, **(extra or {})}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    return model.to(device)
+    return model if "device_map" in kwargs else model.to(device)

@@ -12,6 +12,7 @@ from pathlib import Path
 from weitiao.config import Config
 from weitiao.data.dataset import encode_split, load_splits
 from weitiao.errors import WeitiaoError
+from weitiao.methods import load_kwargs
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.workflows.common import autocast_dtype, comparison_table, find_model, log, score_split, write_json
 
@@ -30,7 +31,7 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     encoded = encode_split(examples, template, tokenizer, cfg.data, split, splits.report)
     device = pick_device(cfg.model.device)
     model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
-                       cfg.model.attn_implementation)
+                       cfg.model.attn_implementation, load_kwargs(cfg.method, device))
     label = "model"
     if adapter:
         from peft import PeftModel

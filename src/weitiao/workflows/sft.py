@@ -19,7 +19,9 @@ from weitiao.config import Config, dump_config, resolved
 from weitiao.data.check import find_overlaps
 from weitiao.data.dataset import PadCollator, encode_split, load_splits, to_hf_dataset
 from weitiao.errors import Interrupted, WeitiaoError
-from weitiao.methods import ADAPTER_METHODS, apply_method, count_parameters, save_trained
+from weitiao.methods import (
+    ADAPTER_METHODS, apply_method, count_parameters, load_kwargs, save_trained, weights_footprint,
+)
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
 from weitiao.training.checkpoints import last_complete
@@ -76,11 +78,14 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     amp = autocast_dtype(cfg.train.precision, device)
     t0 = time.time()
     model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
-                       cfg.model.attn_implementation)
+                       cfg.model.attn_implementation, load_kwargs(cfg.method, device))
     log(f"model: {source.label} ({type(model).__name__}) on {device}, loaded in {time.time() - t0:.1f}s; "
         f"precision {'fp32' if amp is None else str(amp).replace('torch.', '') + ' autocast'}")
     set_seed(cfg.train.seed)  # new weights (LoRA's A matrices, a new head) must be the same in every run
-    model = apply_method(model, cfg.method)
+    footprint = weights_footprint(model)
+    log(f"base weights in memory: {footprint['stored_bytes'] / 2**20:.1f} MiB as stored "
+        f"(fp32 would be {footprint['fp32_bytes'] / 2**20:.1f} MiB)")
+    model = apply_method(model, cfg.method, cfg.train.gradient_checkpointing)
     trainable, total = count_parameters(model)
     log(f"method: {cfg.method.name}: {trainable:,} trainable of {total:,} parameters "
         f"({100 * trainable / total:.3f}%)")
@@ -163,6 +168,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     metrics = {
         "method": cfg.method.name,
         "params": {"trainable": trainable, "total": total},
+        "base_weights": footprint,
         "train": {
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),

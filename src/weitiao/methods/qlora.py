@@ -1,0 +1,53 @@
+"""QLoRA (Dettmers et al. 2023, arXiv:2305.14314): LoRA on a frozen base quantized by bitsandbytes.
+
+The base's linear weights are stored in 4-bit NormalFloat (NF4, optionally with the quantization constants
+themselves quantized: "double quantization") or in 8-bit (LLM.int8(), arXiv:2208.07339); they are dequantized
+block by block in the forward pass, in `compute_dtype`. Only the LoRA matrices (the `method.lora` settings) are
+trained and saved; loading the adapter again quantizes the base the same way.
+"""
+from __future__ import annotations
+
+from weitiao.config import MethodConfig
+from weitiao.errors import WeitiaoError
+from weitiao.methods import lora
+
+
+def compute_dtype(cfg: MethodConfig, device: str):
+    import torch
+
+    if cfg.qlora.compute_dtype != "auto":
+        return getattr(torch, cfg.qlora.compute_dtype)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # CPU kernels: fp32 is exact and, on this CPU, as fast as bf16
+
+
+def load_kwargs(cfg: MethodConfig, device: str) -> dict:
+    """from_pretrained arguments that quantize the base while it loads."""
+    import importlib.util
+
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise WeitiaoError("method.name: qlora needs bitsandbytes (pip install bitsandbytes); or use method lora")
+
+    q = cfg.qlora
+    if q.bits == 4:
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                                 bnb_4bit_use_double_quant=q.double_quant,
+                                 bnb_4bit_compute_dtype=compute_dtype(cfg, device))
+    else:
+        import logging
+
+        # bitsandbytes logs "inputs will be cast ... to float16" on every 8-bit matmul; it is expected, not news
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+        bnb = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": bnb, "device_map": {"": device}}
+
+
+def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
+    from peft import prepare_model_for_kbit_training
+
+    # casts norms to fp32 and enables input gradients, so LoRA on a frozen quantized base trains stably
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    return lora.apply(model, cfg)
