@@ -22,7 +22,12 @@ OVERRIDES_HELP = "config overrides as section.key=value (e.g. train.max_steps=20
 
 
 def _quiet() -> None:
+    import logging
     import warnings
+
+    # bitsandbytes looks for an optional kernel package on import and logs when it is absent; it then uses its
+    # own CPU kernels, so there is nothing for a user to do (and a config error should print one line only)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
     # transformers 5 renames (gradient -> activation checkpointing) that peft still reads; nothing for a user to do
     warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*", category=FutureWarning)
