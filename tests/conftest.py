@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from weitiao.testing import build_model, build_tokenizer, write_demo_slice
+from weitiao.testing import build_tokenizer, save_tiny_model, write_demo_slice
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,12 +20,15 @@ def tiny_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model = build_model(len(tiny_tokenizer))
-    model.save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def copy_model_files(src: Path, dst: Path, prefixes=("tokenizer", "chat_template", "special")) -> None:
+    """Copy the non-weight files of a model folder (tokenizer, template; config with the right prefixes)."""
+    for f in src.iterdir():
+        if f.name.startswith(tuple(prefixes)):
+            (dst / f.name).write_bytes(f.read_bytes())
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import run_cli, write_config
+from conftest import copy_model_files, run_cli, write_config
 from weitiao.errors import ModelNotFoundError
 from weitiao.models.loading import gguf_cache_folder, resolve_source
 
@@ -55,9 +55,7 @@ def test_pickle_only_folder_is_refused_unless_converted_deliberately(tmp_path, t
     pickled.mkdir()
     # the old format: a pickled state dict in pytorch_model.bin
     torch.save(load_file(tiny_model_dir / "model.safetensors"), pickled / "pytorch_model.bin")
-    for f in tiny_model_dir.iterdir():
-        if f.name.startswith(("tokenizer", "chat_template", "special", "config", "generation")):
-            (pickled / f.name).write_bytes(f.read_bytes())
+    copy_model_files(tiny_model_dir, pickled, ("tokenizer", "chat_template", "special", "config", "generation"))
     assert not list(pickled.glob("*.safetensors")) and list(pickled.glob("*.bin"))
     cfg = write_config(tmp_path / "c.yaml", pickled, demo_data_dir, tmp_path / "run",
                        train={"max_steps": 1, "eval_steps": 1}, eval={"metrics": [], "compare_base": False})

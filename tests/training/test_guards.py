@@ -10,7 +10,7 @@ import time
 import torch
 from transformers import TrainerControl, TrainerState
 
-from conftest import run_cli, write_config
+from conftest import copy_model_files, run_cli, write_config
 from weitiao.testing import build_model
 from weitiao.training.callbacks import NonFiniteGuard
 
@@ -46,9 +46,7 @@ def test_nonfinite_run_stops_with_message_and_keeps_good_checkpoint(tmp_path, ti
     with torch.no_grad():
         model.model.norm.weight[0] = float("inf")  # every forward now gives NaN logits
     model.save_pretrained(broken)
-    for f in tiny_model_dir.iterdir():
-        if f.name.startswith(("tokenizer", "chat_template", "special")):
-            (broken / f.name).write_bytes(f.read_bytes())
+    copy_model_files(tiny_model_dir, broken)
     cfg = write_config(tmp_path / "c.yaml", broken, demo_data_dir, tmp_path / "run",
                        train={"max_steps": 10, "eval_steps": 2, "max_nonfinite_steps": 3},
                        eval={"metrics": [], "compare_base": False})
