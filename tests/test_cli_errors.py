@@ -104,3 +104,11 @@ def test_help_everywhere():
         result = run_cli(*args, "--help")
         assert result.returncode == 0
         assert "usage: weitiao" in result.stdout
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_asked_for_without_a_gpu(tmp_path, tiny_model_dir, demo_data_dir):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, out)
+    result = run_cli("train", cfg, "model.device=cuda")
+    assert_clean_failure(result, "model.device: cuda", "use device auto or cpu", out_dir=out)

@@ -31,6 +31,9 @@ def _quiet() -> None:
 
     # transformers 5 renames (gradient -> activation checkpointing) that peft still reads; nothing for a user to do
     warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*", category=FutureWarning)
+    # peft's prefix-tuning forward still passes the KV cache as `past_key_values` (renamed `cache`); weitiao's own
+    # decoding uses the new name
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated.*", category=FutureWarning)
 
 
 def _offline() -> None:
@@ -43,11 +46,12 @@ def _offline() -> None:
 
 def cmd_train(args) -> int:
     from weitiao.config import load_config
-    from weitiao.workflows import sft
+    from weitiao.workflows import classify, sft
 
     overrides = list(args.overrides) + (["data.skip_bad_rows=true"] if args.skip_bad_rows else [])
     cfg = load_config(args.config, overrides)
-    sft.run(cfg, overwrite=args.overwrite, resume=args.resume)
+    workflow = classify if cfg.task == "classify" else sft
+    workflow.run(cfg, overwrite=args.overwrite, resume=args.resume)
     return 0
 
 
@@ -78,6 +82,8 @@ def cmd_validate(args) -> int:
     cfg = load_config(args.config, args.overrides)
     print(f"config {args.config}: ok")
     splits = load_splits(cfg.data, cfg.base_dir)
+    if cfg.task == "classify":
+        return validate_classify(cfg, splits)
     source, _, tokenizer, template = find_model(cfg)
     for name in ("train", "val", "test"):
         examples = getattr(splits, name)
@@ -90,6 +96,28 @@ def cmd_validate(args) -> int:
               f"{lengths[len(lengths) // 2]}, max {lengths[-1]}; truncated {splits.report[f'{name}_truncated']}, "
               f"dropped as over-long {splits.report[f'{name}_overlong_dropped']}")
     print(f"model {source.label} ({source.kind}); template {template.name}, end of turn {template.eot!r}")
+    print("valid: nothing was trained or written")
+    return 0
+
+
+def validate_classify(cfg, splits) -> int:
+    from weitiao.data.dataset import encode_labelled, label_names
+    from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
+
+    labels = label_names(cfg.data, splits)
+    source = resolve_source(cfg.model.name_or_path, cfg.model.convert_pickle)
+    tokenizer = load_tokenizer(local_folder(source, print, cfg.model.trust_remote_code), cfg.model.trust_remote_code)
+    for name in ("train", "val", "test"):
+        examples = getattr(splits, name)
+        if not examples:
+            print(f"{name}: no rows")
+            continue
+        enc = encode_labelled(examples, tokenizer, labels, cfg.data.max_length, name, splits.report)
+        lengths = sorted(len(e["input_ids"]) for e in enc)
+        counts = ", ".join(f"{k} {v}" for k, v in splits.report[f"{name}_label_counts"].items())
+        print(f"{name}: {len(examples)} rows ok ({counts}); tokens per row max {lengths[-1]}, truncated "
+              f"{splits.report[f'{name}_truncated']}")
+    print(f"model {source.label} ({source.kind}); {len(labels)} classes: {', '.join(labels)}")
     print("valid: nothing was trained or written")
     return 0
 
@@ -110,9 +138,10 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_data_demo(args) -> int:
-    from weitiao.demo.count_list import write_splits
+    from weitiao.demo import count_list, support_intent
 
-    for name, path in write_splits(args.out_dir, args.seed).items():
+    demo = {"count_list": count_list, "support_intent": support_intent}[args.task]
+    for name, path in demo.write_splits(args.out_dir, args.seed).items():
         print(f"{name}: {path}")
     return 0
 
@@ -169,8 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="write the full report to this JSON file")
     q.set_defaults(func=cmd_data_check)
     q = data_sub.add_parser("demo", help="write the demo task's train/val/test JSONL files",
-                            description="Write the deterministic 'list exactly N items' demo dataset.")
+                            description="Write a deterministic demo dataset: `count_list` ('list exactly N items', "
+                                        "messages rows) or `support_intent` (5-way message classification, "
+                                        "text/label rows).")
     q.add_argument("out_dir", help="folder for train.jsonl, val.jsonl and test.jsonl")
+    q.add_argument("--task", choices=["count_list", "support_intent"], default="count_list",
+                   help="which demo dataset (default count_list)")
     q.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
     q.set_defaults(func=cmd_data_demo)
     return parser

@@ -55,11 +55,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    format: Literal["alpaca", "sharegpt", "messages", "chatglm", "text"] = doc(
+    format: Literal["alpaca", "sharegpt", "messages", "chatglm", "text", "labelled"] = doc(
         "Row format: `alpaca` (instruction/input/output[/system/history]), `sharegpt` (conversations of from/value), "
-        "`messages` (OpenAI role/content), `chatglm` (prompt/response/history), `text` (plain text, loss on all).",
+        "`messages` (OpenAI role/content), `chatglm` (prompt/response/history), `text` (plain text, loss on all), "
+        "`labelled` (text/label, for `task: classify`).",
         "messages",
     )
+    labels: list[str] = doc(
+        "Class names for `task: classify`, in the order of the head's outputs; empty: the sorted names found in the "
+        "training data. A val/test label outside this list is an error.", default_factory=list)
     train: list[str] = doc(
         "Training data: one or more .json/.jsonl/.csv/.parquet files or folders (relative to the config file).",
         default_factory=list,
@@ -128,14 +132,43 @@ class QLoraMethodConfig:
 
 
 @dataclass
+class PrefixMethodConfig:
+    num_virtual_tokens: int = doc("Trained key/value positions put in front of every layer (ChatGLM's `pre_seq_len`).",
+                                  16)
+    projection: bool = doc(
+        "Reparameterize the prefix through a 2-layer MLP while training (P-Tuning v2's `prefix_projection`); only "
+        "the MLP's output is saved.", False)
+    projection_hidden: int = doc("Hidden width of that MLP.", 256)
+
+
+@dataclass
+class PromptMethodConfig:
+    num_virtual_tokens: int = doc("Trained soft-prompt embeddings put in front of the input.", 16)
+    init_text: Optional[str] = doc(
+        "Initialise the soft prompt from this text's token embeddings (repeated or cut to `num_virtual_tokens`); "
+        "empty: random.", None)
+
+
+@dataclass
+class PTuningMethodConfig:
+    num_virtual_tokens: int = doc("Virtual tokens produced by the prompt encoder.", 16)
+    encoder: Literal["mlp", "lstm"] = doc("Prompt encoder that produces the virtual token embeddings.", "mlp")
+    encoder_hidden: int = doc("Hidden width of the prompt encoder.", 256)
+
+
+@dataclass
 class MethodConfig:
-    name: Literal["full", "freeze", "lora", "qlora"] = doc(
-        "Fine-tuning method. `qlora` trains `lora` adapters on a base quantized to 4 or 8 bits.", "lora"
+    name: Literal["full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning"] = doc(
+        "Fine-tuning method. `qlora` trains `lora` adapters on a base quantized to 4 or 8 bits; `prefix` is "
+        "prefix tuning / P-Tuning v2; `prompt` is prompt tuning; `ptuning` is P-tuning (v1).", "lora"
     )
     lora: LoraMethodConfig = doc("Settings of `lora` (and of the adapters of `qlora`).",
                                  default_factory=LoraMethodConfig)
     qlora: QLoraMethodConfig = doc("Settings of `qlora`'s quantized base.", default_factory=QLoraMethodConfig)
     freeze: FreezeMethodConfig = doc("Settings of `freeze`.", default_factory=FreezeMethodConfig)
+    prefix: PrefixMethodConfig = doc("Settings of `prefix`.", default_factory=PrefixMethodConfig)
+    prompt: PromptMethodConfig = doc("Settings of `prompt`.", default_factory=PromptMethodConfig)
+    ptuning: PTuningMethodConfig = doc("Settings of `ptuning`.", default_factory=PTuningMethodConfig)
 
 
 @dataclass
@@ -166,6 +199,9 @@ class TrainConfig:
         "Stop after N evaluations without improvement of validation loss (0: off).", 0
     )
     load_best_at_end: bool = doc("Finish with the checkpoint of lowest validation loss.", True)
+    class_weights: Literal["none", "balanced"] = doc(
+        "`task: classify` only: weight each class's loss by n_rows / (n_classes x n_rows_of_class) (`balanced`), "
+        "so rare classes count as much as frequent ones.", "none")
     max_nonfinite_steps: int = doc(
         "Steps with a NaN/inf gradient are skipped (no weight changes); after this many in a row, training stops "
         "with the last good checkpoint kept.",
@@ -202,6 +238,9 @@ class OutputConfig:
 
 @dataclass
 class Config:
+    task: Literal["sft", "classify"] = doc(
+        "`sft`: a causal LM learns to write the answers. `classify`: a sequence-classification head on an encoder "
+        "or a decoder learns `labelled` rows' labels.", "sft")
     model: ModelConfig = doc("The pretrained model.", default_factory=ModelConfig)
     data: DataConfig = doc("Datasets, format, template and labels.", default_factory=DataConfig)
     method: MethodConfig = doc("How the model is changed.", default_factory=MethodConfig)
@@ -339,6 +378,9 @@ def _apply_override(data: dict, override: str, errors: list[str]) -> None:
     node[keys[-1]] = value
 
 
+CLASSIFY_METRICS = ("accuracy", "macro_f1")  # always reported for task classify, with the confusion matrix
+
+
 def semantic_problems(cfg: Config) -> list[str]:
     """Checks across fields (types are already right)."""
     p: list[str] = []
@@ -381,13 +423,30 @@ def semantic_problems(cfg: Config) -> list[str]:
         p.append(f"method.lora.r: must be at least 1, got {m.lora.r}")
     if not 0.0 <= m.lora.dropout < 1.0:
         p.append(f"method.lora.dropout: must be in [0, 1), got {m.lora.dropout}")
+    for section in ("prefix", "prompt", "ptuning"):
+        if getattr(m, section).num_virtual_tokens < 1:
+            p.append(f"method.{section}.num_virtual_tokens: must be at least 1")
     if m.name == "freeze" and m.freeze.last_layers < 0:
         p.append(f"method.freeze.last_layers: must not be negative, got {m.freeze.last_layers}")
     if m.name == "freeze" and m.freeze.last_layers == 0 and not m.freeze.modules:
         p.append("method.freeze: trains nothing; set last_layers > 0 or list modules")
     from weitiao.evaluation.metrics import METRICS  # local import: metrics pull in nothing heavy
 
-    for i, name in enumerate(e.metrics):
+    if cfg.task == "classify":
+        if d.format != "labelled":
+            p.append(f"data.format: task classify reads text + label rows: use format labelled, got {d.format!r}")
+        if m.name not in ("lora", "full"):
+            p.append(f"method.name: task classify supports lora (the head trained in full) and full, "
+                     f"got {m.name!r}")
+        for i, name in enumerate(e.metrics):
+            if name not in CLASSIFY_METRICS:
+                p.append(f"eval.metrics[{i}]: task classify reports {', '.join(CLASSIFY_METRICS)}; got {name!r}")
+    else:
+        if d.format == "labelled":
+            p.append("data.format: labelled rows are for task classify (set task: classify)")
+        if t.class_weights != "none":
+            p.append("train.class_weights: applies to task classify only")
+    for i, name in enumerate(e.metrics if cfg.task == "sft" else []):
         if name not in METRICS:
             p.append(f"eval.metrics[{i}]: unknown metric {name!r}{did_you_mean(name, METRICS)}; "
                      f"known: {', '.join(METRICS)}")

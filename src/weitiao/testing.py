@@ -1,4 +1,4 @@
-"""Tiny models for tests and benchmarks: a 2-layer Llama (width 64) and a byte-level BPE tokenizer trained here.
+"""Tiny models for tests and benchmarks: a 2-layer Llama or GLM (width 64) and a byte-level BPE tokenizer trained here.
 
 Nothing is downloaded. The tokenizer has ChatML special tokens and a ChatML chat template, like SmolLM2, and the
 special tokens of the other built-in templates, so every template can be exercised.
@@ -39,16 +39,27 @@ def build_tokenizer(vocab_size: int = 600):
     return fast
 
 
-def build_model(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2):
+ARCHITECTURES = ("llama", "glm", "glm4")
+
+
+def build_model(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2, arch: str = "llama"):
+    """A tiny random causal LM: `llama` (SmolLM2's architecture, grouped-query attention, tied embeddings) or the
+    GLM families built into transformers (`glm`: GlmForCausalLM, `glm4`: Glm4ForCausalLM; partial rotary
+    embeddings and biased QKV, the ChatGLM/GLM-4 layout)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
-                         pad_token_id=0)
-    return LlamaForCausalLM(config)
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1,
+                  eos_token_id=2, pad_token_id=0)
+    if arch == "llama":
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(tie_word_embeddings=True, **common))
+    if arch == "glm":
+        return transformers.GlmForCausalLM(transformers.GlmConfig(head_dim=hidden // 4, **common))
+    if arch == "glm4":
+        return transformers.Glm4ForCausalLM(transformers.Glm4Config(head_dim=hidden // 4, **common))
+    raise ValueError(f"arch: one of {ARCHITECTURES}, got {arch!r}")
 
 
 def save_tiny_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
@@ -57,6 +68,35 @@ def save_tiny_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
     tokenizer = build_tokenizer()
     build_model(len(tokenizer), seed, **kwargs).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_encoder(folder: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """A tiny random BERT encoder folder (the architecture of all-MiniLM-L6-v2) with the tiny tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
+                        pad_token_id=tokenizer.pad_token_id)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_intent_slice(folder: str | Path, train: int = 60, val: int = 10, test: int = 20) -> Path:
+    """A small slice of the classification demo (text/label rows) as train/val/test JSONL files."""
+    import json
+
+    from weitiao.demo.support_intent import build_splits as intent_splits
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in intent_splits(seed=0, sizes={"train": train, "val": val, "test": test}).items():
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
 

@@ -29,3 +29,17 @@ def test_splits_are_disjoint_and_answers_are_valid():
             assert count_list(answer, answer) == 1.0
     ns = [r["meta"]["n"] for r in splits["test"]]
     assert set(ns) == set(range(1, 11))  # every count is tested
+
+
+def test_bundled_intent_files_are_the_generator_output_and_test_texts_are_unseen(tmp_path):
+    from weitiao.demo import support_intent
+
+    for name, path in support_intent.write_splits(tmp_path).items():
+        bundled = REPO / "examples" / "data" / "support_intent" / f"{name}.jsonl"
+        assert bundled.read_text() == path.read_text(), f"{bundled} differs: run weitiao data demo --task ..."
+    splits = support_intent.build_splits()
+    train = {r["text"] for r in splits["train"]}
+    assert not train & {r["text"] for r in splits["test"]} and not train & {r["text"] for r in splits["val"]}
+    for rows in splits.values():  # balanced classes
+        counts = [sum(r["label"] == k for r in rows) for k in support_intent.INTENTS]
+        assert max(counts) - min(counts) <= 1

@@ -50,7 +50,7 @@ def _examples(entries: list[str], cfg: DataConfig, base_dir: str, name: str, rep
 
 def example_key(ex: Example):
     """Identity of a row for exact de-duplication (its canonical content, not its source line)."""
-    return ex.text if ex.text is not None else ex.messages
+    return (ex.text, ex.label) if ex.text is not None else ex.messages
 
 
 def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False) -> Splits:
@@ -159,3 +159,40 @@ class PadCollator:
             labels[i, :n] = torch.tensor(f["labels"])
             mask[i, :n] = 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+# ---------------------------------------------------------------- task classify
+
+
+def label_names(cfg: DataConfig, splits: Splits) -> list[str]:
+    """The class names, in the head's output order: `data.labels`, or the sorted names in the training data.
+
+    Every row's label must be one of them; all rows that are not are reported together."""
+    names = list(cfg.labels) or sorted({ex.label for ex in splits.train})
+    known = set(names)
+    unknown = [f"{ex.where}: label {ex.label!r} is not one of the classes ({', '.join(names)})"
+               for split in (splits.train, splits.val, splits.test) for ex in split if ex.label not in known]
+    if unknown:
+        where = "data.labels" if cfg.labels else "the training data's labels"
+        raise DataError([f"{u} (classes from {where})" for u in unknown[:MAX_REPORTED]], total=len(unknown))
+    if len(names) < 2:
+        raise DataError([f"data: task classify needs at least 2 classes, found {names}"])
+    return names
+
+
+def encode_labelled(examples: list[Example], tokenizer, labels: list[str], max_length: int, name: str,
+                    report: dict) -> list[dict]:
+    """{"input_ids", "labels"} per row: the text tokenized with the model's special tokens ([CLS] ... [SEP] for
+    BERT), cut to `max_length`, and the label's index."""
+    index = {label: i for i, label in enumerate(labels)}
+    out, truncated = [], 0
+    for ex in examples:
+        ids = tokenizer(ex.text, truncation=False)["input_ids"]
+        if len(ids) > max_length:
+            truncated += 1
+            ids = tokenizer(ex.text, truncation=True, max_length=max_length)["input_ids"]
+        out.append({"input_ids": ids, "labels": index[ex.label]})
+    report[f"{name}_truncated"] = truncated
+    report[f"{name}_tokens"] = sum(len(e["input_ids"]) for e in out)
+    report[f"{name}_label_counts"] = {label: sum(1 for ex in examples if ex.label == label) for label in labels}
+    return out

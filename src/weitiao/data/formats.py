@@ -17,8 +17,9 @@ Message = dict  # {"role": str, "content": str}
 @dataclass(frozen=True)
 class Example:
     messages: tuple  # tuple of (role, content) pairs; empty for text rows
-    text: str | None  # set for the `text` format only
+    text: str | None  # set for the `text` and `labelled` formats only
     where: str
+    label: str | None = None  # the class name of a `labelled` row
 
     def as_messages(self) -> list[Message]:
         return [{"role": r, "content": c} for r, c in self.messages]
@@ -39,6 +40,7 @@ FIELDS = {
     "messages": ("messages",),
     "chatglm": ("prompt", "response", "history"),
     "text": ("text",),
+    "labelled": ("text", "label"),
 }
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -156,6 +158,9 @@ def to_example(row: Row, fmt: str, columns: dict[str, str], system: str | None) 
     col = lambda name: columns.get(name, name)  # noqa: E731
     if fmt == "text":
         return Example((), _text(row.data, "text", col("text"), True), row.where)
+    if fmt == "labelled":
+        return Example((), _text(row.data, "text", col("text"), True), row.where,
+                       label=_text(row.data, "label", col("label"), True))
     turns = CONVERTERS[fmt](row.data, col)
     if system and not (turns and turns[0][0] == "system"):
         turns = [("system", system)] + turns

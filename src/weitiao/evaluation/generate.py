@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from weitiao.config import GenerationConfig
+from weitiao.evaluation.virtual_tokens import generate_ids, uses_virtual_tokens
 
 
 @torch.no_grad()
@@ -12,7 +13,8 @@ def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig, stop_i
     """Complete each prompt; prompts are left-padded in batches and decoded without special tokens.
 
     Rows are processed longest-first so each batch holds similar lengths (less padding); the output keeps
-    the input order.
+    the input order. Prompt-learning adapters (prefix, prompt, ptuning) decode through weitiao's own cached loop,
+    because peft's `generate()` gets them wrong with the cache on (see `virtual_tokens`).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -32,7 +34,11 @@ def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig, stop_i
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                out = model.generate(**batch, **kwargs)
+                if uses_virtual_tokens(model):
+                    out = generate_ids(model, batch["input_ids"], batch["attention_mask"], gen.max_new_tokens,
+                                       tuple(stop_ids), tokenizer.pad_token_id, sampling_warpers(gen))
+                else:
+                    out = model.generate(**batch, **kwargs)
             new = out[:, batch["input_ids"].shape[1]:]
             for j, i in enumerate(idx):
                 outputs[i] = tokenizer.decode(new[j], skip_special_tokens=True).strip()
@@ -41,3 +47,12 @@ def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig, stop_i
     finally:
         tokenizer.padding_side = old_side
     return outputs
+
+
+def sampling_warpers(gen: GenerationConfig):
+    """The temperature and top-p warpers `generate()` would use; None for greedy decoding."""
+    if not gen.do_sample:
+        return None
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    return LogitsProcessorList([TemperatureLogitsWarper(gen.temperature), TopPLogitsWarper(gen.top_p)])

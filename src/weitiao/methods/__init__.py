@@ -8,10 +8,12 @@ from __future__ import annotations
 import torch
 
 from weitiao.config import MethodConfig
-from weitiao.methods import freeze, full, lora, qlora
+from weitiao.methods import freeze, full, lora, prefix, prompt, ptuning, qlora
 
-METHODS = {"full": full, "freeze": freeze, "lora": lora, "qlora": qlora}
-ADAPTER_METHODS = {"lora", "qlora"}
+METHODS = {"full": full, "freeze": freeze, "lora": lora, "qlora": qlora, "prefix": prefix, "prompt": prompt,
+           "ptuning": ptuning}
+PROMPT_LEARNING_METHODS = {"prefix", "prompt", "ptuning"}  # virtual tokens; nothing to merge into the weights
+ADAPTER_METHODS = {"lora", "qlora"} | PROMPT_LEARNING_METHODS
 
 
 def load_kwargs(cfg: MethodConfig, device: str) -> dict:

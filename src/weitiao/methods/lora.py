@@ -13,8 +13,10 @@ def apply(model, cfg: MethodConfig):
 
     lc = cfg.lora
     targets = lc.target_modules
+    # SEQ_CLS also trains the new classification head in full (peft's modules_to_save: `classifier`, `score`)
+    task = TaskType.SEQ_CLS if type(model).__name__.endswith("ForSequenceClassification") else TaskType.CAUSAL_LM
     peft_config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=task,
         r=lc.r,
         lora_alpha=lc.alpha,
         lora_dropout=lc.dropout,

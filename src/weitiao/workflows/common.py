@@ -68,11 +68,20 @@ def autocast_dtype(precision: str, device: str):
 # ---------------------------------------------------------------- evaluation
 
 
+@contextlib.contextmanager
 def base_model_context(model):
-    """Run the base model: adapters disabled for peft models; other methods have not changed weights yet."""
-    if hasattr(model, "disable_adapter"):
-        return model.disable_adapter()
-    return contextlib.nullcontext()
+    """Yields the base model to score: a prompt-learning adapter's plain base model (it adds nothing inside the
+    model, and weitiao's virtual-token decoder must not see it), a peft model with its adapters disabled, or the
+    model itself for other methods, which have not changed any weight yet when this is used."""
+    from weitiao.evaluation.virtual_tokens import uses_virtual_tokens
+
+    if uses_virtual_tokens(model):
+        yield model.get_base_model()
+    elif hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield model
+    else:
+        yield model
 
 
 @torch.no_grad()
@@ -88,7 +97,9 @@ def token_loss(model, encoded: list[Encoded], pad_id: int, batch_size: int = 8, 
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            use_cache=False).logits
-        # logits (B, T, V) predict token t+1 from position t
+        # logits (B, T, V) predict token t+1 from position t; prompt-learning adapters also return logits for
+        # their n_virtual leading virtual tokens, (B, n_virtual + T, V): keep the last T
+        logits = logits[:, -batch["input_ids"].shape[1]:]
         shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
         shift_labels = batch["labels"][:, 1:].reshape(-1)
         total += torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX,

@@ -25,6 +25,8 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     if not examples:
         raise WeitiaoError(f"--split {split}: the config defines no {split} rows "
                            f"(set data.{split} or data.{split}_ratio)")
+    if cfg.task == "classify":
+        return run_classify(cfg, splits, examples, adapter, model_dir, split, out)
 
     # ---- model: base, a full model folder, or base + adapter
     source, folder, tokenizer, template = find_model(cfg, model_dir)
@@ -48,6 +50,43 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     log(comparison_table(f"{split} split ({scores.rows} rows)", {label: scores.metrics}))
     result = {"model": source.label, "adapter": adapter, "split": split, "rows": scores.rows,
               "metrics": scores.metrics, "predictions": scores.predictions}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(out), result)
+        log(f"wrote {out}")
+    return result
+
+
+def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, out) -> dict:
+    """The classification counterpart: the classifier (base + new head, an adapter, or a saved model folder) on a
+    split, with the classes in the order the config (a run's resolved config) lists them."""
+    from weitiao.data.dataset import encode_labelled, label_names
+    from weitiao.models.loading import load_classifier, load_tokenizer, local_folder, resolve_source
+    from weitiao.workflows.classify import score_classes
+
+    labels = label_names(cfg.data, splits)
+    source = resolve_source(model_dir or cfg.model.name_or_path, cfg.model.convert_pickle)
+    folder = local_folder(source, log, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(folder, cfg.model.trust_remote_code)
+    encoded = encode_labelled(examples, tokenizer, labels, cfg.data.max_length, split, splits.report)
+    device = pick_device(cfg.model.device)
+    model = load_classifier(folder, labels, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
+                            cfg.model.attn_implementation, tokenizer.pad_token_id)
+    label = "model"
+    if adapter:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise WeitiaoError(f"--adapter: {adapter} has no adapter_config.json (not a peft adapter folder)")
+        model = PeftModel.from_pretrained(model, adapter)
+        label = "adapter"
+    amp = autocast_dtype(cfg.train.precision, device)
+    scores = score_classes(model, tokenizer, encoded, labels, cfg.eval.generation.batch_size, amp, label)
+    log("")
+    log(comparison_table(f"{split} split ({len(encoded)} rows)", {label: scores["metrics"]}))
+    result = {"model": source.label, "adapter": adapter, "split": split, "rows": len(encoded),
+              "metrics": scores["metrics"], "labels": labels, "confusion": scores["confusion"],
+              "per_class": scores["per_class"], "predictions": [labels[p] for p in scores["predictions"]]}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out), result)

@@ -20,7 +20,7 @@ from weitiao.data.check import find_overlaps
 from weitiao.data.dataset import PadCollator, encode_split, load_splits, to_hf_dataset
 from weitiao.errors import Interrupted, WeitiaoError
 from weitiao.methods import (
-    ADAPTER_METHODS, apply_method, count_parameters, load_kwargs, save_trained, weights_footprint,
+    ADAPTER_METHODS, PROMPT_LEARNING_METHODS, apply_method, count_parameters, load_kwargs, save_trained, weights_footprint,
 )
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
@@ -113,8 +113,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             if base_file.is_file():
                 base = json.loads(base_file.read_text())
             else:
-                with base_model_context(model):
-                    base = score_split(model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
+                with base_model_context(model) as base_model:
+                    base = score_split(base_model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
                                        "base").as_dict()
                 write_json(base_file, base)
     except WeitiaoError:
@@ -177,7 +177,11 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "runtime_s": round(train_seconds, 1),
             "examples_per_s": round(result.metrics.get("train_samples_per_second", float("nan")), 3),
             "nonfinite_steps_skipped": guard.skipped,
+            # tokens through the model per second: all (prompt + answer) and those with a loss (the answers)
+            "tokens_per_s": round(splits.report["train_tokens"] * (trainer.state.epoch or 0) / train_seconds, 1),
+            "trained_tokens_per_s": round(trained_tokens * (trainer.state.epoch or 0) / train_seconds, 1),
         },
+        "memory": peak_memory(device),
         "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h],
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
         "test": {"rows": tuned["rows"] if tuned else 0, "base": base["metrics"] if base else None,
@@ -204,6 +208,19 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         log(comparison_table(f"test split ({tuned['rows']} rows)", columns))
     log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
     return TrainResult(metrics, trainer.model, tokenizer, out_dir)
+
+
+def peak_memory(device: str) -> dict:
+    """The process's peak memory so far: resident set size (CPU) and, on CUDA, the allocator's peaks."""
+    import resource
+
+    import torch
+
+    peak = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # Linux reports KiB
+    if device == "cuda":
+        peak.update(cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(),
+                    cuda_max_reserved_bytes=torch.cuda.max_memory_reserved())
+    return peak
 
 
 def disk_full(err: Exception, out_dir: Path) -> bool:
@@ -245,13 +262,41 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
 
 def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, device: str, amp, callbacks: list):
     """transformers' Trainer with our collator, validation, best-checkpoint tracking and early stopping."""
-    import torch
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import EarlyStoppingCallback, Trainer
 
     t = cfg.train
     has_val = bool(encoded["val"])
+    args = build_training_args(cfg, out_dir, device, amp, has_val, len(encoded["train"]))
+    callbacks = list(callbacks)
+    if t.early_stopping_patience and has_val:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    if cfg.method.name in ADAPTER_METHODS and t.gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings: give checkpointed blocks an input that needs grad
+    trainer_class = Trainer
+    if cfg.method.name in PROMPT_LEARNING_METHODS:
+        # peft's checkpoint of these adapters cannot restore their encoders; see training.prompt_learning
+        from weitiao.training.prompt_learning import PromptLearningTrainer, SaveTrainableState
+
+        trainer_class = PromptLearningTrainer
+        callbacks.append(SaveTrainableState())
+    return trainer_class(
+        model=model,
+        args=args,
+        train_dataset=to_hf_dataset(encoded["train"]),
+        eval_dataset=to_hf_dataset(encoded["val"]) if has_val else None,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        callbacks=callbacks,
+    )
+
+
+def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: bool, n_train: int):
+    """transformers' TrainingArguments from the train section: validation, checkpoints, best-model tracking."""
+    import torch
+    from transformers import TrainingArguments
+
+    t = cfg.train
     strategy = "steps" if t.eval_steps > 0 else "epoch"
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps if t.max_steps > 0 else -1,
@@ -260,7 +305,7 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=math.ceil(t.warmup_ratio * planned_steps(cfg, len(encoded["train"]))),
+        warmup_steps=math.ceil(t.warmup_ratio * planned_steps(cfg, n_train)),
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         optim=t.optim,
@@ -286,19 +331,6 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
         prediction_loss_only=True,  # validation needs the loss only; keeping logits costs B x T x vocab floats
         dataloader_num_workers=0,
         disable_tqdm=False,
-    )
-    callbacks = list(callbacks)
-    if t.early_stopping_patience and has_val:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    if cfg.method.name in ADAPTER_METHODS and t.gradient_checkpointing:
-        model.enable_input_require_grads()  # frozen embeddings: give checkpointed blocks an input that needs grad
-    return Trainer(
-        model=model,
-        args=args,
-        train_dataset=to_hf_dataset(encoded["train"]),
-        eval_dataset=to_hf_dataset(encoded["val"]) if has_val else None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=callbacks,
     )
 
 

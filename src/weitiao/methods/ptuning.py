@@ -1,0 +1,22 @@
+"""P-tuning, v1 (Liu et al. 2021, "GPT Understands, Too", arXiv:2103.10385) via peft.
+
+Like prompt tuning, virtual token embeddings (num_virtual_tokens, hidden) go in front of the input, but they are the
+output of a trained prompt encoder (an MLP, or the paper's bidirectional LSTM + MLP) over learned inputs, which
+couples the virtual tokens and trains more stably. The encoder's output is what a reloaded adapter uses.
+"""
+from __future__ import annotations
+
+from weitiao.config import MethodConfig
+from weitiao.methods.prefix import check_architecture
+
+
+def apply(model, cfg: MethodConfig):
+    from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
+
+    check_architecture(model, "ptuning")
+    pc = cfg.ptuning
+    encoder = {"mlp": PromptEncoderReparameterizationType.MLP, "lstm": PromptEncoderReparameterizationType.LSTM}
+    config = PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=pc.num_virtual_tokens,
+                                 encoder_reparameterization_type=encoder[pc.encoder],
+                                 encoder_hidden_size=pc.encoder_hidden)
+    return get_peft_model(model, config)

@@ -1,0 +1,28 @@
+"""Every shipped example config is valid, writes to its own runs/<name> folder, and differs from the quickstart
+only where its method needs it (so a diff between two examples shows what the method changes)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from weitiao.config import load_config
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+
+
+def test_one_example_per_method():
+    methods = {load_config(p).method.name for p in EXAMPLES}
+    assert methods == {"full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning"}
+    assert {load_config(p).task for p in EXAMPLES} == {"sft", "classify"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_is_valid_and_self_contained(path):
+    cfg = load_config(path)
+    assert cfg.output.dir == f"runs/{path.stem}"
+    for entry in cfg.data.train + cfg.data.val + cfg.data.test:
+        assert (path.parent / entry).is_file(), entry
+    if cfg.task == "sft":
+        quick = load_config(path.parent / "quickstart.yaml")
+        assert (cfg.data, cfg.eval, cfg.model) == (quick.data, quick.eval, quick.model)
