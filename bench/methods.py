@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     out = REPO / "bench" / "results" / "methods-cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.only and out.is_file():  # re-measured rows replace their old ones; the others are kept
+        old = {r["example"]: r for r in json.loads(out.read_text())["rows"]}
+        old.update({r["example"]: dict(r, date=time.strftime("%Y-%m-%d")) for r in rows})
+        rows = [old[name] for name in EXAMPLES if name in old]
     out.write_text(json.dumps({"machine": where, "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
     text = table(rows, where)
     print(text)

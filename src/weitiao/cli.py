@@ -122,6 +122,112 @@ def validate_classify(cfg, splits) -> int:
     return 0
 
 
+def _settings_from_args(args, method: str = "lora"):
+    from weitiao.memory.estimate import TrainSettings
+
+    device = args.device
+    return TrainSettings(method=method, seq=args.seq, batch=args.batch, precision=args.precision,
+                         weights_dtype=args.weights_dtype or ("bfloat16" if device == "cuda" else "float32"),
+                         optimizer=args.optimizer, gradient_checkpointing=args.gc, lora_r=args.lora_r,
+                         device=device)
+
+
+def cmd_estimate(args) -> int:
+    import json
+
+    from weitiao.memory.estimate import (
+        DTYPE_BYTES, distributed_estimate, inference_bytes, kv_cache_bytes, training_estimate,
+    )
+    from weitiao.memory.shape import load_config_dict, model_shape
+
+    shape = model_shape(load_config_dict(args.model))
+    methods = args.methods.split(",") if args.methods else ["full", "freeze", "lora", "qlora", "prefix", "prompt"]
+    rows = {}
+    for method in methods:
+        s = _settings_from_args(args, method)
+        parts = training_estimate(shape, s)
+        if args.gpus > 1:
+            parts["per_device"] = distributed_estimate(parts, s, args.gpus, args.strategy)
+        rows[method] = parts
+    inference = {d: inference_bytes(shape, d) for d in ("float32", "bfloat16", "int8", "int4")}
+    kv = kv_cache_bytes(shape, args.seq, args.batch, "bfloat16")
+    if args.json:
+        print(json.dumps({"model": args.model, "shape": shape.as_dict(), "inference_bytes": inference,
+                          "kv_cache_bytes": kv, "training": rows, "settings": vars(_settings_from_args(args))},
+                         indent=2, default=str))
+        return 0
+    gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
+    print(f"{args.model}: {shape.model_type}, {shape.params:,} parameters ({shape.params / 1e9:.2f} B); "
+          f"{shape.layers} layers, hidden {shape.hidden}, vocab {shape.vocab}")
+    print("inference, weights only (GiB): " + "  ".join(f"{d} {gib(b)}" for d, b in inference.items()))
+    print(f"KV cache, {args.seq} tokens x batch {args.batch} (bf16): {gib(kv)} GiB")
+    print(f"\ntraining on {args.device}, seq {args.seq} x batch {args.batch}, {args.precision} activations, "
+          f"{args.optimizer}, gradient checkpointing {'on' if args.gc else 'off'}"
+          + (f", {args.gpus} GPUs {args.strategy} (per device)" if args.gpus > 1 else "") + " (GiB):")
+    head = ["trainable", "weights", "grads+optim", "activations", "logits", "overhead", "total"]
+    print(f"{'method':8}" + "".join(f"{h:>13}" for h in head))
+    for method, p in rows.items():
+        state = p["gradients"] + p["optimizer_states"] + p["trainable_weights"]
+        cells = [f"{p['trainable_params'] / 1e6:.2f}M", gib(p["weights"]), gib(state), gib(p["activations"]),
+                 gib(p["logits_and_loss"]), gib(p["overhead"]), gib(p.get("per_device", p["total"]))]
+        print(f"{method:8}" + "".join(f"{c:>13}" for c in cells))
+    print(f"\n(formulas and fitted constants: weitiao/memory/estimate.py, constants.json; "
+          f"{DTYPE_BYTES['float32']} bytes per fp32 weight)")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from weitiao.memory.plan import parse_size, plan
+    from weitiao.memory.shape import load_config_dict, model_shape
+
+    try:
+        budget = parse_size(args.memory)
+    except ValueError as err:
+        raise WeitiaoError(f"--memory: {err}") from None
+    shape = model_shape(load_config_dict(args.model))
+    result = plan(shape, budget, _settings_from_args(args), gpus=args.gpus)
+    for line in result.rejected:
+        print(f"does not fit: {line}")
+    if result.settings is None:
+        print(f"nothing fits {budget / 2**30:.2f} GiB per device; shorten --seq or add GPUs")
+        return 1
+    s = result.settings
+    print(f"plan: method {s.method}, micro-batch {s.batch} x grad_accum {result.grad_accum}, seq {s.seq}, "
+          f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, optimizer {s.optimizer}"
+          + (f", strategy {result.strategy} on {args.gpus} GPUs" if args.gpus > 1 else ""))
+    print(f"estimate {result.estimate / 2**30:.2f} GiB of {budget / 2**30:.2f} GiB per device "
+          f"(margin {100 * result.margin:.0f}%)")
+    if args.write_config:
+        from weitiao.config import dump_config, load_config, resolved
+
+        if not args.out:
+            raise WeitiaoError("--write-config needs --out NEW.yaml (the original config is not changed)")
+        if Path(args.out).exists():
+            raise WeitiaoError(f"--out: {args.out} exists; choose a new file name")
+        optim = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "sgd": "sgd"}[s.optimizer]
+        cfg = load_config(args.write_config, [f"method.name={s.method}", f"train.batch_size={s.batch}",
+                                              f"train.grad_accum={result.grad_accum}", f"train.optim={optim}",
+                                              f"train.gradient_checkpointing={str(s.gradient_checkpointing).lower()}",
+                                              f"data.max_length={s.seq}"])
+        Path(args.out).write_text(dump_config(resolved(cfg)), encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _add_memory_args(p) -> None:
+    p.add_argument("model", help="a model folder, a config.json, a .gguf file or a bundled model name")
+    p.add_argument("--seq", type=int, default=512, help="tokens per row (default 512)")
+    p.add_argument("--batch", type=int, default=8, help="rows per step per device (default 8)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="constants of which device (cuda)")
+    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16", help="activation dtype")
+    p.add_argument("--weights-dtype", choices=["float32", "bfloat16", "float16"],
+                   help="dtype the base is loaded in (default bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--optimizer", choices=["adamw", "adamw_8bit", "sgd"], default="adamw")
+    p.add_argument("--gc", action="store_true", help="gradient checkpointing")
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--gpus", type=int, default=1)
+
+
 def cmd_config_reference(args) -> int:
     from weitiao.config import config_reference
 
@@ -163,6 +269,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="train on the good rows; skipped rows are listed in OUTPUT/skipped_rows.jsonl")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("estimate", help="memory of a model for inference and for training with each method",
+                       description="Estimate memory from the model's config alone (no weights are loaded): "
+                                   "inference per dtype, KV cache, and training per method broken down into "
+                                   "weights, gradients + optimizer states, activations, logits and overhead.")
+    _add_memory_args(p)
+    p.add_argument("--methods", help="comma-separated methods (default: all)")
+    p.add_argument("--strategy", choices=["ddp", "zero1", "zero2", "zero3", "fsdp"], default="ddp",
+                   help="with --gpus > 1: how state is sharded")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("plan", help="the best training setup that fits a memory budget",
+                       description="Choose full, then LoRA, then QLoRA, with the largest micro-batch, no gradient "
+                                   "checkpointing where possible, that fits --memory per device with 10% margin; "
+                                   "says why each better option does not fit.")
+    _add_memory_args(p)
+    p.add_argument("--memory", required=True, help="memory per device, e.g. 24GiB")
+    p.add_argument("--write-config", metavar="CONFIG", help="apply the plan to this config ...")
+    p.add_argument("--out", help="... and write the result to this new file")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("eval", help="score a model (or model + adapter, or a finished run) on a split",
                        description="Loss, perplexity and the configured generation metrics of a model on a split.")

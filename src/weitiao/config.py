@@ -199,6 +199,9 @@ class TrainConfig:
         "Stop after N evaluations without improvement of validation loss (0: off).", 0
     )
     load_best_at_end: bool = doc("Finish with the checkpoint of lowest validation loss.", True)
+    memory_check: bool = doc(
+        "Before loading the model, estimate peak memory and stop (with `weitiao plan`'s suggestion) when it "
+        "exceeds the memory available.", True)
     class_weights: Literal["none", "balanced"] = doc(
         "`task: classify` only: weight each class's loss by n_rows / (n_classes x n_rows_of_class) (`balanced`), "
         "so rare classes count as much as frequent ones.", "none")

@@ -60,13 +60,17 @@ def first_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
     # position of each real token: n_virtual + its index among the real tokens; pads (masked) get n_virtual - 1
     positions = n_virtual + attention_mask.long().cumsum(-1) - 1
     positions = positions.clamp(min=n_virtual - 1)
+    # The virtual tokens are computed in fp32 even under autocast: a saved adapter holds the prompt encoder's fp32
+    # output, so the model that was trained and the one reloaded from disk then decode from the same numbers.
+    with torch.autocast(input_ids.device.type, enabled=False):
+        virtual = model.get_prompt(batch_size=batch)
     if peft_type(model) == "PREFIX_TUNING":
-        cache = model.get_prompt(batch_size=batch)  # a DynamicCache already holding n_virtual positions
+        cache = virtual  # a DynamicCache already holding n_virtual positions
         out = base(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                    logits_to_keep=1, **{cache_kwarg(base): cache})
     else:
         embeds = base.get_input_embeddings()(input_ids)
-        prompts = model.get_prompt(batch_size=batch).to(embeds.dtype)  # (B, n_virtual, hidden)
+        prompts = virtual.to(embeds.dtype)  # (B, n_virtual, hidden)
         virtual_positions = torch.arange(n_virtual, device=input_ids.device).expand(batch, n_virtual)
         out = base(inputs_embeds=torch.cat([prompts, embeds], dim=1), attention_mask=mask,
                    position_ids=torch.cat([virtual_positions, positions], dim=1), use_cache=True, logits_to_keep=1)

@@ -18,6 +18,7 @@ from transformers import set_seed
 from weitiao.config import Config, dump_config, resolved
 from weitiao.data.dataset import encode_labelled, label_names, load_splits
 from weitiao.errors import Interrupted, WeitiaoError
+from weitiao.memory import guard as memory_guard
 from weitiao.evaluation.classification import balanced_class_weights, classification_metrics, plot_confusion
 from weitiao.methods import apply_method, count_parameters, save_trained, weights_footprint
 from weitiao.models.loading import load_classifier, load_tokenizer, local_folder, pick_device, pick_dtype, resolve_source
@@ -53,8 +54,12 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     counts = list(splits.report["train_label_counts"].values())
     log("train rows per class: " + ", ".join(f"{k} {v}" for k, v in splits.report["train_label_counts"].items()))
 
-    # ---- model with a new head, and method
+    # ---- memory: estimated before any weight is loaded; stop here when it cannot fit
     device = pick_device(cfg.model.device)
+    longest = max(len(e["input_ids"]) for e in encoded["train"] + encoded["val"])
+    estimate = memory_guard.check(cfg, folder, device, -(-longest // 8) * 8, log)
+
+    # ---- model with a new head, and method
     amp = autocast_dtype(cfg.train.precision, device)
     set_seed(cfg.train.seed)  # the new head's weights must be the same in every run
     model = load_classifier(folder, labels, pick_dtype(cfg.model.dtype, device), device,
@@ -125,7 +130,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "tokens_per_s": round(splits.report["train_tokens"] * (trainer.state.epoch or 0) / train_seconds, 1),
             "class_weights": weights,
         },
-        "memory": peak_memory(device),
+        "memory": {**peak_memory(device), "estimate": estimate},
         "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h],
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
         "test": {"rows": len(encoded["test"]), "base": base["metrics"] if base else None,

@@ -19,6 +19,7 @@ from weitiao.config import Config, dump_config, resolved
 from weitiao.data.check import find_overlaps
 from weitiao.data.dataset import PadCollator, encode_split, load_splits, to_hf_dataset
 from weitiao.errors import Interrupted, WeitiaoError
+from weitiao.memory import guard as memory_guard
 from weitiao.methods import (
     ADAPTER_METHODS, PROMPT_LEARNING_METHODS, apply_method, count_parameters, load_kwargs, save_trained, weights_footprint,
 )
@@ -73,8 +74,12 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     if not encoded["train"]:
         raise WeitiaoError("data: every training row was dropped as over-long; raise data.max_length")
 
-    # ---- model and method
+    # ---- memory: estimated before any weight is loaded; stop here when it cannot fit
     device = pick_device(cfg.model.device)
+    longest = max(len(e.input_ids) for e in encoded["train"] + encoded["val"])
+    estimate = memory_guard.check(cfg, folder, device, -(-longest // 8) * 8, log)  # batches pad to a multiple of 8
+
+    # ---- model and method
     amp = autocast_dtype(cfg.train.precision, device)
     t0 = time.time()
     model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
@@ -181,7 +186,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "tokens_per_s": round(splits.report["train_tokens"] * (trainer.state.epoch or 0) / train_seconds, 1),
             "trained_tokens_per_s": round(trained_tokens * (trainer.state.epoch or 0) / train_seconds, 1),
         },
-        "memory": peak_memory(device),
+        "memory": {**peak_memory(device), "estimate": estimate},
         "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h],
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
         "test": {"rows": tuned["rows"] if tuned else 0, "base": base["metrics"] if base else None,

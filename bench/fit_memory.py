@@ -1,0 +1,144 @@
+"""Fit the memory estimator's constants from measured grids and show each setting's error.
+
+    python bench/fit_memory.py [--device cpu|cuda ...] [--write]
+
+Reads bench/results/memory-<device>.json (from bench/memory_grid.py). The estimate is linear in the constants once
+the exactly known parts (weights as stored, trainable parameters with gradients and optimizer states) are taken off
+the measurement, so they are fitted by non-negative least squares (scipy.optimize.nnls), minimising the relative
+error (each row is weighted by 1 / measured). With --write the constants go into
+src/weitiao/memory/constants.json together with the data file, the date and the worst error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
+
+from weitiao.memory.estimate import (  # noqa: E402
+    CONSTANTS_FILE, DTYPE_BYTES, METHOD_FAMILY, TrainSettings, training_estimate,
+)
+from weitiao.memory.shape import model_shape  # noqa: E402
+
+FAMILIES = ["full", "lora", "qlora", "prefix", "prompt"]
+
+
+def shape_of(row: dict, cache: dict):
+    from bench.memory_grid import SHAPES
+
+    name = row["model"]
+    if name not in cache:
+        if name in SHAPES:
+            config = dict(model_type="llama", tie_word_embeddings=True, **SHAPES[name])
+        else:  # the bundled SmolLM2 (its config; on a GPU box the same config drove random weights)
+            from weitiao.memory.shape import load_config_dict
+
+            config = load_config_dict(name)
+        cache[name] = model_shape(config)
+    return cache[name]
+
+
+def fit(device: str) -> tuple[dict, list]:
+    data = json.loads((REPO / "bench" / "results" / f"memory-{device}.json").read_text())
+    rows = [r for r in data["rows"] if "measured" in r and "invalid" not in r]
+    shapes: dict = {}
+    zero = {"layers": {f: [0.0, 0.0] for f in FAMILIES}, "logits": 0.0, "overhead": 0}
+    features, targets, known = [], [], []
+    for r in rows:
+        shape = shape_of(r, shapes)
+        s = TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
+                          weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
+                          device=device, virtual_tokens=16)
+        fixed = training_estimate(shape, s, zero)["total"]
+        tokens, act = r["seq"] * r["batch"], DTYPE_BYTES[r["precision"]] / 2
+        layers = min(2, shape.layers) if r["method"] == "freeze" else shape.layers
+        x = np.zeros(2 * len(FAMILIES) + 2)
+        k = FAMILIES.index(METHOD_FAMILY[r["method"]])
+        # with checkpointing only one layer's activations are alive at a time (plus the kept layer inputs)
+        depth = 1 if r["gc"] else layers
+        x[2 * k] = tokens * depth * shape.hidden * act
+        x[2 * k + 1] = tokens * depth * shape.intermediate * act
+        x[-2] = tokens * shape.vocab
+        x[-1] = 1.0
+        features.append(x)
+        targets.append(r["measured"] - fixed)
+        known.append((r, fixed, shape))
+    from scipy.optimize import nnls
+
+    X, y = np.array(features), np.array(targets)
+    w = 1.0 / np.array([r["measured"] for r, _, _ in known])
+    coef, _ = nnls(X * w[:, None], y * w)
+    constants = {"layers": {f: [round(float(coef[2 * i]), 3), round(float(coef[2 * i + 1]), 3)]
+                            for i, f in enumerate(FAMILIES)},
+                 "logits": round(float(coef[-2]), 3), "overhead": int(coef[-1])}
+    seen = {METHOD_FAMILY[r["method"]] for r, _, _ in known}
+    for family in FAMILIES:  # no measurement: borrow the closest family's (prompt tuning ~ prefix tuning)
+        if family not in seen:
+            donor = next(f for f in ("prefix", "lora", "full") if f in seen)
+            constants["layers"][family] = list(constants["layers"][donor])
+            constants.setdefault("borrowed", {})[family] = donor
+    report = []
+    for (r, fixed, shape), x in zip(known, X):
+        s = TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
+                          weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
+                          device=device, virtual_tokens=16)
+        est = training_estimate(shape, s, constants)["total"]
+        report.append((r, est, 100 * (est - r["measured"]) / r["measured"]))
+    return constants, report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", action="append", choices=["cpu", "cuda"])
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--readme", action="store_true", help="also put the error tables into README.md")
+    args = parser.parse_args(argv)
+    all_constants = json.loads(CONSTANTS_FILE.read_text())
+    tables = []
+    for device in args.device or ["cpu"]:
+        constants, report = fit(device)
+        data = json.loads((REPO / "bench" / "results" / f"memory-{device}.json").read_text())
+        measured = "peak RSS of the process" if device == "cpu" else "torch.cuda.max_memory_allocated"
+        lines = [f"**{device}** ({data.get('machine', device)}; measured: {measured}; "
+                 f"`bench/memory_grid.py --device {device}`, fitted by `bench/fit_memory.py`)", "",
+                 "| model | method | seq x batch | precision | checkpointing | measured | estimate | error |",
+                 "|---|---|---|---|---|---:|---:|---:|"]
+        for r, est, err in report:
+            lines.append(f"| {r['model']} | {r['method']} | {r['seq']} x {r['batch']} | {r['precision']} | "
+                         f"{'on' if r['gc'] else 'off'} | {r['measured'] / 2**30:.2f} GiB | {est / 2**30:.2f} GiB | "
+                         f"{err:+.1f}% |")
+        tables.append("\n".join(lines))
+        print(f"== {device}: {json.dumps(constants)}")
+        print(f"{'model':22} {'method':7} {'seq':>5} {'b':>2} prec gc  measured  estimate  error")
+        for r, est, err in report:
+            print(f"{r['model']:22} {r['method']:7} {r['seq']:5} {r['batch']:2} {r['precision']:4} {int(r['gc'])}  "
+                  f"{r['measured'] / 2**30:7.2f}G {est / 2**30:8.2f}G {err:+6.1f}%")
+        worst = max(abs(e) for _, _, e in report)
+        print(f"worst error {worst:.1f}% over {len(report)} settings")
+        constants["fit"] = (f"bench/fit_memory.py on bench/results/memory-{device}.json, {time.strftime('%Y-%m-%d')}: "
+                            f"{len(report)} settings, worst error {worst:.1f}%")
+        all_constants[device] = constants
+    if args.readme:
+        import re
+
+        start, end = "<!-- memory-calibration:start -->", "<!-- memory-calibration:end -->"
+        readme = REPO / "README.md"
+        text = "\n\n".join(tables)
+        readme.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}",
+                                 readme.read_text(), flags=re.S))
+        print("README.md memory tables updated")
+    if args.write:
+        CONSTANTS_FILE.write_text(json.dumps(all_constants, indent=2) + "\n")
+        print(f"wrote {CONSTANTS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

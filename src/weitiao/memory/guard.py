@@ -1,0 +1,65 @@
+"""The train-time memory check: estimate before loading the model, stop with a plan when it will not fit."""
+from __future__ import annotations
+
+from weitiao.config import Config
+from weitiao.errors import WeitiaoError
+from weitiao.memory.estimate import TrainSettings, training_estimate
+from weitiao.memory.shape import load_config_dict, model_shape
+
+OPTIMIZERS = {"adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit", "paged_adamw_8bit": "adamw_8bit",
+              "sgd": "sgd"}
+
+
+def settings_for(cfg: Config, device: str, seq: int) -> TrainSettings:
+    t, m = cfg.train, cfg.method
+    precision = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(t.precision, "bf16" if device == "cuda" else
+                                                                     "fp32")
+    weights = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    virtual = {"prefix": m.prefix.num_virtual_tokens, "prompt": m.prompt.num_virtual_tokens,
+               "ptuning": m.ptuning.num_virtual_tokens}.get(m.name, 16)
+    return TrainSettings(method=m.name, seq=seq, batch=t.batch_size, precision=precision, weights_dtype=weights,
+                         optimizer=OPTIMIZERS.get(t.optim, "adamw"), gradient_checkpointing=t.gradient_checkpointing,
+                         lora_r=m.lora.r, qlora_bits=m.qlora.bits, double_quant=m.qlora.double_quant,
+                         freeze_layers=m.freeze.last_layers, virtual_tokens=virtual, device=device,
+                         task=cfg.task)
+
+
+def available_bytes(device: str) -> int | None:
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check(cfg: Config, folder: str, device: str, seq: int, log=print) -> dict | None:
+    """The estimate's breakdown (recorded in metrics.json); raises when it exceeds the memory available."""
+    try:
+        shape = model_shape(load_config_dict(folder), task=cfg.task)
+    except Exception as err:  # noqa: BLE001 - an architecture the meta-device count cannot build: no estimate
+        log(f"memory: no estimate for this architecture ({type(err).__name__}); not checked")
+        return None
+    settings = settings_for(cfg, device, seq)
+    parts = training_estimate(shape, settings)
+    free = available_bytes(device)
+    log(f"memory: estimated peak {parts['total'] / 2**30:.2f} GiB for {cfg.method.name}, longest batch "
+        f"{settings.batch} x {seq} tokens" + (f"; {free / 2**30:.2f} GiB available on {device}" if free else ""))
+    if free is not None and parts["total"] > free and cfg.train.memory_check:
+        from weitiao.memory.plan import plan
+
+        suggestion = plan(shape, free, settings)
+        hint = "nothing fits; shorten data.max_length or use a machine with more memory"
+        if suggestion.settings is not None:
+            s = suggestion.settings
+            hint = (f"`weitiao plan` suggests method {s.method}, train.batch_size={s.batch}, "
+                    f"train.grad_accum={suggestion.grad_accum}, train.gradient_checkpointing="
+                    f"{str(s.gradient_checkpointing).lower()} ({suggestion.estimate / 2**30:.2f} GiB)")
+        raise WeitiaoError(f"memory: the run needs about {parts['total'] / 2**30:.2f} GiB but {device} has "
+                           f"{free / 2**30:.2f} GiB available; {hint}. To try anyway: train.memory_check=false")
+    return {k: int(v) for k, v in parts.items()}

@@ -1,0 +1,129 @@
+"""The memory estimator: exact parameter counts from configs alone, the params x 4 bytes rule, trainable counts that
+match what peft builds, the planner's choices, and the train-time guard."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli, write_config
+from weitiao.config import LoraMethodConfig, MethodConfig, PrefixMethodConfig, PromptMethodConfig
+from weitiao.memory.estimate import (
+    TrainSettings, distributed_estimate, inference_bytes, kv_cache_bytes, trainable_params, training_estimate,
+)
+from weitiao.memory.plan import parse_size, plan
+from weitiao.memory.shape import model_shape
+from weitiao.methods import apply_method, count_parameters
+from weitiao.testing import build_model
+
+LLAMA_70B = dict(model_type="llama", vocab_size=128256, hidden_size=8192, intermediate_size=28672,
+                 num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, tie_word_embeddings=False)
+LLAMA_1B = dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+                tie_word_embeddings=True)
+
+
+def tiny_config(arch="llama"):
+    model = build_model(600, arch=arch)
+    return model, json.loads(model.config.to_json_string())
+
+
+@pytest.mark.parametrize("arch", ["llama", "glm4"])
+def test_meta_device_count_is_exact_and_fp32_is_params_times_4(arch):
+    model, config = tiny_config(arch)
+    shape = model_shape(config)
+    assert shape.params == sum(p.numel() for p in model.parameters())
+    assert inference_bytes(shape, "float32") == 4 * shape.params
+    assert inference_bytes(shape, "bfloat16") == 2 * shape.params
+
+
+def test_llama_70b_and_1b_counts_and_the_gib_per_billion_rule():
+    big = model_shape(LLAMA_70B)
+    assert big.params == 70_553_706_496  # Llama-3-70B's published size, 70.6B
+    assert inference_bytes(big, "float32") == 4 * big.params
+    one_b = model_shape(LLAMA_1B)
+    assert one_b.params == 1_235_814_400  # Llama-3.2-1B
+    assert inference_bytes(one_b, "float32") / 2**30 == pytest.approx(4 * 1.2358144e9 / 2**30)
+    assert 4e9 / 2**30 == pytest.approx(3.725, abs=1e-3)  # the rule the README quotes: 3.73 GiB per billion
+    # KV cache: 2 x 16 layers x 8 kv heads x 64 x 1024 tokens x 2 bytes
+    assert kv_cache_bytes(one_b, 1024, 1, "bfloat16") == 2 * 16 * 8 * 64 * 1024 * 2
+
+
+@pytest.mark.parametrize("method,cfg", [
+    ("lora", MethodConfig(name="lora", lora=LoraMethodConfig(r=4))),
+    ("prefix", MethodConfig(name="prefix", prefix=PrefixMethodConfig(num_virtual_tokens=6))),
+    ("prompt", MethodConfig(name="prompt", prompt=PromptMethodConfig(num_virtual_tokens=6))),
+    ("full", MethodConfig(name="full")),
+])
+def test_trainable_counts_match_what_peft_builds(method, cfg):
+    model, config = tiny_config()
+    shape = model_shape(config)
+    settings = TrainSettings(method=method, lora_r=4, virtual_tokens=6)
+    assert trainable_params(shape, settings) == count_parameters(apply_method(model, cfg))[0]
+
+
+def test_breakdown_adds_up_and_sharding_divides_state():
+    shape = model_shape(LLAMA_1B)
+    s = TrainSettings(method="full", seq=1024, batch=4, weights_dtype="bfloat16", device="cuda")
+    parts = training_estimate(shape, s)
+    assert parts["total"] == sum(v for k, v in parts.items() if k not in ("total", "trainable_params"))
+    assert parts["gradients"] == 2 * shape.params and parts["optimizer_states"] == 4 * shape.params
+    zero3 = distributed_estimate(parts, s, 8, "zero3")
+    zero1 = distributed_estimate(parts, s, 8, "zero1")
+    assert zero3 < zero1 < distributed_estimate(parts, s, 8, "ddp") == parts["total"]
+    qlora = training_estimate(shape, TrainSettings(method="qlora", seq=1024, batch=4, device="cuda"))
+    # 4-bit decoder linears; the embeddings stay in fp32 (peft upcasts them), a quarter of this model
+    assert qlora["weights"] < 0.35 * inference_bytes(shape, "float32")
+    gc = training_estimate(shape, TrainSettings(method="lora", seq=1024, batch=4, gradient_checkpointing=True))
+    assert gc["activations"] < training_estimate(shape, TrainSettings(method="lora", seq=1024, batch=4))["activations"]
+
+
+def test_plan_prefers_full_then_lora_then_qlora_and_says_why():
+    shape = model_shape(LLAMA_1B)
+    base = TrainSettings(seq=1024, batch=8, device="cuda", weights_dtype="bfloat16")
+    assert plan(shape, parse_size("141GiB"), base).settings.method == "full"
+    smaller = plan(shape, parse_size("8GiB"), base)
+    assert smaller.settings is not None and smaller.settings.method in ("lora", "qlora")
+    assert smaller.rejected[0].startswith("full: needs at least")
+    assert smaller.estimate <= 0.9 * parse_size("8GiB")
+    nothing = plan(shape, parse_size("1GiB"), base)
+    assert nothing.settings is None and [r.split(":")[0] for r in nothing.rejected] == ["full", "lora", "qlora"]
+    with pytest.raises(ValueError):
+        parse_size("lots")
+    assert parse_size("512MiB") == 512 * 2**20 and parse_size("24 GB") == 24 * 2**30
+
+
+def test_estimate_and_plan_commands(tmp_path, tiny_model_dir, demo_data_dir):
+    config_json = tmp_path / "llama70b.json"
+    config_json.write_text(json.dumps(LLAMA_70B))
+    proc = run_cli("estimate", config_json, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["inference_bytes"]["float32"] == 4 * 70_553_706_496
+    assert set(report["training"]) == {"full", "freeze", "lora", "qlora", "prefix", "prompt"}
+    proc = run_cli("plan", tiny_model_dir, "--memory", "8GiB", "--device", "cpu")
+    assert proc.returncode == 0 and "plan: method full" in proc.stdout, proc.stdout + proc.stderr
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run")
+    proc = run_cli("plan", LLAMA_70B_PATH(tmp_path), "--memory", "80GiB", "--write-config", cfg, "--out",
+                   tmp_path / "planned.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "does not fit: full" in proc.stdout and "plan: method qlora" in proc.stdout
+    planned = (tmp_path / "planned.yaml").read_text()
+    assert "name: qlora" in planned
+    bad = run_cli("plan", config_json, "--memory", "lots")
+    assert bad.returncode == 2 and "--memory" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def LLAMA_70B_PATH(tmp_path):
+    path = tmp_path / "llama70b.json"
+    path.write_text(json.dumps(LLAMA_70B))
+    return path
+
+
+def test_train_stops_before_loading_when_the_estimate_does_not_fit(tmp_path, tiny_model_dir, demo_data_dir):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, out)
+    proc = run_cli("train", cfg, "train.batch_size=400000")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "memory: the run needs about" in proc.stderr and "train.memory_check=false" in proc.stderr
+    assert not out.exists()
