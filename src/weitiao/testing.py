@@ -89,23 +89,18 @@ def save_tiny_encoder(folder: str | Path, seed: int = 0, hidden: int = 32, layer
 
 def write_intent_slice(folder: str | Path, train: int = 60, val: int = 10, test: int = 20) -> Path:
     """A small slice of the classification demo (text/label rows) as train/val/test JSONL files."""
-    import json
+    from weitiao.demo import support_intent
 
-    from weitiao.demo.support_intent import build_splits as intent_splits
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in intent_splits(seed=0, sizes={"train": train, "val": val, "test": test}).items():
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    return _write_slice(folder, support_intent.build_splits(seed=0, sizes={"train": train, "val": val, "test": test}))
 
 
 def write_demo_slice(folder: str | Path, train: int = 48, val: int = 8, test: int = 8) -> Path:
     """A small slice of the demo task as train/val/test JSONL files."""
-    import json
+    return _write_slice(folder, build_splits(seed=0, sizes={"train": train, "val": val, "test": test}))
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in build_splits(seed=0, sizes={"train": train, "val": val, "test": test}).items():
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+
+def _write_slice(folder: str | Path, splits: dict) -> Path:
+    from weitiao.demo import write_split_files
+
+    write_split_files(folder, splits)
+    return Path(folder)

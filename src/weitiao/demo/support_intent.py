@@ -9,7 +9,6 @@ a fine-tuned small encoder gets nearly all of it right.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -129,11 +128,6 @@ def build_splits(seed: int = 0, sizes: dict[str, int] = SPLIT_SIZES) -> dict[str
 
 
 def write_splits(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, rows in build_splits(seed).items():
-        path = out_dir / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        written[name] = path
-    return written
+    from weitiao.demo import write_split_files
+
+    return write_split_files(out_dir, build_splits(seed))

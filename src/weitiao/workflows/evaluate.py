@@ -34,14 +34,7 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     device = pick_device(cfg.model.device)
     model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
                        cfg.model.attn_implementation, load_kwargs(cfg.method, device))
-    label = "model"
-    if adapter:
-        from peft import PeftModel
-
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise WeitiaoError(f"--adapter: {adapter} has no adapter_config.json (not a peft adapter folder)")
-        model = PeftModel.from_pretrained(model, adapter)
-        label = "adapter"
+    model, label = attach_adapter(model, adapter)
 
     # ---- score
     amp = autocast_dtype(cfg.train.precision, device)
@@ -72,14 +65,7 @@ def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, 
     device = pick_device(cfg.model.device)
     model = load_classifier(folder, labels, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
                             cfg.model.attn_implementation, tokenizer.pad_token_id)
-    label = "model"
-    if adapter:
-        from peft import PeftModel
-
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise WeitiaoError(f"--adapter: {adapter} has no adapter_config.json (not a peft adapter folder)")
-        model = PeftModel.from_pretrained(model, adapter)
-        label = "adapter"
+    model, label = attach_adapter(model, adapter)
     amp = autocast_dtype(cfg.train.precision, device)
     scores = score_classes(model, tokenizer, encoded, labels, cfg.eval.generation.batch_size, amp, label)
     log("")
@@ -92,6 +78,17 @@ def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, 
         write_json(Path(out), result)
         log(f"wrote {out}")
     return result
+
+
+def attach_adapter(model, adapter: str | None):
+    """(model, label): the model with the peft adapter folder `adapter` on top, or unchanged when there is none."""
+    if not adapter:
+        return model, "model"
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise WeitiaoError(f"--adapter: {adapter} has no adapter_config.json (not a peft adapter folder)")
+    return PeftModel.from_pretrained(model, adapter), "adapter"
 
 
 def load_run(run_dir: Path):
