@@ -61,3 +61,27 @@ def run_cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run([sys.executable, "-m", "weitiao", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
+
+
+# ---------------------------------------------------------------- finished tiny runs (serving tests)
+
+
+def _train_tiny(tmp_path_factory, model_dir, data_dir, name: str, **sections):
+    from weitiao.config import load_config
+    from weitiao.workflows import sft
+
+    tmp = tmp_path_factory.mktemp(name)
+    cfg = write_config(tmp / "c.yaml", model_dir, data_dir, tmp / name, **sections)
+    return sft.run(load_config(cfg)).out_dir
+
+
+@pytest.fixture(scope="session")
+def lora_run_dir(tmp_path_factory, tiny_model_dir, demo_data_dir) -> Path:
+    """A finished 4-step LoRA run; lr 3e-2 so the adapter visibly moves the tiny model's answers."""
+    return _train_tiny(tmp_path_factory, tiny_model_dir, demo_data_dir, "lora", train={"learning_rate": 3e-2})
+
+
+@pytest.fixture(scope="session")
+def prefix_run_dir(tmp_path_factory, tiny_model_dir, demo_data_dir) -> Path:
+    return _train_tiny(tmp_path_factory, tiny_model_dir, demo_data_dir, "prefix",
+                       method={"name": "prefix", "prefix": {"num_virtual_tokens": 4}}, train={"learning_rate": 1e-2})

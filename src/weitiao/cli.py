@@ -6,6 +6,7 @@
     weitiao data check CONFIG [section.key=value ...] [--preview N] [--out F]
     weitiao data demo OUT_DIR [--seed 0]
     weitiao config-reference [--markdown]
+    weitiao chat|generate|serve RUN_OR_MODEL ...;  weitiao export RUN --out DIR
 
 A user error (bad config, bad data row, missing model) prints one message and exits with status 2, no traceback.
 """
@@ -252,6 +253,79 @@ def cmd_data_demo(args) -> int:
     return 0
 
 
+def _sampling(args):
+    from weitiao.serving.engine import Sampling
+
+    return Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                    seed=args.seed)
+
+
+def _add_sampling_args(p, max_new_tokens: int = 256) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"(default {max_new_tokens})")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy, as evaluation decodes (default 0)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling, with --temperature > 0")
+    p.add_argument("--seed", type=int, help="sampling seed")
+
+
+def cmd_chat(args) -> int:
+    from weitiao.serving import chat
+    from weitiao.serving.engine import Engine
+    from weitiao.serving.loaded import load
+
+    loaded = load(args.target, device=args.device, overrides=args.overrides)
+    return chat.run(Engine(loaded), _sampling(args), system=args.system)
+
+
+def cmd_generate(args) -> int:
+    from weitiao.config import GenerationConfig
+    from weitiao.serving import batch
+    from weitiao.serving.loaded import load
+
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise WeitiaoError("--batch-size and --max-new-tokens must be at least 1")
+    loaded = load(args.target, device=args.device, overrides=args.overrides)
+    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                           do_sample=args.temperature > 0, temperature=args.temperature or 1.0, top_p=args.top_p)
+    if args.seed is not None:
+        import torch
+
+        torch.manual_seed(args.seed)
+    batch.run(loaded, args.input, args.out, gen, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from weitiao.serving import export
+
+    export.run(args.run, args.out, dtype=args.dtype, overwrite=args.overwrite, tolerance=args.tolerance)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from weitiao.serving import template_check
+    from weitiao.serving.engine import Engine
+    from weitiao.serving.loaded import add_adapter, load
+    from weitiao.serving.server import ServerLimits, serve
+
+    api_key = args.api_key or os.environ.get("WEITIAO_API_KEY") or None
+    limits = ServerLimits(api_key=api_key, max_request_bytes=args.max_request_bytes, max_tokens=args.max_tokens,
+                          default_max_tokens=min(256, args.max_tokens), max_concurrent=args.max_concurrent)
+    if limits.max_concurrent < 1 or limits.max_tokens < 1 or limits.max_request_bytes < 1:
+        raise WeitiaoError("--max-concurrent, --max-tokens and --max-request-bytes must be at least 1")
+    loaded = load(args.target, device=args.device)
+    for spec in args.adapter or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise WeitiaoError(f"--adapter {spec!r}: expected NAME=RUN_OR_ADAPTER_DIR")
+        add_adapter(loaded, name, path)
+    # what the server sends must be what training used: the same ids, the same end-of-turn token
+    checked = template_check.check_round_trip(loaded.tokenizer, loaded.template, loaded.tokenizer,
+                                              loaded.template.stop_ids, template_check.sample_conversations(loaded))
+    print(f"template round trip: {checked} conversations render to the training ids")
+    serve(Engine(loaded, serve_base=args.serve_base), limits, args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="weitiao",
@@ -300,6 +374,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split (default test)")
     p.add_argument("--out", help="write metrics and predictions to this JSON file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("chat", help="talk to a run or a model in the terminal, streaming",
+                       description="Multi-turn chat with the run's own chat template and stop tokens. At the prompt: "
+                                   "/reset, /system TEXT, /exit.")
+    p.add_argument("target", help="a finished run folder, or a model (anything model.name_or_path accepts)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("generate", help="answer every row of a file into JSONL (batched, resumable)",
+                       description="Batched generation over a json/jsonl/csv/parquet file: rows with 'messages', "
+                                   "'prompt', or the run's data format. Output: one JSON line per row, in order; "
+                                   "an interrupted run continues where it stopped.")
+    p.add_argument("target", help="a finished run folder, or a model")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--input", required=True, help="rows to answer")
+    p.add_argument("--out", required=True, help="JSONL file to write (continued if it exists)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--overwrite", action="store_true", help="start --out over instead of continuing it")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="merge a run's adapter into its base and write a plain HF model folder",
+                       description="Merge LoRA/QLoRA into the base (QLoRA: into a de-quantized copy), write "
+                                   "safetensors, tokenizer, chat template and generation config with the run's stop "
+                                   "tokens. Refuses when the merged logits differ from the unmerged ones beyond "
+                                   "tolerance, or the template does not round-trip. Prefix/prompt runs export the "
+                                   "adapter (cannot be merged).")
+    p.add_argument("run", help="a finished run folder")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--tolerance", type=float, help="largest allowed total variation distance between the merged and unmerged next-token "
+                        "distributions (default: fp32 1e-3, fp16 0.05, bf16 0.15)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server for a run or a model",
+                       description="POST /v1/chat/completions (streaming or not), /v1/completions, GET /v1/models, "
+                                   "/health. Decoding is greedy unless a request sets temperature > 0.")
+    p.add_argument("target", help="a finished run folder, or a model")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (or set WEITIAO_API_KEY)")
+    p.add_argument("--adapter", action="append", metavar="NAME=DIR",
+                   help="also serve this LoRA run/adapter of the same base as model NAME (repeatable)")
+    p.add_argument("--serve-base", action="store_true", help="also serve the base model, as TARGET_NAME:base")
+    p.add_argument("--max-concurrent", type=int, default=32, help="requests in flight before 429 (default 32)")
+    p.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask (default 1024)")
+    p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check config, data and model files without training",
                        description="Check the config, read and encode every data row, and find the model; "

@@ -185,8 +185,9 @@ class TrainConfig:
     optim: str = doc("Optimizer name as transformers knows it (`adamw_torch`, `adamw_torch_fused`, `sgd`, ...).",
                      "adamw_torch")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = doc(
-        "Mixed precision for training and evaluation. `auto`: bf16 on a GPU that supports it, fp32 on CPU. "
-        "`bf16` on a CPU with avx512_bf16/AMX is about 2x faster than fp32.",
+        "Mixed precision for training and evaluation. `auto`: bf16 autocast where bf16 is native (a GPU that "
+        "supports it, a CPU with avx512_bf16 or AMX, where it is 2-4x faster than fp32), else fp32. On a CPU "
+        "without them (AVX2 only) bf16 is emulated and many times slower than fp32.",
         "auto",
     )
     gradient_checkpointing: bool = doc("Recompute activations in backward: less memory, about 30% slower.", False)

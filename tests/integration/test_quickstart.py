@@ -60,3 +60,36 @@ def test_quickstart_adapter_gives_weitiao_eval_generations_with_plain_peft(quick
             gen = model.generate(**ids, max_new_tokens=96, do_sample=False, pad_token_id=tok.pad_token_id)
         text = tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
         assert text == prediction
+
+
+def test_quickstart_export_answers_like_the_tuned_run_with_plain_transformers(quickstart_run, tmp_path):
+    """`weitiao export` merges the adapter; plain transformers (the folder's own chat template and generation
+    config, no weitiao or peft code) reproduces the tuned run's count accuracy on the whole test split."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from weitiao.evaluation.metrics import count_list
+
+    out, _ = quickstart_run
+    exported = tmp_path / "exported"
+    proc = run_cli("export", out, "--out", exported)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((exported / "weitiao_export.json").read_text())
+    print(f"export logit check: {summary['logit_check']}")
+    assert summary["logit_check"]["top1_agreement"] == 1.0
+
+    model = AutoModelForCausalLM.from_pretrained(exported).eval()
+    tok = AutoTokenizer.from_pretrained(exported, padding_side="left")
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    prompts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
+                                       tokenize=False) for r in rows]
+    answers = []
+    for start in range(0, len(prompts), 40):
+        batch = tok(prompts[start:start + 40], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(**batch, max_new_tokens=96, do_sample=False)  # stops: generation_config.json
+        answers += tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    accuracy = sum(count_list(a.strip(), r["reference"]) for a, r in zip(answers, rows)) / len(rows)
+    tuned = json.loads((out / "metrics.json").read_text())["test"]["tuned"]["count_list"]
+    print(f"count_list: exported (plain transformers, fp32) {accuracy:.4f}, tuned run {tuned:.4f}")
+    assert accuracy >= 0.9
+    assert abs(accuracy - tuned) <= 0.025  # one or two rows may flip when the run decoded under bf16 autocast

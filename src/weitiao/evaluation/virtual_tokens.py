@@ -84,6 +84,19 @@ def generate_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, m
 
     A row stops at its first stop token; later positions hold `pad_id`. The loop ends when every row stopped.
     """
+    sequence = input_ids
+    for token in decode_steps(model, input_ids, attention_mask, max_new_tokens, stop_ids, pad_id, logits_processor):
+        sequence = torch.cat([sequence, token[:, None]], dim=1)
+    return sequence
+
+
+@torch.no_grad()
+def decode_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                 stop_ids: tuple[int, ...], pad_id: int, logits_processor=None):
+    """Yields the next token of every row, (B,), one decoding step at a time (streaming uses it directly).
+
+    A row that has stopped yields `pad_id`; the generator ends when every row stopped or after max_new_tokens.
+    """
     out, mask, next_pos = first_forward(model, input_ids, attention_mask)
     base = model.get_base_model()
     cache, cache_arg = returned_cache(out), cache_kwarg(base)
@@ -100,6 +113,7 @@ def generate_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, m
         token = torch.where(done, torch.full_like(token, pad_id), token)
         sequence = torch.cat([sequence, token[:, None]], dim=1)
         done |= torch.isin(token, stops)
+        yield token
         if bool(done.all()):
             break
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
@@ -107,7 +121,6 @@ def generate_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, m
                    **{cache_arg: cache})
         cache, next_pos = returned_cache(out), next_pos + 1
         logits = out.logits[:, -1, :].float()
-    return sequence
 
 
 @torch.no_grad()

@@ -12,8 +12,10 @@ OPTIMIZERS = {"adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit", "paged
 
 def settings_for(cfg: Config, device: str, seq: int) -> TrainSettings:
     t, m = cfg.train, cfg.method
-    precision = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(t.precision, "bf16" if device == "cuda" else
-                                                                     "fp32")
+    from weitiao.workflows.common import fast_bf16
+
+    precision = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(t.precision,
+                                                                     "bf16" if fast_bf16(device) else "fp32")
     weights = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
     virtual = {"prefix": m.prefix.num_virtual_tokens, "prompt": m.prompt.num_virtual_tokens,
                "ptuning": m.ptuning.num_virtual_tokens}.get(m.name, 16)

@@ -59,10 +59,37 @@ def find_model(cfg: Config, name_or_path: str | None = None):
 def autocast_dtype(precision: str, device: str):
     """The dtype of mixed-precision autocast, or None for full fp32."""
     if precision == "auto":
-        if device == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
+        return torch.bfloat16 if fast_bf16(device) else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def fast_bf16(device: str) -> bool:
+    """Whether bf16 matmuls run natively here: a CUDA GPU that supports bf16, or a CPU with avx512_bf16 or AMX.
+
+    Elsewhere bf16 is emulated and slow: on a 2-core AVX2 EPYC, a 1024^3 bf16 matmul ran at 0.8 GFLOP/s against
+    74 GFLOP/s in fp32 (measured with torch 2.13); on a Xeon with AMX, bf16 was about 4x fp32.
+    """
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cpu_bf16_native()
+
+
+def cpu_bf16_native() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False  # not Linux: fp32 is the safe default
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def precision_warning(precision: str, device: str) -> str | None:
+    """A warning when the config asks for bf16 on a device where it is emulated (many times slower than fp32)."""
+    if precision == "bf16" and not fast_bf16(device):
+        return (f"warning: train.precision bf16 on this {device}, which has no native bf16 (no avx512_bf16/AMX): "
+                "bf16 is emulated and can be far slower than fp32; train.precision auto picks bf16 only where it "
+                "is fast")
+    return None
 
 
 # ---------------------------------------------------------------- evaluation

@@ -28,7 +28,7 @@ from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
 from weitiao.training.checkpoints import last_complete
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, log, plot_losses,
-    remove_dir, score_split, versions, write_json,
+    precision_warning, remove_dir, score_split, versions, write_json,
 )
 
 
@@ -81,6 +81,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
 
     # ---- model and method
     amp = autocast_dtype(cfg.train.precision, device)
+    if precision_warning(cfg.train.precision, device):
+        log(precision_warning(cfg.train.precision, device))
     t0 = time.time()
     model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
                        cfg.model.attn_implementation, load_kwargs(cfg.method, device))

@@ -1,0 +1,205 @@
+"""Export a run as a standard Hugging Face folder that plain transformers (or any server) loads: merge, check, write.
+
+LoRA runs: the adapter is merged into the base (W' = W + (alpha/r) * B @ A, Hu et al. 2021) with peft's
+`merge_and_unload`. QLoRA runs: the 4-bit/8-bit base is de-quantized first (the weights training actually saw,
+W = dequant(Q)), and the merge goes into that copy; the folder says so. Full and freeze runs are already a model
+folder: they are re-saved in the chosen dtype with the run's template and stop tokens. Prefix, prompt and P-tuning
+runs add virtual tokens, not weight deltas: they cannot be merged and are exported as the adapter plus the
+tokenizer, with a note.
+
+Before anything is written to the destination, the folder is saved to a temporary sibling, re-loaded with plain
+`AutoModelForCausalLM`, and its logits on sample prompts are compared with the unmerged model's; beyond the
+tolerance the export is refused with the numbers. The template round trip (`template_check`) runs on the saved
+tokenizer and generation config. Only then is the folder moved into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from weitiao.errors import WeitiaoError
+from weitiao.serving import template_check
+from weitiao.serving.loaded import Loaded, is_run, load
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The export is compared with the unmerged model position by position, on whole sample conversations (prompt and
+# answer), by the total variation distance between the two next-token distributions, TV = 1/2 sum_v |p_v - q_v|
+# (0: identical, 1: disjoint), and by how often both pick the same top token. Measured on the quickstart run
+# (SmolLM2, 585 positions): fp32 max TV 4.2e-6, top-1 agreement 1.0; fp16 0.018, 1.0; bf16 0.072, 0.976. A merge
+# that lost the adapter shows TV near 0.5 on the answers. The bounds leave about 2x headroom over rounding noise.
+MAX_TV = {"fp32": 1e-3, "fp16": 0.05, "bf16": 0.15}
+MIN_TOP1_AGREEMENT = {"fp32": 0.999, "fp16": 0.98, "bf16": 0.95}
+
+
+@dataclass
+class LogitCheck:
+    max_total_variation: float  # worst position
+    mean_total_variation: float
+    mean_kl: float  # KL(unmerged || export), nats per position
+    top1_agreement: float  # share of positions where both pick the same next token
+    positions: int
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 8) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+    def describe(self) -> str:
+        return (f"max total variation {self.max_total_variation:.3g}, mean {self.mean_total_variation:.3g}, mean KL "
+                f"{self.mean_kl:.3g}, top-1 agreement {self.top1_agreement:.4f} over {self.positions} positions")
+
+
+def run(target: str, out: str, dtype: str = "fp32", overwrite: bool = False, tolerance: float | None = None,
+        log=print) -> dict:
+    out_dir = Path(out)
+    if not is_run(target):
+        raise WeitiaoError(f"{target}: not a weitiao run folder (no run.json); export takes a finished run")
+    if dtype not in DTYPES:
+        raise WeitiaoError(f"--dtype: one of {', '.join(DTYPES)}, got {dtype!r}")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise WeitiaoError(f"--out: {out_dir} exists and is not empty; pass --overwrite to replace it")
+    if out_dir.resolve() == Path(target).resolve() or Path(target).resolve() in out_dir.resolve().parents:
+        raise WeitiaoError(f"--out: {out_dir} is inside the run folder; export next to it instead")
+
+    from weitiao.methods import PROMPT_LEARNING_METHODS
+
+    # full precision on the CPU for the reference; a QLoRA base is loaded quantized, then de-quantized below
+    loaded = load(target, device="cpu", precision="fp32", log=log)
+    if loaded.method in PROMPT_LEARNING_METHODS:
+        return export_adapter_only(loaded, out_dir, overwrite, log)
+
+    # whole conversations: the answer positions are where an adapter changes the model most
+    prompts = [loaded.template.render(loaded.tokenizer, conv) for conv in template_check.sample_conversations(loaded)]
+    notes = []
+    model = loaded.model
+    if loaded.method == "qlora":
+        from peft import PeftModel
+
+        quantized_logits = logits_on(model, loaded.tokenizer, prompts)
+        base = model.unload()  # the quantized base without the LoRA layers
+        base.dequantize()  # transformers: Linear4bit/Linear8bitLt -> nn.Linear holding dequant(Q)
+        model = PeftModel.from_pretrained(base.float(), str(loaded.run_dir / "adapter"))
+        notes.append("the QLoRA base was de-quantized (the weights the adapter was trained on) and the adapter "
+                     "merged into that copy; the folder is a dense model, larger than the 4-bit original")
+    reference = logits_on(model, loaded.tokenizer, prompts)
+    if loaded.method == "qlora":
+        drift = compare(quantized_logits, reference)
+        notes.append(f"the de-quantized fp32 model vs the quantized one as trained: {drift.describe()}")
+    if loaded.adapters:
+        model = model.merge_and_unload()
+    model = model.to(DTYPES[dtype])
+    model.generation_config = generation_config(model, loaded)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)  # carries the run's chat template (installed by `load`)
+        check, checked = verify_folder(tmp, loaded, prompts, reference, dtype, tolerance)
+        summary = {"source_run": str(Path(target).resolve()), "method": loaded.method, "dtype": dtype,
+                   "merged": bool(loaded.adapters), "logit_check": check.as_dict(),
+                   "tolerance": {"max_total_variation": tolerance if tolerance is not None else MAX_TV[dtype],
+                                 "min_top1_agreement": MIN_TOP1_AGREEMENT[dtype]},
+                   "template_round_trip": f"{checked} conversations identical", "template": loaded.template.describe(),
+                   "notes": notes}
+        (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"exported {loaded.method} run to {out_dir} ({dtype}); vs the unmerged model: {check.describe()}; "
+        f"template round trip ok on {checked} conversations")
+    for note in notes:
+        log(f"note: {note}")
+    return summary
+
+
+def generation_config(model, loaded: Loaded):
+    """The model's generation config with the run's stop tokens (end of turn first) and pad token."""
+    from transformers import GenerationConfig
+
+    gen = model.generation_config if getattr(model, "generation_config", None) else GenerationConfig()
+    gen = GenerationConfig.from_dict(gen.to_dict())
+    gen.eos_token_id = list(loaded.template.stop_ids)
+    gen.pad_token_id = loaded.tokenizer.pad_token_id
+    return gen
+
+
+def verify_folder(folder: Path, loaded: Loaded, prompts: list[str], reference: list[torch.Tensor], dtype: str,
+                  tolerance: float | None) -> tuple[LogitCheck, int]:
+    """Re-load `folder` with plain transformers and compare with the unmerged model; check the template."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    plain = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    plain_tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    check = compare(reference, logits_on(plain, plain_tokenizer, prompts))
+    limit = tolerance if tolerance is not None else MAX_TV[dtype]
+    if check.max_total_variation > limit or check.top1_agreement < MIN_TOP1_AGREEMENT[dtype]:
+        raise WeitiaoError(
+            f"export refused: the exported {dtype} model differs from the unmerged one beyond tolerance: "
+            f"{check.describe()} (allowed: max total variation {limit:g}, top-1 agreement at least "
+            f"{MIN_TOP1_AGREEMENT[dtype]}). Export in fp32 (--dtype fp32), or raise --tolerance if this loss is "
+            "acceptable")
+    stops = GenerationConfig.from_pretrained(folder).eos_token_id
+    stops = stops if isinstance(stops, list) else [stops]
+    checked = template_check.check_round_trip(loaded.tokenizer, loaded.template, plain_tokenizer, stops,
+                                              template_check.sample_conversations(loaded))
+    return check, checked
+
+
+@torch.no_grad()
+def logits_on(model, tokenizer, texts: list[str]) -> list[torch.Tensor]:
+    """Next-token log-probabilities (T, V) in fp32 for each text, unbatched (no padding effects)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+        out.append(torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0].float(), dim=-1).cpu())
+    return out
+
+
+def compare(reference: list[torch.Tensor], other: list[torch.Tensor]) -> LogitCheck:
+    """Position-wise distance between two models' next-token distributions (log-probabilities (T, V) each)."""
+    tv = torch.cat([0.5 * (a.exp() - b.exp()).abs().sum(-1) for a, b in zip(reference, other)])
+    kl = torch.cat([(a.exp() * (a - b)).sum(-1) for a, b in zip(reference, other)])
+    agree = torch.cat([a.argmax(-1) == b.argmax(-1) for a, b in zip(reference, other)])
+    return LogitCheck(float(tv.max()), float(tv.mean()), float(kl.mean()), float(agree.float().mean()),
+                      int(agree.numel()))
+
+
+def export_adapter_only(loaded: Loaded, out_dir: Path, overwrite: bool, log) -> dict:
+    """Prefix, prompt and P-tuning: there is no weight delta to merge; ship the adapter with its tokenizer."""
+    note = (f"a {loaded.method} adapter adds trained virtual tokens in front of every input; it cannot be merged "
+            "into the weights. Load it with peft on top of the base model; decode with weitiao (`weitiao chat`, "
+            "`weitiao serve`), because peft's generate() with the KV cache gets these adapters wrong")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    try:
+        shutil.copytree(loaded.run_dir / "adapter", tmp, dirs_exist_ok=True)
+        loaded.tokenizer.save_pretrained(tmp)
+        summary = {"source_run": str(loaded.run_dir.resolve()), "method": loaded.method, "merged": False,
+                   "template": loaded.template.describe(), "notes": [note]}
+        (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"exported the {loaded.method} adapter to {out_dir} (not merged)\nnote: {note}")
+    return summary
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace `out_dir` with the finished `tmp` folder; an old folder is removed only after the new one is whole
+    (--overwrite was checked by the caller)."""
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
