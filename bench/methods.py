@@ -63,7 +63,7 @@ def run_example(name: str, workdir: Path) -> dict:
                           capture_output=True, text=True, env=env)
     reloaded = json.loads(eval_out.read_text())["metrics"].get(metric) if proc.returncode == 0 else None
     row.update(
-        method=m["method"], metric=metric,
+        method=m["method"], metric=metric, precision=m["train"].get("precision"),
         trainable=m["params"]["trainable"], total=m["params"]["total"],
         base_weights_mib=round(m["base_weights"]["stored_bytes"] / 2**20, 1),
         peak_rss_gib=round(m["memory"]["peak_rss_bytes"] / 2**30, 2),
@@ -76,20 +76,26 @@ def run_example(name: str, workdir: Path) -> dict:
 
 
 def table(rows: list[dict], where: str) -> str:
-    lines = [f"Measured by `python bench/methods.py --readme` on {where}. One `weitiao train examples/<name>.yaml` "
-             "per row (bf16 autocast; `classify` fp32), then `weitiao eval` of the saved output.", "",
-             "| example | method | trainable params | base weights (stored) | peak RSS | tokens/s (all / answer) "
-             "| train | total wall | metric | base | tuned | reloaded |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    machines = list(dict.fromkeys(r.get("machine", where) for r in rows))  # in order of first use
+    mark = {m: chr(ord("a") + i) for i, m in enumerate(machines)}
+    on = "; ".join(f"({mark[m]}) {m}" for m in machines)
+    lines = [f"Measured by `python bench/methods.py --readme`, on: {on}. One `weitiao train examples/<name>.yaml` "
+             "per row, then `weitiao eval` of the saved output. Precision is the run's (`auto`: bf16 autocast where "
+             "the CPU has native bf16, else fp32).", "",
+             "| example | on | precision | method | trainable params | base weights (stored) | peak RSS | tokens/s (all "
+             "/ answer) | train | total wall | metric | base | tuned | reloaded |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         if r["returncode"] != 0:
-            lines.append(f"| {r['example']} | failed: {r.get('error', '')} | | | | | | {r['wall_s']:.0f} s | | | | |")
+            lines.append(f"| {r['example']} | {mark[r.get('machine', where)]} | | failed: {r.get('error', '')} | | | | | | "
+                         f"{r['wall_s']:.0f} s | | | | |")
             continue
         share = 100 * r["trainable"] / r["total"]
         answer = f" / {r['trained_tokens_per_s']:.0f}" if r.get("trained_tokens_per_s") else ""
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(
-            f"| {r['example']} | {r['method']} | {r['trainable'] / 1e6:.2f}M ({share:.2f}%) | "
+            f"| {r['example']} | {mark[r.get('machine', where)]} | {r.get('precision') or 'bf16'} | {r['method']} | "
+            f"{r['trainable'] / 1e6:.2f}M ({share:.2f}%) | "
             f"{r['base_weights_mib']:.0f} MiB | {r['peak_rss_gib']:.2f} GiB | {r['tokens_per_s']:.0f}{answer} | "
             f"{r['train_s']:.0f} s ({r['steps']} steps) | {r['wall_s']:.0f} s | {r['metric']} | {fmt(r['base'])} | "
             f"{fmt(r['tuned'])} | {fmt(r['reloaded'])} |")
@@ -109,13 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         print(f"== {name}", flush=True)
-        row = run_example(name, workdir)
+        row = dict(run_example(name, workdir), machine=where)
         print(json.dumps(row), flush=True)
         rows.append(row)
     out = REPO / "bench" / "results" / "methods-cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.only and out.is_file():  # re-measured rows replace their old ones; the others are kept
-        old = {r["example"]: r for r in json.loads(out.read_text())["rows"]}
+        saved = json.loads(out.read_text())
+        # rows from before per-row machines were recorded were measured on the file's machine
+        old = {r["example"]: dict({"machine": saved["machine"]}, **r) for r in saved["rows"]}
         old.update({r["example"]: dict(r, date=time.strftime("%Y-%m-%d")) for r in rows})
         rows = [old[name] for name in EXAMPLES if name in old]
     out.write_text(json.dumps({"machine": where, "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")

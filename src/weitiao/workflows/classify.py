@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import set_seed
 
 from weitiao.config import Config, dump_config, resolved
 from weitiao.data.dataset import encode_labelled, label_names, load_splits
@@ -22,7 +21,6 @@ from weitiao.memory import guard as memory_guard
 from weitiao.evaluation.classification import balanced_class_weights, classification_metrics, plot_confusion
 from weitiao.methods import apply_method, count_parameters, save_trained, weights_footprint
 from weitiao.models.loading import load_classifier, load_tokenizer, local_folder, pick_device, pick_dtype, resolve_source
-from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
 from weitiao.training.checkpoints import last_complete
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, log, plot_losses, remove_dir,
@@ -59,7 +57,12 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     longest = max(len(e["input_ids"]) for e in encoded["train"] + encoded["val"])
     estimate = memory_guard.check(cfg, folder, device, -(-longest // 8) * 8, log)
 
-    # ---- model with a new head, and method
+    # ---- model with a new head, and method (transformers' training stack is imported only now, after every
+    # config and data check: it takes about 10 s to import on a small CPU)
+    from transformers import set_seed
+
+    from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
+
     amp = autocast_dtype(cfg.train.precision, device)
     set_seed(cfg.train.seed)  # the new head's weights must be the same in every run
     model = load_classifier(folder, labels, pick_dtype(cfg.model.dtype, device), device,

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import set_seed
 
 from weitiao.config import Config, dump_config, resolved
 from weitiao.data.check import find_overlaps
@@ -24,7 +23,6 @@ from weitiao.methods import (
     ADAPTER_METHODS, PROMPT_LEARNING_METHODS, apply_method, count_parameters, load_kwargs, save_trained, weights_footprint,
 )
 from weitiao.models.loading import load_model, pick_device, pick_dtype
-from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
 from weitiao.training.checkpoints import last_complete
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, log, plot_losses,
@@ -79,7 +77,12 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     longest = max(len(e.input_ids) for e in encoded["train"] + encoded["val"])
     estimate = memory_guard.check(cfg, folder, device, -(-longest // 8) * 8, log)  # batches pad to a multiple of 8
 
-    # ---- model and method
+    # ---- model and method. transformers' training stack is imported only now: it takes about 10 s to import on a
+    # small CPU, and every config and data error above is reported before that
+    from transformers import set_seed
+
+    from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
+
     amp = autocast_dtype(cfg.train.precision, device)
     if precision_warning(cfg.train.precision, device):
         log(precision_warning(cfg.train.precision, device))
@@ -177,6 +180,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         "params": {"trainable": trainable, "total": total},
         "base_weights": footprint,
         "train": {
+            "precision": "fp32" if amp is None else str(amp).replace("torch.", "").replace("bfloat16", "bf16")
+            .replace("float16", "fp16"),
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
