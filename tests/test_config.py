@@ -77,3 +77,11 @@ def test_reference_lists_every_field_and_readme_is_in_sync():
     block = re.search(r"<!-- config-reference:start -->\n(.*?)<!-- config-reference:end -->", readme, re.S)
     assert block, "README has no generated config reference block"
     assert block.group(1).strip() == ref.strip(), "README config reference is stale: run scripts/update_readme.py"
+
+
+def test_user_metric_that_cannot_be_imported_is_a_config_error():
+    found = "\n".join(problems({"data": {"train": ["t.jsonl"]},
+                                "eval": {"metrics": ["rouge-l", "no_such_module_xyz:score", "rouge:"]}}))
+    assert "eval.metrics[1]: user metric 'no_such_module_xyz:score': cannot import" in found
+    assert "eval.metrics[2]: user metric 'rouge:': a user metric is written module:function" in found
+    assert "eval.metrics[0]" not in found

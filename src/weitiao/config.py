@@ -225,7 +225,10 @@ class GenerationConfig:
 @dataclass
 class EvalConfig:
     metrics: list[str] = doc(
-        "Generation metrics on the test split: `exact_match`, `count_list` (the demo task). Empty: loss only.",
+        "Generation metrics on the test split: `exact_match`, `exact_match_loose` (ignoring case, punctuation and "
+        "spacing), `count_list` (the demo task), `rouge-1`, `rouge-2`, `rouge-l`, `bleu-4` (jieba word "
+        "segmentation, as ChatGLM and LLaMA-Factory score; Chinese-aware), `chrf`, `json_valid`, `json_fields`, "
+        "or `module:function` for your own (prediction, reference) -> float. Empty: loss only.",
         default_factory=lambda: ["exact_match"],
     )
     compare_base: bool = doc("Also score the base model on the same rows with the same decoding.", True)
@@ -451,9 +454,16 @@ def semantic_problems(cfg: Config) -> list[str]:
         if t.class_weights != "none":
             p.append("train.class_weights: applies to task classify only")
     for i, name in enumerate(e.metrics if cfg.task == "sft" else []):
-        if name not in METRICS:
+        if ":" in name:  # a user metric, module:function
+            from weitiao.evaluation.metrics import user_metric
+
+            try:
+                user_metric(name)
+            except ValueError as err:
+                p.append(f"eval.metrics[{i}]: user metric {name!r}: {err}")
+        elif name not in METRICS:
             p.append(f"eval.metrics[{i}]: unknown metric {name!r}{did_you_mean(name, METRICS)}; "
-                     f"known: {', '.join(METRICS)}")
+                     f"known: {', '.join(METRICS)}, or module:function for your own")
     if e.generation.max_new_tokens < 1:
         p.append("eval.generation.max_new_tokens: must be at least 1")
     if e.generation.batch_size < 1:

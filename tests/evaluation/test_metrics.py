@@ -30,3 +30,68 @@ def test_parse_and_exact_match_and_score():
     assert rows[1] == {"count_list": 0.0, "exact_match": 0.0}
     with pytest.raises(ValueError):
         count_list(REF3, "not a list")
+
+
+# A fixed Chinese sample (and one English and one empty prediction) scored by weitiao and, directly, by the
+# reference libraries the way LLaMA-Factory's scripts/eval_bleu_rouge.py and ChatGLM's P-Tuning do.
+ZH = [
+    ("这件衣服的版型很宽松，适合夏天穿。", "这款连衣裙版型宽松，非常适合夏天穿着。"),
+    ("北京是中国的首都。", "中国的首都是北京。"),
+    ("The cat sat on the mat.", "A cat was sitting on the mat."),
+    ("", "完全没有回答。"),
+]
+
+
+def _reference_scores(prediction: str, reference: str) -> dict:
+    import jieba
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    from rouge_chinese import Rouge
+
+    hypothesis, ref = list(jieba.cut(prediction)), list(jieba.cut(reference))
+    if len(" ".join(hypothesis).split()) == 0 or len(" ".join(ref).split()) == 0:
+        result = {"rouge-1": {"f": 0.0}, "rouge-2": {"f": 0.0}, "rouge-l": {"f": 0.0}}
+    else:
+        result = Rouge().get_scores(" ".join(hypothesis), " ".join(ref))[0]
+    out = {k: v["f"] for k, v in result.items()}
+    out["bleu-4"] = sentence_bleu([list(reference)], list(prediction),
+                                  smoothing_function=SmoothingFunction().method3) if prediction else 0.0
+    return out
+
+
+@pytest.mark.parametrize("prediction,reference", ZH)
+def test_chinese_rouge_and_bleu_equal_the_reference_libraries(prediction, reference):
+    from weitiao.evaluation.metrics import METRICS
+
+    want = _reference_scores(prediction, reference)
+    for name in ("rouge-1", "rouge-2", "rouge-l", "bleu-4"):
+        assert METRICS[name](prediction, reference) == pytest.approx(want[name], abs=1e-12), name
+    if prediction:
+        assert 0 < want["rouge-1"] < 1  # the sample is neither trivial nor disjoint
+
+
+def test_chrf_is_sacrebleus_and_json_and_loose_match():
+    from sacrebleu.metrics import CHRF
+
+    from weitiao.evaluation.metrics import METRICS
+
+    pred, ref = ZH[0]
+    assert METRICS["chrf"](pred, ref) == pytest.approx(CHRF().sentence_score(pred, [ref]).score / 100)
+    assert METRICS["exact_match_loose"]("Paris.", "paris") == 1.0 and METRICS["exact_match"]("Paris.", "paris") == 0
+    assert METRICS["exact_match_loose"]("北京。", "北京") == 1.0
+    assert METRICS["json_valid"]('```json\n{"a": 1}\n```', "") == 1.0 and METRICS["json_valid"]("{a: 1}", "") == 0.0
+    ref_json = '{"name": "Ann", "age": 31, "city": "Oslo"}'
+    assert METRICS["json_fields"]('{"name": "Ann", "age": 30, "city": "Oslo", "x": 1}', ref_json) == pytest.approx(2 / 3)
+    assert METRICS["json_fields"]("not json", ref_json) == 0.0
+
+
+def test_user_metric_by_module_and_function(tmp_path, monkeypatch):
+    (tmp_path / "my_metrics.py").write_text("def starts_same(p, r):\n    return float(p[:1] == r[:1])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    means, rows = score(["my_metrics:starts_same"], ["abc", "xyz"], ["axe", "abc"])
+    assert means == {"my_metrics:starts_same": 0.5}
+    from weitiao.evaluation.metrics import user_metric
+
+    with pytest.raises(ValueError, match="has no function"):
+        user_metric("my_metrics:nope")
+    with pytest.raises(ValueError, match="cannot import"):
+        user_metric("no_such_module_xyz:f")

@@ -1,7 +1,14 @@
 """Generation metrics: each scores one prediction against its reference and returns a number in [0, 1].
 
 The score of a split is the mean over rows. New metrics register in `METRICS` by name; the config names them in
-`eval.metrics`.
+`eval.metrics`. A user's own metric is named `module:function` (a function (prediction, reference) -> float,
+importable from the working directory or the Python path).
+
+ROUGE and BLEU follow ChatGLM's P-Tuning and LLaMA-Factory's scoring (`scripts/eval_bleu_rouge.py`), so numbers
+are comparable with theirs: ROUGE-1/2/L is the F-score of `rouge_chinese` over words segmented by jieba (which also
+splits English on spaces and punctuation); BLEU-4 is NLTK's sentence BLEU over characters, with smoothing method 3
+(Chen & Cherry 2014). chrF is sacrebleu's (Popovic 2015), on characters too. Scores are fractions in [0, 1] (those
+recipes print them x 100).
 """
 from __future__ import annotations
 
@@ -20,6 +27,96 @@ def normalize(text: str) -> str:
 
 def exact_match(prediction: str, reference: str) -> float:
     return float(normalize(prediction) == normalize(reference))
+
+
+def loose_normalize(text: str) -> str:
+    """`normalize`, then lower case and without punctuation (ASCII and CJK: any Unicode category P*)."""
+    text = "".join(ch for ch in normalize(text).lower() if not unicodedata.category(ch).startswith("P"))
+    return " ".join(text.split())
+
+
+def exact_match_loose(prediction: str, reference: str) -> float:
+    """Exact match ignoring case, punctuation and spacing ("Paris." == "paris")."""
+    return float(loose_normalize(prediction) == loose_normalize(reference))
+
+
+def _words(text: str) -> list[str]:
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)  # jieba logs its dictionary loading on first use
+    return [w for w in jieba.cut(text) if w.strip()]
+
+
+def _rouge(prediction: str, reference: str) -> dict:
+    hyp, ref = " ".join(_words(prediction)), " ".join(_words(reference))
+    if not hyp.split() or not ref.split():  # rouge_chinese raises on empty text; an empty side shares nothing
+        return {"rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.0}
+    from rouge_chinese import Rouge
+
+    scores = Rouge().get_scores(hyp, ref)[0]
+    return {k: scores[k]["f"] for k in ("rouge-1", "rouge-2", "rouge-l")}
+
+
+def rouge_1(prediction: str, reference: str) -> float:
+    return _rouge(prediction, reference)["rouge-1"]
+
+
+def rouge_2(prediction: str, reference: str) -> float:
+    return _rouge(prediction, reference)["rouge-2"]
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    return _rouge(prediction, reference)["rouge-l"]
+
+
+def bleu_4(prediction: str, reference: str) -> float:
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    # characters, not words: what LLaMA-Factory and ChatGLM compute (an empty prediction scores 0)
+    if not prediction:
+        return 0.0
+    return float(sentence_bleu([list(reference)], list(prediction), smoothing_function=SmoothingFunction().method3))
+
+
+def chrf(prediction: str, reference: str) -> float:
+    from sacrebleu.metrics import CHRF
+
+    return CHRF().sentence_score(prediction, [reference]).score / 100.0
+
+
+def _json(text: str):
+    """The JSON value in `text` (a ```json fence around it is allowed); raises ValueError when there is none."""
+    import json
+
+    body = text.strip()
+    fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, flags=re.S)
+    return json.loads(fence.group(1) if fence else body)
+
+
+def json_valid(prediction: str, reference: str) -> float:
+    """1 when the prediction is valid JSON (optionally in a ```json fence)."""
+    try:
+        _json(prediction)
+    except ValueError:
+        return 0.0
+    return 1.0
+
+
+def json_fields(prediction: str, reference: str) -> float:
+    """Share of the reference object's top-level fields that the prediction has with an equal value; 0 when the
+    prediction is not a JSON object. For a non-object reference: 1 when the two values are equal."""
+    want = _json(reference)
+    try:
+        got = _json(prediction)
+    except ValueError:
+        return 0.0
+    if not isinstance(want, dict):
+        return float(got == want)
+    if not isinstance(got, dict) or not want:
+        return float(got == want)
+    return sum(1 for k, v in want.items() if k in got and got[k] == v) / len(want)
 
 
 def parse_numbered_list(text: str) -> list[str] | None:
@@ -49,12 +146,45 @@ def count_list(prediction: str, reference: str) -> float:
 
 METRICS: dict[str, Callable[[str, str], float]] = {
     "exact_match": exact_match,
+    "exact_match_loose": exact_match_loose,
     "count_list": count_list,
+    "rouge-1": rouge_1,
+    "rouge-2": rouge_2,
+    "rouge-l": rouge_l,
+    "bleu-4": bleu_4,
+    "chrf": chrf,
+    "json_valid": json_valid,
+    "json_fields": json_fields,
 }
+
+
+def user_metric(name: str) -> Callable[[str, str], float]:
+    """The function named `module:function`; raises ValueError with a reason a config error can show."""
+    import importlib
+    import sys
+
+    module_name, _, func_name = name.partition(":")
+    if not module_name or not func_name:
+        raise ValueError("a user metric is written module:function")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # the working directory, like `python -m`
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"cannot import {module_name!r} ({err})") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ValueError(f"{module_name!r} has no function {func_name!r}")
+    return func
+
+
+def metric(name: str) -> Callable[[str, str], float]:
+    return METRICS[name] if name in METRICS else user_metric(name)
 
 
 def score(names: list[str], predictions: list[str], references: list[str]) -> tuple[dict, list[dict]]:
     """Mean of each metric, and the per-row scores."""
-    per_row = [{n: METRICS[n](p, r) for n in names} for p, r in zip(predictions, references)]
+    funcs = {n: metric(n) for n in names}
+    per_row = [{n: float(funcs[n](p, r)) for n in names} for p, r in zip(predictions, references)]
     means = {n: (sum(row[n] for row in per_row) / len(per_row) if per_row else float("nan")) for n in names}
     return means, per_row
