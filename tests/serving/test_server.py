@@ -178,3 +178,31 @@ def test_requests_beyond_the_limit_get_429(lora_run_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_admission_slots_are_released_once_even_from_an_unstarted_stream():
+    import gc
+    import weakref
+
+    from weitiao.serving.server import ApiError, _Slots
+
+    slots = _Slots(2)
+    first, second = slots.take(), slots.take()
+    with pytest.raises(ApiError) as err:
+        slots.take()
+    assert err.value.status == 429
+    first()
+    first()  # idempotent: a second release does not free a slot that is in use
+    assert slots.used == 1
+
+    def events():
+        try:
+            yield "data: x\n\n"
+        finally:
+            second()
+
+    stream = events()  # a client that disconnects before the first chunk: the generator never starts
+    weakref.finalize(stream, second)
+    del stream
+    gc.collect()
+    assert slots.used == 0

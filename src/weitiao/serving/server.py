@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
@@ -89,7 +91,7 @@ def create_app(engine: Engine, limits: ServerLimits):
     from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="weitiao", docs_url=None, redoc_url=None)
-    state = {"in_flight": 0}
+    slots = _Slots(limits.max_concurrent)
     context = getattr(engine.loaded.model.config, "max_position_embeddings", None)
     created = int(time.time())
 
@@ -146,15 +148,6 @@ def create_app(engine: Engine, limits: ServerLimits):
                         top_p=req.top_p if req.top_p is not None else 1.0, stop=stop, min_new_tokens=req.min_tokens,
                         seed=req.seed)
 
-    def admit() -> None:
-        if state["in_flight"] >= limits.max_concurrent:
-            raise ApiError(429, f"server busy: {limits.max_concurrent} requests in flight; retry shortly",
-                           "rate_limit_error", code="too_many_requests")
-        state["in_flight"] += 1
-
-    def release() -> None:
-        state["in_flight"] -= 1
-
     def usage(finished) -> dict:
         return {"prompt_tokens": finished.prompt_tokens, "completion_tokens": finished.completion_tokens,
                 "total_tokens": finished.prompt_tokens + finished.completion_tokens}
@@ -163,7 +156,7 @@ def create_app(engine: Engine, limits: ServerLimits):
         """Decode one request: a JSON body, or an SSE stream of chunks; the admission slot is held until the end."""
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         kind = "chat.completion" if chat else "text_completion"
-        admit()
+        release = slots.take()  # 429 when full
         if not stream:
             try:
                 finished = await run_in_threadpool(engine.complete, ids, sampling, model)
@@ -192,17 +185,24 @@ def create_app(engine: Engine, limits: ServerLimits):
                 finished = result[0]
                 yield event([{"index": 0, "delta": {}, "finish_reason": finished.finish_reason} if chat else
                              {"index": 0, "text": "", "finish_reason": finished.finish_reason, "logprobs": None}])
+                # decoding is over: free the slot before the last chunks, so a client that sends its next request
+                # as soon as it reads [DONE] is admitted (the generator only reaches `finally` on the next pull)
+                release()
                 if include_usage:
                     yield event([], {"usage": usage(finished)})
                 yield "data: [DONE]\n\n"
             finally:
                 release()
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        stream_events = events()
+        # a client that disconnects before the first chunk leaves the generator unstarted, so its `finally` never
+        # runs; releasing when the generator is collected keeps the slot from leaking (release is idempotent)
+        weakref.finalize(stream_events, release)
+        return StreamingResponse(stream_events, media_type="text/event-stream")
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": engine.names, "in_flight": state["in_flight"]}
+        return {"status": "ok", "models": engine.names, "in_flight": slots.used}
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -234,6 +234,31 @@ def create_app(engine: Engine, limits: ServerLimits):
         return await respond(ids, sampling_of(req, len(ids)), model, req.stream, False, include_usage)
 
     return app
+
+
+class _Slots:
+    """Admission control: at most `limit` requests in flight. Taken on the event loop, released from the worker
+    thread that ran the request, hence the lock."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.lock = limit, 0, threading.Lock()
+
+    def take(self):
+        """Take a slot (ApiError 429 when none is free); returns its release function, safe to call twice."""
+        with self.lock:
+            if self.used >= self.limit:
+                raise ApiError(429, f"server busy: {self.limit} requests in flight; retry shortly",
+                               "rate_limit_error", code="too_many_requests")
+            self.used += 1
+        released = []
+
+        def release() -> None:
+            with self.lock:
+                if not released:
+                    released.append(True)
+                    self.used -= 1
+
+        return release
 
 
 def check_conversation(messages: list[dict]) -> None:
