@@ -14,6 +14,7 @@ tokenizer and generation config. Only then is the folder moved into place.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,10 +71,11 @@ def run(target: str, out: str, dtype: str = "fp32", overwrite: bool = False, tol
     # full precision on the CPU for the reference; a QLoRA base is loaded quantized, then de-quantized below
     loaded = load(target, device="cpu", precision="fp32", log=log)
     if loaded.method in PROMPT_LEARNING_METHODS:
-        return export_adapter_only(loaded, out_dir, overwrite, log)
+        return export_adapter_only(loaded, out_dir, log)
 
     # whole conversations: the answer positions are where an adapter changes the model most
-    prompts = [loaded.template.render(loaded.tokenizer, conv) for conv in template_check.sample_conversations(loaded)]
+    conversations = template_check.sample_conversations(loaded)  # reads the run's data once
+    prompts = [loaded.template.render(loaded.tokenizer, conv) for conv in conversations]
     notes = []
     model = loaded.model
     if loaded.method == "qlora":
@@ -94,12 +96,10 @@ def run(target: str, out: str, dtype: str = "fp32", overwrite: bool = False, tol
     model = model.to(DTYPES[dtype])
     model.generation_config = generation_config(model, loaded)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
+    with staged(out_dir) as tmp:
         model.save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)  # carries the run's chat template (installed by `load`)
-        check, checked = verify_folder(tmp, loaded, prompts, reference, dtype, tolerance)
+        check, checked = verify_folder(tmp, loaded, conversations, prompts, reference, dtype, tolerance)
         summary = {"source_run": str(Path(target).resolve()), "method": loaded.method, "dtype": dtype,
                    "merged": bool(loaded.adapters), "logit_check": check.as_dict(),
                    "tolerance": {"max_total_variation": tolerance if tolerance is not None else MAX_TV[dtype],
@@ -107,10 +107,6 @@ def run(target: str, out: str, dtype: str = "fp32", overwrite: bool = False, tol
                    "template_round_trip": f"{checked} conversations identical", "template": loaded.template.describe(),
                    "notes": notes}
         (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"exported {loaded.method} run to {out_dir} ({dtype}); vs the unmerged model: {check.describe()}; "
         f"template round trip ok on {checked} conversations")
     for note in notes:
@@ -129,8 +125,8 @@ def generation_config(model, loaded: Loaded):
     return gen
 
 
-def verify_folder(folder: Path, loaded: Loaded, prompts: list[str], reference: list[torch.Tensor], dtype: str,
-                  tolerance: float | None) -> tuple[LogitCheck, int]:
+def verify_folder(folder: Path, loaded: Loaded, conversations: list, prompts: list[str], reference: list[torch.Tensor],
+                  dtype: str, tolerance: float | None) -> tuple[LogitCheck, int]:
     """Re-load `folder` with plain transformers and compare with the unmerged model; check the template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -147,7 +143,7 @@ def verify_folder(folder: Path, loaded: Loaded, prompts: list[str], reference: l
     stops = GenerationConfig.from_pretrained(folder).eos_token_id
     stops = stops if isinstance(stops, list) else [stops]
     checked = template_check.check_round_trip(loaded.tokenizer, loaded.template, plain_tokenizer, stops,
-                                              template_check.sample_conversations(loaded))
+                                              conversations)
     return check, checked
 
 
@@ -172,34 +168,36 @@ def compare(reference: list[torch.Tensor], other: list[torch.Tensor]) -> LogitCh
                       int(agree.numel()))
 
 
-def export_adapter_only(loaded: Loaded, out_dir: Path, overwrite: bool, log) -> dict:
+def export_adapter_only(loaded: Loaded, out_dir: Path, log) -> dict:
     """Prefix, prompt and P-tuning: there is no weight delta to merge; ship the adapter with its tokenizer."""
     note = (f"a {loaded.method} adapter adds trained virtual tokens in front of every input; it cannot be merged "
             "into the weights. Load it with peft on top of the base model; decode with weitiao (`weitiao chat`, "
             "`weitiao serve`), because peft's generate() with the KV cache gets these adapters wrong")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
+    with staged(out_dir) as tmp:
         shutil.copytree(loaded.run_dir / "adapter", tmp, dirs_exist_ok=True)
         loaded.tokenizer.save_pretrained(tmp)
         summary = {"source_run": str(loaded.run_dir.resolve()), "method": loaded.method, "merged": False,
                    "template": loaded.template.describe(), "notes": [note]}
         (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"exported the {loaded.method} adapter to {out_dir} (not merged)\nnote: {note}")
     return summary
 
 
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace `out_dir` with the finished `tmp` folder; an old folder is removed only after the new one is whole
-    (--overwrite was checked by the caller)."""
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+@contextlib.contextmanager
+def staged(out_dir: Path):
+    """Yields a temporary sibling of `out_dir` to fill; on success it replaces `out_dir` (an old folder is removed
+    only after the new one is whole; --overwrite was checked by the caller), on any error it is deleted."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            old = out_dir.with_name(out_dir.name + ".old")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weitiao.data.templates import ChatTemplate, resolve_template
+from weitiao.data.templates import ChatTemplate
 from weitiao.errors import WeitiaoError
 
 
@@ -49,8 +49,8 @@ def load(target: str, device: str = "auto", precision: str | None = None, overri
     """
     from weitiao.config import Config, load_config
     from weitiao.methods import load_kwargs
-    from weitiao.models.loading import load_model, load_tokenizer, local_folder, pick_device, pick_dtype, resolve_source
-    from weitiao.workflows.common import autocast_dtype
+    from weitiao.models.loading import load_model, pick_device, pick_dtype
+    from weitiao.workflows.common import autocast_dtype, find_model
     from weitiao.workflows.evaluate import attach_adapter, load_run
 
     if is_run(target):
@@ -59,10 +59,8 @@ def load(target: str, device: str = "auto", precision: str | None = None, overri
         cfg = load_config(config_path, list(overrides) + ([f"model.device={device}"] if device != "auto" else []))
         if cfg.task != "sft":
             raise WeitiaoError(f"{run_dir}: a `task: {cfg.task}` run has no text to generate; use `weitiao eval`")
-        source = resolve_source(model_dir or cfg.model.name_or_path, cfg.model.convert_pickle)
-        folder = local_folder(source, log, cfg.model.trust_remote_code)
-        tokenizer = load_tokenizer(folder, cfg.model.trust_remote_code)
-        template = run_template(run_dir, tokenizer)
+        _, folder, tokenizer, _ = find_model(cfg, model_dir)
+        template = run_template(run_dir, tokenizer)  # exactly what training used, not what the tokenizer says now
         dev = pick_device(cfg.model.device)
         extra = load_kwargs(cfg.method, dev) if (adapter and quantized_base) else {}
         model = load_model(folder, pick_dtype(cfg.model.dtype, dev), dev, cfg.model.trust_remote_code,
@@ -73,11 +71,7 @@ def load(target: str, device: str = "auto", precision: str | None = None, overri
         adapters = {name: "default"} if adapter else {}
         return Loaded(model, tokenizer, template, name, dev, amp, cfg.method.name, run_dir, cfg, adapters)
 
-    cfg = Config()
-    source = resolve_source(target, False)
-    folder = local_folder(source, log, False)
-    tokenizer = load_tokenizer(folder)
-    template = resolve_template(tokenizer, cfg.model.chat_template)
+    source, folder, tokenizer, template = find_model(Config(), target)
     dev = pick_device(device)
     model = load_model(folder, pick_dtype("auto", dev), dev)
     return Loaded(model, tokenizer, template, source.label, dev, autocast_dtype(precision or "auto", dev))
