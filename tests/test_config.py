@@ -49,6 +49,21 @@ def test_semantic_checks():
     assert "train.optim: unknown optimizer 'adamw'" in text
 
 
+def test_preference_task_checks():
+    found = problems({"task": "dpo", "data": {"train": ["x"], "format": "messages"}, "method": {"name": "prefix"},
+                      "preference": {"beta": 0, "loss_type": ["sigmod", "ipo"], "loss_weights": [1.0]},
+                      "eval": {"reward_model": "no/such/run"}})
+    text = "\n".join(found)
+    assert "data.format: task dpo trains on chosen/rejected pairs: use format preference or sharegpt_preference" in text
+    assert "method.name: task dpo supports full, freeze, lora, qlora, got 'prefix'" in text
+    assert "preference.beta: must be positive" in text
+    assert "preference.loss_type[0]: unknown loss 'sigmod' (did you mean 'sigmoid'?)" in text
+    assert "preference.loss_weights: 1 weights for 2 losses" in text
+    assert "eval.reward_model: no/such/run is not a weitiao run folder" in text
+    found = problems({"task": "reward", "data": {"train": ["x"], "format": "preference"}, "method": {"name": "qlora"}})
+    assert found == ["method.name: task reward supports lora, full, got 'qlora'"]
+
+
 def test_overrides_and_relative_paths(tmp_path):
     path = tmp_path / "sub" / "c.yaml"
     path.parent.mkdir()

@@ -14,7 +14,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yam
 def test_one_example_per_method():
     methods = {load_config(p).method.name for p in EXAMPLES}
     assert methods == {"full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning"}
-    assert {load_config(p).task for p in EXAMPLES} == {"sft", "classify"}
+    assert {load_config(p).task for p in EXAMPLES} == {"sft", "classify", "dpo", "reward"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -26,3 +26,10 @@ def test_example_is_valid_and_self_contained(path):
     if cfg.task == "sft":
         quick = load_config(path.parent / "quickstart.yaml")
         assert (cfg.data, cfg.eval, cfg.model) == (quick.data, quick.eval, quick.model)
+
+
+def test_preference_examples_use_the_same_pairs_and_dpo_starts_from_the_quickstart():
+    folder = EXAMPLES[0].parent
+    dpo, rm = load_config(folder / "dpo.yaml"), load_config(folder / "reward.yaml")
+    assert dpo.data == rm.data and dpo.data.format == "preference"
+    assert dpo.model.name_or_path == load_config(folder / "quickstart.yaml").output.dir

@@ -13,6 +13,7 @@ A user error (bad config, bad data row, missing model) prints one message and ex
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -45,13 +46,14 @@ def _offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+WORKFLOWS = {"sft": "sft", "classify": "classify", "dpo": "dpo", "reward": "reward"}  # task -> workflows module
+
+
 def cmd_train(args) -> int:
     from weitiao.config import load_config
-    from weitiao.workflows import classify, sft
-
     overrides = list(args.overrides) + (["data.skip_bad_rows=true"] if args.skip_bad_rows else [])
     cfg = load_config(args.config, overrides)
-    workflow = classify if cfg.task == "classify" else sft
+    workflow = importlib.import_module(f"weitiao.workflows.{WORKFLOWS[cfg.task]}")
     workflow.run(cfg, overwrite=args.overwrite, resume=args.resume)
     return 0
 
@@ -77,7 +79,7 @@ def cmd_eval(args) -> int:
 
 def cmd_validate(args) -> int:
     from weitiao.config import load_config
-    from weitiao.data.dataset import encode_split, load_splits
+    from weitiao.data.dataset import encode_pair_split, encode_split, load_splits
     from weitiao.workflows.common import find_model
 
     cfg = load_config(args.config, args.overrides)
@@ -91,8 +93,12 @@ def cmd_validate(args) -> int:
         if not examples:
             print(f"{name}: no rows")
             continue
-        enc = encode_split(examples, template, tokenizer, cfg.data, name, splits.report)
-        lengths = sorted(len(e.input_ids) for e in enc)
+        if cfg.task in ("dpo", "reward"):  # pairs: prompt + the longer of the two answers
+            pairs = encode_pair_split(examples, template, tokenizer, cfg.data, name, splits.report)
+            lengths = sorted(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
+        else:
+            lengths = sorted(len(e.input_ids) for e in encode_split(examples, template, tokenizer, cfg.data, name,
+                                                                    splits.report))
         print(f"{name}: {len(examples)} rows ok; tokens per row min {lengths[0]}, median "
               f"{lengths[len(lengths) // 2]}, max {lengths[-1]}; truncated {splits.report[f'{name}_truncated']}, "
               f"dropped as over-long {splits.report[f'{name}_overlong_dropped']}")
@@ -247,8 +253,9 @@ def cmd_data_check(args) -> int:
 def cmd_data_demo(args) -> int:
     from weitiao.demo import count_list, support_intent
 
-    demo = {"count_list": count_list, "support_intent": support_intent}[args.task]
-    for name, path in demo.write_splits(args.out_dir, args.seed).items():
+    write = {"count_list": count_list.write_splits, "count_list_preference": count_list.write_preference_splits,
+             "support_intent": support_intent.write_splits}[args.task]
+    for name, path in write(args.out_dir, args.seed).items():
         print(f"{name}: {path}")
     return 0
 
@@ -454,10 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_data_check)
     q = data_sub.add_parser("demo", help="write the demo task's train/val/test JSONL files",
                             description="Write a deterministic demo dataset: `count_list` ('list exactly N items', "
-                                        "messages rows) or `support_intent` (5-way message classification, "
-                                        "text/label rows).")
+                                        "messages rows), `count_list_preference` (the same prompts as "
+                                        "prompt/chosen/rejected pairs, for `task: dpo`/`reward`) or "
+                                        "`support_intent` (5-way message classification, text/label rows).")
     q.add_argument("out_dir", help="folder for train.jsonl, val.jsonl and test.jsonl")
-    q.add_argument("--task", choices=["count_list", "support_intent"], default="count_list",
+    q.add_argument("--task", choices=["count_list", "count_list_preference", "support_intent"], default="count_list",
                    help="which demo dataset (default count_list)")
     q.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
     q.set_defaults(func=cmd_data_demo)

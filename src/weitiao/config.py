@@ -30,7 +30,9 @@ def doc(help: str, default: Any = dataclasses.MISSING, default_factory: Any = da
 class ModelConfig:
     name_or_path: str = doc(
         "The pretrained model: a short name (`smollm2-135m-instruct`), a local HF folder, a `.gguf` file "
-        "(dequantized once and cached as safetensors), or a hub id already in the local cache (loaded offline).",
+        "(dequantized once and cached as safetensors), or a hub id already in the local cache (loaded offline). "
+        "For `task: dpo`, also a finished weitiao run folder: training continues from its model or LoRA adapter, "
+        "with its chat template, and that starting point is DPO's frozen reference.",
         "smollm2-135m-instruct",
     )
     chat_template: str = doc(
@@ -55,10 +57,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    format: Literal["alpaca", "sharegpt", "messages", "chatglm", "text", "labelled"] = doc(
+    format: Literal["alpaca", "sharegpt", "messages", "chatglm", "text", "labelled", "preference",
+                    "sharegpt_preference"] = doc(
         "Row format: `alpaca` (instruction/input/output[/system/history]), `sharegpt` (conversations of from/value), "
         "`messages` (OpenAI role/content), `chatglm` (prompt/response/history), `text` (plain text, loss on all), "
-        "`labelled` (text/label, for `task: classify`).",
+        "`labelled` (text/label, for `task: classify`), `preference` (prompt/chosen/rejected[/system]; the prompt a "
+        "string or a list of role/content turns, each answer a string or one assistant turn, as TRL takes them), "
+        "`sharegpt_preference` (conversations of from/value, then chosen/rejected turns, as LLaMA-Factory takes "
+        "them). Preference rows are for `task: dpo` and `task: reward`; `task: sft` on them trains the chosen "
+        "answers.",
         "messages",
     )
     labels: list[str] = doc(
@@ -231,10 +238,37 @@ class EvalConfig:
         "or `module:function` for your own (prediction, reference) -> float. Empty: loss only.",
         default_factory=lambda: ["exact_match"],
     )
+    reward_model: Optional[str] = doc(
+        "A finished `task: reward` run folder: each generated test answer is also scored by that reward model, "
+        "and its mean is reported as the metric `reward` (for base and tuned alike). Empty: no reward scoring.",
+        None)
     compare_base: bool = doc("Also score the base model on the same rows with the same decoding.", True)
     max_samples: int = doc("Score at most N test rows (0: all).", 0)
     generation: GenerationConfig = doc("Decoding settings, the same for every model compared.",
                                        default_factory=GenerationConfig)
+
+
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16's DPOTrainer
+
+
+@dataclass
+class PreferenceConfig:
+    beta: float = doc(
+        "How far the policy may move from the reference: the DPO loss is -log sigmoid(beta x (chosen log-ratio - "
+        "rejected log-ratio)) (Rafailov et al. 2023, arXiv:2305.18290); for `ipo` it is the regulariser tau.", 0.1)
+    loss_type: list[str] = doc(
+        "`task: dpo` loss(es), as TRL names them: `sigmoid` (DPO), `ipo` (arXiv:2310.12036), `hinge` (SLiC), "
+        "`robust`, `exo_pair`, `nca_pair`, `bco_pair`, `sppo_hard`, `aot`, `aot_unpaired`, `apo_zero`, `apo_down`, "
+        "`discopop`, `sigmoid_norm`, `sft` (NLL on the chosen answer). Several are summed with `loss_weights` "
+        "(e.g. `[sigmoid, sft]` is RPO).", default_factory=lambda: ["sigmoid"])
+    loss_weights: list[float] = doc("Weight of each loss in `loss_type`; empty: 1 each.", default_factory=list)
+    label_smoothing: float = doc(
+        "Probability that a pair's preference is flipped (`robust`) or EXO's epsilon; 0 for plain DPO.", 0.0)
+    center_rewards: float = doc(
+        "`task: reward` only: adds this coefficient x mean(reward^2) to the loss -log sigmoid(r_chosen - "
+        "r_rejected) (TRL's `center_rewards_coefficient`, Eisenstein et al. 2023, arXiv:2312.09244), which keeps "
+        "rewards near zero so scores of different prompts compare; 0: off.", 0.0)
 
 
 @dataclass
@@ -245,14 +279,19 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    task: Literal["sft", "classify"] = doc(
+    task: Literal["sft", "classify", "dpo", "reward"] = doc(
         "`sft`: a causal LM learns to write the answers. `classify`: a sequence-classification head on an encoder "
-        "or a decoder learns `labelled` rows' labels.", "sft")
+        "or a decoder learns `labelled` rows' labels. `dpo`: preference optimisation on chosen/rejected pairs "
+        "(TRL's DPOTrainer), usually starting from an SFT run. `reward`: a reward model (one-output "
+        "sequence-classification head) learns to score the chosen answer above the rejected one (TRL's "
+        "RewardTrainer).", "sft")
     model: ModelConfig = doc("The pretrained model.", default_factory=ModelConfig)
     data: DataConfig = doc("Datasets, format, template and labels.", default_factory=DataConfig)
     method: MethodConfig = doc("How the model is changed.", default_factory=MethodConfig)
     train: TrainConfig = doc("Optimisation.", default_factory=TrainConfig)
     eval: EvalConfig = doc("Evaluation after training.", default_factory=EvalConfig)
+    preference: PreferenceConfig = doc("`task: dpo` and `task: reward`: the preference loss.",
+                                       default_factory=PreferenceConfig)
     output: OutputConfig = doc("Where results go.", default_factory=OutputConfig)
     # Folder of the YAML file: relative data paths are resolved against it. Not a user field.
     base_dir: str = field(default=".", metadata={"internal": True})
@@ -453,7 +492,31 @@ def semantic_problems(cfg: Config) -> list[str]:
             p.append("data.format: labelled rows are for task classify (set task: classify)")
         if t.class_weights != "none":
             p.append("train.class_weights: applies to task classify only")
-    for i, name in enumerate(e.metrics if cfg.task == "sft" else []):
+    pref = cfg.preference
+    if cfg.task in ("dpo", "reward"):
+        from weitiao.data.formats import PREFERENCE_FORMATS
+
+        if d.format not in PREFERENCE_FORMATS:
+            p.append(f"data.format: task {cfg.task} trains on chosen/rejected pairs: use format "
+                     f"{' or '.join(PREFERENCE_FORMATS)}, got {d.format!r}")
+        allowed = ("full", "freeze", "lora", "qlora") if cfg.task == "dpo" else ("lora", "full")
+        if m.name not in allowed:
+            p.append(f"method.name: task {cfg.task} supports {', '.join(allowed)}, got {m.name!r}")
+        if pref.beta <= 0:
+            p.append(f"preference.beta: must be positive, got {pref.beta}")
+        if not 0.0 <= pref.label_smoothing < 0.5:
+            p.append(f"preference.label_smoothing: must be in [0, 0.5), got {pref.label_smoothing}")
+        if pref.center_rewards < 0:
+            p.append(f"preference.center_rewards: must not be negative, got {pref.center_rewards}")
+        for i, name in enumerate(pref.loss_type):
+            if name not in DPO_LOSS_TYPES:
+                p.append(f"preference.loss_type[{i}]: unknown loss {name!r}{did_you_mean(name, DPO_LOSS_TYPES)}; "
+                         f"known: {', '.join(DPO_LOSS_TYPES)}")
+        if not pref.loss_type:
+            p.append("preference.loss_type: name at least one loss")
+        if pref.loss_weights and len(pref.loss_weights) != len(pref.loss_type):
+            p.append(f"preference.loss_weights: {len(pref.loss_weights)} weights for {len(pref.loss_type)} losses")
+    for i, name in enumerate(e.metrics if cfg.task in ("sft", "dpo") else []):
         if ":" in name:  # a user metric, module:function
             from weitiao.evaluation.metrics import user_metric
 
@@ -464,6 +527,13 @@ def semantic_problems(cfg: Config) -> list[str]:
         elif name not in METRICS:
             p.append(f"eval.metrics[{i}]: unknown metric {name!r}{did_you_mean(name, METRICS)}; "
                      f"known: {', '.join(METRICS)}, or module:function for your own")
+    if e.reward_model:
+        run_dir = Path(e.reward_model).expanduser()
+        saved = run_dir / "config.yaml"
+        if not (run_dir / "run.json").is_file() or not saved.is_file():
+            p.append(f"eval.reward_model: {run_dir} is not a weitiao run folder")
+        elif (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("task") != "reward":
+            p.append(f"eval.reward_model: {run_dir} is not a `task: reward` run")
     if e.generation.max_new_tokens < 1:
         p.append("eval.generation.max_new_tokens: must be at least 1")
     if e.generation.batch_size < 1:

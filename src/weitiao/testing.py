@@ -99,6 +99,13 @@ def write_demo_slice(folder: str | Path, train: int = 48, val: int = 8, test: in
     return _write_slice(folder, build_splits(seed=0, sizes={"train": train, "val": val, "test": test}))
 
 
+def write_preference_slice(folder: str | Path, train: int = 48, val: int = 8, test: int = 8) -> Path:
+    """A small slice of the demo task's preference pairs (prompt/chosen/rejected) as JSONL files."""
+    from weitiao.demo.count_list import build_preference_splits
+
+    return _write_slice(folder, build_preference_splits(seed=0, sizes={"train": train, "val": val, "test": test}))
+
+
 def _write_slice(folder: str | Path, splits: dict) -> Path:
     from weitiao.demo import write_split_files
 

@@ -54,3 +54,37 @@ def test_bad_rows_name_the_problem(fmt, data, message):
     columns = {"instruction": "q"} if "'q'" in message else {}
     with pytest.raises(RowProblem, match=re.escape(message)):
         to_example(Row(data, "f line 1"), fmt, columns, None)
+
+
+def test_preference_rows_in_every_accepted_shape():
+    def pair(fmt, data):
+        ex = to_example(Row(data, "f line 1"), fmt, {}, None)
+        return ex.messages, ex.rejected
+
+    plain = pair("preference", {"prompt": "List 2 fruits.", "chosen": "1. Apple\n2. Pear", "rejected": "Apple"})
+    assert plain == ((("user", "List 2 fruits."), ("assistant", "1. Apple\n2. Pear")), "Apple")
+    # TRL's conversational form: the prompt as turns, each answer one assistant turn; a system field is added
+    trl = pair("preference", {"prompt": [{"role": "user", "content": "List 2 fruits."}],
+                              "chosen": [{"role": "assistant", "content": "1. Apple\n2. Pear"}],
+                              "rejected": [{"role": "assistant", "content": "Apple"}], "system": "S"})
+    assert trl == ((("system", "S"),) + plain[0], "Apple")
+    # LLaMA-Factory's sharegpt ranking rows, with history before the last question
+    lf = pair("sharegpt_preference", {
+        "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"},
+                          {"from": "human", "value": "List 2 fruits."}],
+        "chosen": {"from": "gpt", "value": "1. Apple\n2. Pear"}, "rejected": {"from": "gpt", "value": "Apple"}})
+    assert lf == ((("user", "hi"), ("assistant", "hello")) + plain[0], "Apple")
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"prompt": "p", "chosen": "a"}, "missing field 'rejected'"),
+    ({"prompt": "p", "chosen": "a", "rejected": "a"}, "chosen and rejected are the same text"),
+    ({"prompt": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "x"}], "chosen": "a",
+      "rejected": "b"}, "the prompt must end with a user turn"),
+    ({"prompt": "p", "chosen": [{"role": "user", "content": "a"}], "rejected": "b"},
+     "field 'chosen' must be an assistant turn"),
+    ({"prompt": "p", "chosen": ["a", "b"], "rejected": "b"}, "must hold exactly one assistant turn"),
+])
+def test_bad_preference_rows_name_the_problem(data, message):
+    with pytest.raises(RowProblem, match=re.escape(message)):
+        to_example(Row(data, "f line 1"), "preference", {}, None)

@@ -93,3 +93,24 @@ def test_quickstart_export_answers_like_the_tuned_run_with_plain_transformers(qu
     print(f"count_list: exported (plain transformers, fp32) {accuracy:.4f}, tuned run {tuned:.4f}")
     assert accuracy >= 0.9
     assert abs(accuracy - tuned) <= 0.025  # one or two rows may flip when the run decoded under bf16 autocast
+
+
+def test_dpo_from_the_quickstart_run_prefers_chosen_answers_and_keeps_the_task(quickstart_run, tmp_path):
+    """examples/dpo.yaml on the quickstart's run (its LoRA adapter trained further, a frozen copy as reference):
+    held-out reward accuracy above 0.8 and the count accuracy does not fall. Shortened for the suite: 8 steps,
+    the 40 validation pairs as the held-out pairs, no validation pass, 20 test prompts generated."""
+    out, _ = quickstart_run
+    pairs = REPO / "examples" / "data" / "count_list_preference"
+    dpo_out = tmp_path / "dpo"
+    proc = run_cli("train", REPO / "examples" / "dpo.yaml", f"model.name_or_path={out}", f"output.dir={dpo_out}",
+                   "train.max_steps=8", f"data.test={pairs / 'val.jsonl'}", "data.val=[]", "eval.max_samples=20",
+                   timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads((dpo_out / "metrics.json").read_text())
+    held, test = metrics["preference"], metrics["test"]
+    print(f"DPO: held-out reward accuracy {held['reward_accuracy']:.3f} margin {held['reward_margin']:.3f}; "
+          f"count_list {test['base']['count_list']:.3f} -> {test['tuned']['count_list']:.3f}; "
+          f"train {metrics['train']['runtime_s']} s")
+    assert held["pairs"] == 40 and held["reward_accuracy"] > 0.8
+    assert test["tuned"]["count_list"] >= test["base"]["count_list"]
+    assert metrics["start"]["adapter"] == str(out / "adapter")

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 
 from weitiao.config import DataConfig
-from weitiao.data.encode import IGNORE_INDEX, Encoded, encode
+from weitiao.data.encode import IGNORE_INDEX, Encoded, EncodedPair, encode, encode_pair
 from weitiao.data.formats import Example, RowProblem, is_empty_row, to_example
 from weitiao.data.readers import MAX_REPORTED, BadRow, read_rows, resolve_paths
 from weitiao.data.templates import ChatTemplate
@@ -50,7 +50,7 @@ def _examples(entries: list[str], cfg: DataConfig, base_dir: str, name: str, rep
 
 def example_key(ex: Example):
     """Identity of a row for exact de-duplication (its canonical content, not its source line)."""
-    return (ex.text, ex.label) if ex.text is not None else ex.messages
+    return (ex.text, ex.label) if ex.text is not None else (ex.messages, ex.rejected)
 
 
 def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False) -> Splits:
@@ -127,6 +127,41 @@ def encode_split(examples: list[Example], template: ChatTemplate, tokenizer, cfg
     report[f"{name}_overlong_dropped"] = dropped
     report[f"{name}_tokens"] = sum(len(e.input_ids) for e in out)
     report[f"{name}_trained_tokens"] = sum(sum(1 for x in e.labels if x != IGNORE_INDEX) for e in out)
+    return out
+
+
+def encode_pair_split(examples: list[Example], template: ChatTemplate, tokenizer, cfg: DataConfig, name: str,
+                      report: dict, skipped: list[BadRow] | None = None) -> list[EncodedPair]:
+    """Token ids of each preference pair (`encode_pair`). A pair longer than `max_length` (prompt plus the longer
+    answer) is dropped, or with `overlong: truncate` its answers are cut at the end; a prompt that leaves no room
+    for an answer is always dropped. Counts go to `report`, as for `encode_split`."""
+    out, truncated, dropped, problems = [], 0, 0, []
+    for ex in examples:
+        try:
+            pair = encode_pair(ex, template, tokenizer)
+        except RowProblem as err:
+            problems.append(BadRow(ex.where, "template", str(err)))
+            continue
+        length = len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+        if length > cfg.max_length:
+            room = cfg.max_length - len(pair.prompt_ids)
+            if cfg.overlong == "drop" or room < 1:
+                dropped += 1
+                if skipped is not None:
+                    skipped.append(BadRow(ex.where, "over-long", f"{length} tokens (prompt {len(pair.prompt_ids)} "
+                                          f"+ longer answer) > data.max_length {cfg.max_length}"))
+                continue
+            pair = EncodedPair(pair.prompt_ids, pair.chosen_ids[:room], pair.rejected_ids[:room])
+            truncated += 1
+        out.append(pair)
+    if problems:
+        if skipped is None:
+            raise DataError([str(b) for b in problems[:MAX_REPORTED]], total=len(problems))
+        skipped.extend(problems)
+    report[f"{name}_truncated"] = truncated
+    report[f"{name}_overlong_dropped"] = dropped
+    report[f"{name}_tokens"] = sum(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in out)
+    report[f"{name}_trained_tokens"] = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in out)
     return out
 
 

@@ -69,3 +69,28 @@ def prompt_and_reference(example: Example, template: ChatTemplate, tokenizer) ->
         raise RowProblem("text rows have no prompt/answer to generate")
     prompt = template.render(tokenizer, messages[:-1], add_generation_prompt=True)
     return prompt, messages[-1]["content"]
+
+
+@dataclass
+class EncodedPair:
+    """A preference pair as TRL's DPO and reward collators take it: one prompt, two continuations."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]  # the preferred answer and its end-of-turn token
+    rejected_ids: list[int]
+
+
+def encode_pair(example: Example, template: ChatTemplate, tokenizer) -> EncodedPair:
+    """Token ids of a preference row, cut exactly as SFT cuts its last answer (same segments, same template), so
+    the prompt ids are those the model sees when it answers at inference."""
+    if example.rejected is None:
+        raise RowProblem("not a preference row: no rejected answer")
+    ids = {}
+    for name, answer in (("chosen", example.messages[-1][1]), ("rejected", example.rejected)):
+        turns = example.messages[:-1] + (("assistant", answer),)
+        enc = encode(Example(turns, None, example.where), template, tokenizer, "last_assistant")
+        start = next(i for i, label in enumerate(enc.labels) if label != IGNORE_INDEX)
+        ids[name] = (enc.input_ids[:start], enc.input_ids[start:])
+    if ids["chosen"][0] != ids["rejected"][0]:  # segments are tokenized apart, so this is a template bug
+        raise RowProblem("the prompt tokenizes differently before the chosen and the rejected answer")
+    return EncodedPair(ids["chosen"][0], ids["chosen"][1], ids["rejected"][1])

@@ -3,6 +3,10 @@
 Roles are `system`, `user` and `assistant`. A conversation is valid when it has an optional leading system
 message, then alternates user/assistant, and ends with an assistant turn (that turn is what the model learns and
 what evaluation compares against). The `text` format has no roles: its rows become a single "text" example.
+
+Preference rows (`preference`, `sharegpt_preference`) become the conversation that ends with the preferred
+("chosen") answer, plus the rejected answer to the same prompt: SFT-style evaluation scores the chosen answer as
+the reference, and DPO and reward models train on the pair.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ class Example:
     text: str | None  # set for the `text` and `labelled` formats only
     where: str
     label: str | None = None  # the class name of a `labelled` row
+    rejected: str | None = None  # a preference row's rejected answer; `messages` ends with the chosen one
 
     def as_messages(self) -> list[Message]:
         return [{"role": r, "content": c} for r, c in self.messages]
@@ -41,6 +46,8 @@ FIELDS = {
     "chatglm": ("prompt", "response", "history"),
     "text": ("text",),
     "labelled": ("text", "label"),
+    "preference": ("prompt", "chosen", "rejected", "system"),
+    "sharegpt_preference": ("conversations", "chosen", "rejected", "system"),
 }
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -129,6 +136,67 @@ def _messages(row: dict, col: Callable[[str], str]) -> list[tuple[str, str]]:
     return _turn_list(row, col("messages"), "role", "content", None)
 
 
+def _answer(row: dict, name: str, col: str, roles: dict | None) -> str:
+    """One answer of a preference pair: a string, a {from/role, value/content} turn, or a list holding one
+    assistant turn (TRL's conversational form)."""
+    value = row.get(col)
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise RowProblem(f"field {col!r} must hold exactly one assistant turn, got {len(value)}", "wrong-type")
+        value = value[0]
+    if isinstance(value, dict):
+        role_key, content_key = ("from", "value") if "from" in value or "value" in value else ("role", "content")
+        role = (roles or {"assistant": "assistant"}).get(value.get(role_key), None)
+        if role != "assistant":
+            raise RowProblem(f"field {col!r} must be an assistant turn, got role {value.get(role_key)!r}",
+                             "unknown-role")
+        value = value.get(content_key)
+        if not isinstance(value, str):
+            raise RowProblem(f"field {col!r} has no text {content_key!r}", "wrong-type")
+        return _text({col: value}, name, col, True)
+    return _text(row, name, col, True)
+
+
+def _prompt_turns(row: dict, col: str, roles: dict | None, role_key: str, content_key: str) -> list[tuple[str, str]]:
+    """The prompt of a preference row: a string (one user turn) or a list of turns ending with the user."""
+    value = row.get(col)
+    if isinstance(value, list):
+        return _turn_list(row, col, role_key, content_key, roles)
+    return [("user", _text(row, "prompt", col, True))]
+
+
+def _preference(row: dict, col: Callable[[str], str]) -> tuple[list[tuple[str, str]], str]:
+    turns = _prompt_turns(row, col("prompt"), None, "role", "content")
+    rejected = _pair(row, col, None, turns)
+    return _with_system(row, col, turns), rejected
+
+
+def _sharegpt_preference(row: dict, col: Callable[[str], str]) -> tuple[list[tuple[str, str]], str]:
+    turns = _turn_list(row, col("conversations"), "from", "value", SHAREGPT_ROLES)
+    rejected = _pair(row, col, SHAREGPT_ROLES, turns)
+    return _with_system(row, col, turns), rejected
+
+
+def _with_system(row: dict, col: Callable[[str], str], turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    system = _text(row, "system", col("system"), False)
+    return ([("system", system)] if system and not (turns and turns[0][0] == "system") else []) + turns
+
+
+def _pair(row: dict, col: Callable[[str], str], roles: dict | None, turns: list) -> str:
+    """Appends the chosen answer to `turns` and returns the rejected one; the two must differ."""
+    if turns and turns[-1][0] != "user":
+        raise RowProblem("the prompt must end with a user turn (the answers follow it)", "turn-order")
+    chosen = _answer(row, "chosen", col("chosen"), roles)
+    rejected = _answer(row, "rejected", col("rejected"), roles)
+    if chosen == rejected:
+        raise RowProblem("chosen and rejected are the same text: the pair prefers nothing", "invalid")
+    turns.append(("assistant", chosen))
+    return rejected
+
+
+PREFERENCE_CONVERTERS = {"preference": _preference, "sharegpt_preference": _sharegpt_preference}
+PREFERENCE_FORMATS = tuple(PREFERENCE_CONVERTERS)
+
 CONVERTERS = {"alpaca": _alpaca, "chatglm": _chatglm, "sharegpt": _sharegpt, "messages": _messages}
 
 
@@ -161,8 +229,12 @@ def to_example(row: Row, fmt: str, columns: dict[str, str], system: str | None) 
     if fmt == "labelled":
         return Example((), _text(row.data, "text", col("text"), True), row.where,
                        label=_text(row.data, "label", col("label"), True))
-    turns = CONVERTERS[fmt](row.data, col)
+    rejected = None
+    if fmt in PREFERENCE_CONVERTERS:
+        turns, rejected = PREFERENCE_CONVERTERS[fmt](row.data, col)
+    else:
+        turns = CONVERTERS[fmt](row.data, col)
     if system and not (turns and turns[0][0] == "system"):
         turns = [("system", system)] + turns
     check_turns(turns)
-    return Example(tuple(turns), None, row.where)
+    return Example(tuple(turns), None, row.where, rejected=rejected)

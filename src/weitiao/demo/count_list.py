@@ -98,3 +98,55 @@ def write_splits(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     from weitiao.demo import write_split_files
 
     return write_split_files(out_dir, build_splits(seed))
+
+
+# ---------------------------------------------------------------- preference pairs (task dpo / reward)
+
+def rejected_answer(category: str, items: list[str], rng: random.Random) -> str:
+    """A plausible wrong answer to the same request: the wrong count, or the right items in the wrong format."""
+    n = len(items)
+    spare = [x for x in CATEGORIES[category] if x not in items]
+    cap = lambda s: s[0].upper() + s[1:]  # noqa: E731
+    kinds = ["fewer", "more", "preamble", "bullets", "one_line", "chatter"]
+    if n == 1:
+        kinds.remove("fewer")
+    if not spare:
+        kinds.remove("more")
+    kind = rng.choice(kinds)
+    if kind == "fewer":
+        return answer(items[:-1])
+    if kind == "more":
+        return answer(items + [rng.choice(spare)])
+    if kind == "preamble":
+        return f"Sure! Here are {n} {category}:\n" + answer(items)
+    if kind == "bullets":
+        return "\n".join(f"- {cap(x)}" for x in items)
+    if kind == "one_line":
+        return ", ".join(cap(x) for x in items) + "."
+    return answer(items) + "\n\nLet me know if you would like more!"
+
+
+def build_preference_splits(seed: int = 0, sizes: dict[str, int] = SPLIT_SIZES) -> dict[str, list[dict]]:
+    """The demo splits as preference pairs: the prompt and correct list of `build_splits`, and a rejected answer.
+
+    Same prompts and (category, N, phrasing) split as the SFT demo, so a DPO run on them starts from the
+    quickstart's SFT run without test leakage."""
+    rng = random.Random(seed + 1)
+    out = {}
+    for name, rows in build_splits(seed, sizes).items():
+        pairs = []
+        for row in rows:
+            question, chosen = row["messages"][0]["content"], row["messages"][1]["content"]
+            items = [line.split(". ", 1)[1].lower() for line in chosen.splitlines()]
+            category = row["meta"]["category"]
+            items = [next(x for x in CATEGORIES[category] if x.lower() == item) for item in items]
+            pairs.append({"prompt": question, "chosen": chosen, "rejected": rejected_answer(category, items, rng),
+                          "meta": row["meta"]})
+        out[name] = pairs
+    return out
+
+
+def write_preference_splits(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+    from weitiao.demo import write_split_files
+
+    return write_split_files(out_dir, build_preference_splits(seed))

@@ -17,13 +17,24 @@ def settings_for(cfg: Config, device: str, seq: int) -> TrainSettings:
     precision = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(t.precision,
                                                                      "bf16" if fast_bf16(device) else "fp32")
     weights = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    # a preference step runs chosen and rejected through the model as one batch of 2 x batch_size rows; a reward
+    # model's head outputs one score per row, like a classifier's
+    pairs = 2 if cfg.task in PAIR_TASKS else 1
     virtual = {"prefix": m.prefix.num_virtual_tokens, "prompt": m.prompt.num_virtual_tokens,
                "ptuning": m.ptuning.num_virtual_tokens}.get(m.name, 16)
-    return TrainSettings(method=m.name, seq=seq, batch=t.batch_size, precision=precision, weights_dtype=weights,
+    return TrainSettings(method=m.name, seq=seq, batch=t.batch_size * pairs, precision=precision, weights_dtype=weights,
                          optimizer=OPTIMIZERS.get(t.optim, "adamw"), gradient_checkpointing=t.gradient_checkpointing,
                          lora_r=m.lora.r, qlora_bits=m.qlora.bits, double_quant=m.qlora.double_quant,
                          freeze_layers=m.freeze.last_layers, virtual_tokens=virtual, device=device,
-                         task=cfg.task)
+                         task=estimate_task(cfg.task))
+
+
+PAIR_TASKS = ("dpo", "reward")
+
+
+def estimate_task(task: str) -> str:
+    """The estimator's model kind: a DPO policy is a causal LM (`sft`), a reward model a classifier."""
+    return {"dpo": "sft", "reward": "classify"}.get(task, task)
 
 
 def available_bytes(device: str) -> int | None:
@@ -43,7 +54,7 @@ def available_bytes(device: str) -> int | None:
 def check(cfg: Config, folder: str, device: str, seq: int, log=print) -> dict | None:
     """The estimate's breakdown (recorded in metrics.json); raises when it exceeds the memory available."""
     try:
-        shape = model_shape(load_config_dict(folder), task=cfg.task)
+        shape = model_shape(load_config_dict(folder), task=estimate_task(cfg.task))
     except Exception as err:  # noqa: BLE001 - an architecture the meta-device count cannot build: no estimate
         log(f"memory: no estimate for this architecture ({type(err).__name__}); not checked")
         return None

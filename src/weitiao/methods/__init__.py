@@ -28,6 +28,16 @@ def apply_method(model, cfg: MethodConfig, gradient_checkpointing: bool = False)
     return METHODS[cfg.name].apply(model, cfg)
 
 
+def continue_adapter(model, adapter_dir: str, cfg: MethodConfig, gradient_checkpointing: bool = False):
+    """A trained LoRA adapter loaded trainable, to train further (`lora`, or `qlora` on a quantized base). Its own
+    adapter_config (rank, targets) applies; `method.lora` does not."""
+    from peft import PeftModel, prepare_model_for_kbit_training
+
+    if cfg.name == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+
+
 def weights_footprint(model) -> dict:
     """Bytes of the model's weights as stored (quantized weights packed), and what they would take in fp32."""
     logical = sum(logical_numel(p) for p in model.parameters())

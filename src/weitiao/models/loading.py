@@ -81,6 +81,10 @@ def resolve_source(name_or_path: str, convert_pickle: bool = False) -> ModelSour
             raise ModelNotFoundError(f"model.name_or_path: GGUF file {path} does not exist")
         return ModelSource("gguf", str(path.resolve()), name_or_path)
     if path.is_dir():
+        if (path / "run.json").is_file() and not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model.name_or_path: {path} is a weitiao run folder, which only `task: dpo` "
+                                     f"starts from; for other tasks make a model folder with `weitiao export {path} "
+                                     "--out DIR` and use that")
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model.name_or_path: folder {path} has no config.json "
                                      "(expected a Hugging Face model folder)")

@@ -44,6 +44,8 @@ def find_model(cfg: Config, name_or_path: str | None = None):
     from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
 
     m = cfg.model
+    if name_or_path is None and cfg.task == "dpo" and (Path(m.name_or_path).expanduser() / RUN_FILE).is_file():
+        return run_base(Path(m.name_or_path).expanduser())
     source = resolve_source(name_or_path or m.name_or_path, m.convert_pickle)
     if m.trust_remote_code:
         log(f"warning: model.trust_remote_code is on: code shipped with {source.label} will run")
@@ -51,6 +53,57 @@ def find_model(cfg: Config, name_or_path: str | None = None):
     tokenizer = load_tokenizer(folder, m.trust_remote_code)
     template = resolve_template(tokenizer, m.chat_template)
     return source, folder, tokenizer, template
+
+
+@dataclass
+class Start:
+    """Where a preference run starts: a model, or a finished run's model or LoRA adapter with its template."""
+
+    source: object  # models.loading.ModelSource of the weights loaded
+    folder: str  # local model folder (the base, when `adapter` is set)
+    tokenizer: object
+    template: object
+    adapter: str | None = None  # the run's LoRA adapter folder, trained further
+    run_dir: Path | None = None
+
+
+def find_start(cfg: Config) -> Start:
+    """The model a `task: dpo` run starts from; `model.name_or_path` may be a finished SFT (or DPO) run folder."""
+    from weitiao.methods import PROMPT_LEARNING_METHODS
+    from weitiao.workflows.evaluate import load_run
+
+    source, folder, tokenizer, template = find_model(cfg)
+    run_dir = Path(cfg.model.name_or_path).expanduser()
+    if not (run_dir / RUN_FILE).is_file():
+        return Start(source, folder, tokenizer, template)
+    _, adapter, _ = load_run(run_dir)
+    if adapter and cfg.method.name not in ("lora", "qlora"):
+        raise WeitiaoError(f"model.name_or_path: {run_dir} holds a LoRA adapter: continue it with method lora or "
+                           f"qlora, or make a full model folder with `weitiao export {run_dir} --out DIR` and start "
+                           "from that")
+    if cfg.model.chat_template != "auto":
+        log(f"note: model.chat_template is ignored: the run {run_dir} brings its own template ({template.name})")
+    return Start(source, folder, tokenizer, template, adapter, run_dir)
+
+
+def run_base(run_dir: Path):
+    """find_model's answer for a finished run used as a starting point: its full model folder or its base model
+    (followed through a chain of DPO runs), and the run's own chat template."""
+    from weitiao.config import load_config
+    from weitiao.methods import PROMPT_LEARNING_METHODS
+    from weitiao.serving.loaded import run_template
+    from weitiao.workflows.evaluate import load_run
+
+    config_path, _, model_dir = load_run(run_dir)
+    run_cfg = load_config(config_path)
+    where = f"model.name_or_path: {run_dir}"
+    if run_cfg.task not in ("sft", "dpo"):
+        raise WeitiaoError(f"{where} is a task {run_cfg.task} run; DPO starts from a language model (sft or dpo)")
+    if run_cfg.method.name in PROMPT_LEARNING_METHODS:
+        raise WeitiaoError(f"{where} trained a {run_cfg.method.name} adapter, which DPO cannot train further; "
+                           "start from its base model, or from a lora/full run")
+    source, folder, tokenizer, _ = find_model(run_cfg, model_dir)
+    return source, folder, tokenizer, run_template(run_dir, tokenizer)
 
 
 # ---------------------------------------------------------------- precision
@@ -157,13 +210,22 @@ def score_split(model, tokenizer, template, examples: list[Example], encoded: li
     metrics = {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50.0)), 4)}
     predictions, per_row = [], []
     chat_rows = [ex for ex in examples if ex.text is None]
-    if cfg.eval.metrics and chat_rows:
+    if (cfg.eval.metrics or cfg.eval.reward_model) and chat_rows:
         pairs = [prompt_and_reference(ex, template, tokenizer) for ex in chat_rows]
         log(f"[{label}] generating {len(pairs)} answers (greedy={not cfg.eval.generation.do_sample}, "
             f"max_new_tokens={cfg.eval.generation.max_new_tokens}) ...")
         predictions = generate(model, tokenizer, [p for p, _ in pairs], cfg.eval.generation, template.stop_ids,
                                amp_dtype)
         means, per_row = score(cfg.eval.metrics, predictions, [r for _, r in pairs])
+        if cfg.eval.reward_model:  # the answers as a trained reward model ranks them (task: reward)
+            from weitiao.evaluation.reward import RewardScorer
+
+            scorer = RewardScorer.of(cfg.eval.reward_model, str(next(model.parameters()).device), amp_dtype,
+                                     cfg.eval.generation.batch_size)
+            rewards = scorer.score(chat_rows, predictions)
+            means["reward"] = sum(rewards) / len(rewards)
+            for row, r in zip(per_row, rewards):
+                row["reward"] = round(r, 5)
         metrics.update({k: round(v, 6) for k, v in means.items()})
     log(f"[{label}] scored in {time.time() - started:.1f}s: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return SplitScores(len(encoded), metrics, predictions, per_row)

@@ -180,8 +180,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         "params": {"trainable": trainable, "total": total},
         "base_weights": footprint,
         "train": {
-            "precision": "fp32" if amp is None else str(amp).replace("torch.", "").replace("bfloat16", "bf16")
-            .replace("float16", "fp16"),
+            "precision": precision_name(amp),
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
@@ -220,6 +219,12 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         log(comparison_table(f"test split ({tuned['rows']} rows)", columns))
     log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
     return TrainResult(metrics, trainer.model, tokenizer, out_dir)
+
+
+def precision_name(amp) -> str:
+    """`fp32`, `bf16` or `fp16`: what the run computed in (an autocast dtype, or None for none)."""
+    return "fp32" if amp is None else str(amp).replace("torch.", "").replace("bfloat16", "bf16").replace(
+        "float16", "fp16")
 
 
 def peak_memory(device: str) -> dict:
@@ -301,14 +306,18 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
     )
 
 
-def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: bool, n_train: int):
-    """transformers' TrainingArguments from the train section: validation, checkpoints, best-model tracking."""
+def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: bool, n_train: int,
+                        args_class=None, **extra):
+    """transformers' TrainingArguments from the train section: validation, checkpoints, best-model tracking.
+
+    `args_class` is a subclass such as TRL's DPOConfig, whose own settings come in `extra`; every field set here is
+    set explicitly, so a subclass's different defaults (TRL turns checkpointing and bf16 on) do not apply."""
     import torch
     from transformers import TrainingArguments
 
     t = cfg.train
     strategy = "steps" if t.eval_steps > 0 else "epoch"
-    return TrainingArguments(
+    return (args_class or TrainingArguments)(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps if t.max_steps > 0 else -1,
@@ -343,6 +352,7 @@ def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: b
         prediction_loss_only=True,  # validation needs the loss only; keeping logits costs B x T x vocab floats
         dataloader_num_workers=0,
         disable_tqdm=False,
+        **extra,
     )
 
 
