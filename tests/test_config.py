@@ -57,11 +57,15 @@ def test_preference_task_checks():
     assert "data.format: task dpo trains on chosen/rejected pairs: use format preference or sharegpt_preference" in text
     assert "method.name: task dpo supports full, freeze, lora, qlora, got 'prefix'" in text
     assert "preference.beta: must be positive" in text
-    assert "preference.loss_type[0]: unknown loss 'sigmod' (did you mean 'sigmoid'?)" in text
+    assert "preference.loss_type[0]: unknown dpo loss 'sigmod' (did you mean 'sigmoid'?)" in text
     assert "preference.loss_weights: 1 weights for 2 losses" in text
     assert "eval.reward_model: no/such/run is not a weitiao run folder" in text
     found = problems({"task": "reward", "data": {"train": ["x"], "format": "preference"}, "method": {"name": "qlora"}})
     assert found == ["method.name: task reward supports lora, full, got 'qlora'"]
+    found = problems({"task": "kto", "data": {"train": ["x"], "format": "preference"},
+                      "preference": {"loss_type": ["sigmoid"], "undesirable_weight": 0}})
+    assert found == ["preference.loss_type[0]: unknown kto loss 'sigmoid'; known: kto, apo_zero_unpaired",
+                     "preference.desirable_weight, undesirable_weight: must be positive"]
 
 
 def test_overrides_and_relative_paths(tmp_path):

@@ -14,7 +14,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yam
 def test_one_example_per_method():
     methods = {load_config(p).method.name for p in EXAMPLES}
     assert methods == {"full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning"}
-    assert {load_config(p).task for p in EXAMPLES} == {"sft", "classify", "dpo", "reward"}
+    assert {load_config(p).task for p in EXAMPLES} == {"sft", "classify", "dpo", "kto", "reward"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -30,6 +30,7 @@ def test_example_is_valid_and_self_contained(path):
 
 def test_preference_examples_use_the_same_pairs_and_dpo_starts_from_the_quickstart():
     folder = EXAMPLES[0].parent
-    dpo, rm = load_config(folder / "dpo.yaml"), load_config(folder / "reward.yaml")
-    assert dpo.data == rm.data and dpo.data.format == "preference"
-    assert dpo.model.name_or_path == load_config(folder / "quickstart.yaml").output.dir
+    dpo, kto, rm = (load_config(folder / f"{name}.yaml") for name in ("dpo", "kto", "reward"))
+    assert dpo.data == kto.data == rm.data and dpo.data.format == "preference"
+    assert dpo.model.name_or_path == kto.model.name_or_path == load_config(folder / "quickstart.yaml").output.dir
+    assert (dpo.train, dpo.eval, dpo.method) == (kto.train, kto.eval, kto.method)

@@ -46,7 +46,8 @@ def _offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-WORKFLOWS = {"sft": "sft", "classify": "classify", "dpo": "dpo", "reward": "reward"}  # task -> workflows module
+# task -> workflows module; dpo.py runs both trainers that optimise a policy against a reference (DPO, KTO)
+WORKFLOWS = {"sft": "sft", "classify": "classify", "dpo": "dpo", "kto": "dpo", "reward": "reward"}
 
 
 def cmd_train(args) -> int:
@@ -93,7 +94,7 @@ def cmd_validate(args) -> int:
         if not examples:
             print(f"{name}: no rows")
             continue
-        if cfg.task in ("dpo", "reward"):  # pairs: prompt + the longer of the two answers
+        if cfg.task in ("dpo", "kto", "reward"):  # pairs: prompt + the longer of the two answers
             pairs = encode_pair_split(examples, template, tokenizer, cfg.data, name, splits.report)
             lengths = sorted(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
         else:

@@ -31,7 +31,7 @@ class ModelConfig:
     name_or_path: str = doc(
         "The pretrained model: a short name (`smollm2-135m-instruct`), a local HF folder, a `.gguf` file "
         "(dequantized once and cached as safetensors), or a hub id already in the local cache (loaded offline). "
-        "For `task: dpo`, also a finished weitiao run folder: training continues from its model or LoRA adapter, "
+        "For `task: dpo` and `kto`, also a finished weitiao run folder: training continues from its model or LoRA adapter, "
         "with its chat template, and that starting point is DPO's frozen reference.",
         "smollm2-135m-instruct",
     )
@@ -64,7 +64,7 @@ class DataConfig:
         "`labelled` (text/label, for `task: classify`), `preference` (prompt/chosen/rejected[/system]; the prompt a "
         "string or a list of role/content turns, each answer a string or one assistant turn, as TRL takes them), "
         "`sharegpt_preference` (conversations of from/value, then chosen/rejected turns, as LLaMA-Factory takes "
-        "them). Preference rows are for `task: dpo` and `task: reward`; `task: sft` on them trains the chosen "
+        "them). Preference rows are for `task: dpo`, `kto` and `reward`; `task: sft` on them trains the chosen "
         "answers.",
         "messages",
     )
@@ -248,6 +248,7 @@ class EvalConfig:
                                        default_factory=GenerationConfig)
 
 
+KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")  # TRL 1.16's KTOTrainer
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16's DPOTrainer
 
@@ -258,11 +259,16 @@ class PreferenceConfig:
         "How far the policy may move from the reference: the DPO loss is -log sigmoid(beta x (chosen log-ratio - "
         "rejected log-ratio)) (Rafailov et al. 2023, arXiv:2305.18290); for `ipo` it is the regulariser tau.", 0.1)
     loss_type: list[str] = doc(
-        "`task: dpo` loss(es), as TRL names them: `sigmoid` (DPO), `ipo` (arXiv:2310.12036), `hinge` (SLiC), "
+        "Empty: `sigmoid` for `task: dpo`, `kto` for `task: kto`. `task: kto` takes one of `kto`, "
+        "`apo_zero_unpaired`. `task: dpo` takes one or more, as TRL names them: `sigmoid` (DPO), `ipo` (arXiv:2310.12036), `hinge` (SLiC), "
         "`robust`, `exo_pair`, `nca_pair`, `bco_pair`, `sppo_hard`, `aot`, `aot_unpaired`, `apo_zero`, `apo_down`, "
         "`discopop`, `sigmoid_norm`, `sft` (NLL on the chosen answer). Several are summed with `loss_weights` "
-        "(e.g. `[sigmoid, sft]` is RPO).", default_factory=lambda: ["sigmoid"])
+        "(e.g. `[sigmoid, sft]` is RPO).", default_factory=list)
     loss_weights: list[float] = doc("Weight of each loss in `loss_type`; empty: 1 each.", default_factory=list)
+    desirable_weight: float = doc(
+        "`task: kto`: weight of the desirable (chosen) rows' loss; KTO's paper advises keeping desirable_weight x "
+        "n_desirable / (undesirable_weight x n_undesirable) in [1, 4/3].", 1.0)
+    undesirable_weight: float = doc("`task: kto`: weight of the undesirable (rejected) rows' loss.", 1.0)
     label_smoothing: float = doc(
         "Probability that a pair's preference is flipped (`robust`) or EXO's epsilon; 0 for plain DPO.", 0.0)
     center_rewards: float = doc(
@@ -279,12 +285,13 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    task: Literal["sft", "classify", "dpo", "reward"] = doc(
+    task: Literal["sft", "classify", "dpo", "kto", "reward"] = doc(
         "`sft`: a causal LM learns to write the answers. `classify`: a sequence-classification head on an encoder "
         "or a decoder learns `labelled` rows' labels. `dpo`: preference optimisation on chosen/rejected pairs "
-        "(TRL's DPOTrainer), usually starting from an SFT run. `reward`: a reward model (one-output "
-        "sequence-classification head) learns to score the chosen answer above the rejected one (TRL's "
-        "RewardTrainer).", "sft")
+        "(TRL's DPOTrainer), usually starting from an SFT run. `kto`: Kahneman-Tversky optimisation (TRL's "
+        "KTOTrainer) on the same pairs taken apart into desirable and undesirable answers. `reward`: a reward "
+        "model (one-output sequence-classification head) learns to score the chosen answer above the rejected one "
+        "(TRL's RewardTrainer).", "sft")
     model: ModelConfig = doc("The pretrained model.", default_factory=ModelConfig)
     data: DataConfig = doc("Datasets, format, template and labels.", default_factory=DataConfig)
     method: MethodConfig = doc("How the model is changed.", default_factory=MethodConfig)
@@ -493,13 +500,13 @@ def semantic_problems(cfg: Config) -> list[str]:
         if t.class_weights != "none":
             p.append("train.class_weights: applies to task classify only")
     pref = cfg.preference
-    if cfg.task in ("dpo", "reward"):
+    if cfg.task in ("dpo", "kto", "reward"):
         from weitiao.data.formats import PREFERENCE_FORMATS
 
         if d.format not in PREFERENCE_FORMATS:
             p.append(f"data.format: task {cfg.task} trains on chosen/rejected pairs: use format "
                      f"{' or '.join(PREFERENCE_FORMATS)}, got {d.format!r}")
-        allowed = ("full", "freeze", "lora", "qlora") if cfg.task == "dpo" else ("lora", "full")
+        allowed = ("lora", "full") if cfg.task == "reward" else ("full", "freeze", "lora", "qlora")
         if m.name not in allowed:
             p.append(f"method.name: task {cfg.task} supports {', '.join(allowed)}, got {m.name!r}")
         if pref.beta <= 0:
@@ -508,15 +515,18 @@ def semantic_problems(cfg: Config) -> list[str]:
             p.append(f"preference.label_smoothing: must be in [0, 0.5), got {pref.label_smoothing}")
         if pref.center_rewards < 0:
             p.append(f"preference.center_rewards: must not be negative, got {pref.center_rewards}")
+        known = KTO_LOSS_TYPES if cfg.task == "kto" else DPO_LOSS_TYPES
         for i, name in enumerate(pref.loss_type):
-            if name not in DPO_LOSS_TYPES:
-                p.append(f"preference.loss_type[{i}]: unknown loss {name!r}{did_you_mean(name, DPO_LOSS_TYPES)}; "
-                         f"known: {', '.join(DPO_LOSS_TYPES)}")
-        if not pref.loss_type:
-            p.append("preference.loss_type: name at least one loss")
+            if name not in known:
+                p.append(f"preference.loss_type[{i}]: unknown {cfg.task} loss {name!r}{did_you_mean(name, known)}; "
+                         f"known: {', '.join(known)}")
+        if cfg.task == "kto" and len(pref.loss_type) > 1:
+            p.append("preference.loss_type: task kto takes one loss")
+        if min(pref.desirable_weight, pref.undesirable_weight) <= 0:
+            p.append("preference.desirable_weight, undesirable_weight: must be positive")
         if pref.loss_weights and len(pref.loss_weights) != len(pref.loss_type):
             p.append(f"preference.loss_weights: {len(pref.loss_weights)} weights for {len(pref.loss_type)} losses")
-    for i, name in enumerate(e.metrics if cfg.task in ("sft", "dpo") else []):
+    for i, name in enumerate(e.metrics if cfg.task in ("sft", "dpo", "kto") else []):
         if ":" in name:  # a user metric, module:function
             from weitiao.evaluation.metrics import user_metric
 

@@ -29,12 +29,12 @@ def settings_for(cfg: Config, device: str, seq: int) -> TrainSettings:
                          task=estimate_task(cfg.task))
 
 
-PAIR_TASKS = ("dpo", "reward")
+PAIR_TASKS = ("dpo", "kto", "reward")  # kto: each row and its KL row
 
 
 def estimate_task(task: str) -> str:
-    """The estimator's model kind: a DPO policy is a causal LM (`sft`), a reward model a classifier."""
-    return {"dpo": "sft", "reward": "classify"}.get(task, task)
+    """The estimator's model kind: a DPO/KTO policy is a causal LM (`sft`), a reward model a classifier."""
+    return {"dpo": "sft", "kto": "sft", "reward": "classify"}.get(task, task)
 
 
 def available_bytes(device: str) -> int | None:

@@ -7,7 +7,9 @@ already accepts tokenized pairs (`chosen_ids`/`rejected_ids`) as they are.
 """
 from __future__ import annotations
 
-from trl import DPOTrainer
+import random
+
+from trl import DPOTrainer, KTOTrainer
 
 from weitiao.data.encode import EncodedPair
 
@@ -20,6 +22,40 @@ class TokenizedDPOTrainer(DPOTrainer):
         if missing:  # a weitiao bug: every dataset given to this trainer comes from pair_dataset()
             raise ValueError(f"{dataset_name} dataset lacks {sorted(missing)}")
         return dataset
+
+
+class TokenizedKTOTrainer(KTOTrainer):
+    """KTOTrainer whose datasets already hold `prompt_ids`, `completion_ids` and `label` (unpaired rows).
+
+    KTO estimates its KL term from mismatched (prompt, completion) rows: within each batch the completions are
+    rotated by one, (x_1, y_1) ... (x_n, y_n) -> (x_1, y_n), (x_2, y_1), ... (Ethayarajh et al. 2024,
+    arXiv:2402.01306, sec. 4.1), which is what TRL's own preparation does; batches are taken in order
+    (`train_sampling_strategy: sequential`), so the rows are shuffled once, with the run's seed, beforehand."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        missing = {"prompt_ids", "completion_ids", "label"} - set(dataset.column_names)
+        if missing:  # a weitiao bug: every dataset given to this trainer comes from unpaired_dataset()
+            raise ValueError(f"{dataset_name} dataset lacks {sorted(missing)}")
+        if not self.calculate_KL or "KL_completion_ids" in dataset.column_names:
+            return dataset
+
+        def rotate(batch):
+            batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
+            return batch
+
+        return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+
+
+def unpaired_dataset(pairs: list[EncodedPair], seed: int):
+    """KTO's rows: each pair gives a desirable (prompt, chosen) and an undesirable (prompt, rejected) row, in an
+    order shuffled by `seed`."""
+    from datasets import Dataset
+
+    rows = [(p.prompt_ids, p.chosen_ids, True) for p in pairs] + [(p.prompt_ids, p.rejected_ids, False)
+                                                                   for p in pairs]
+    random.Random(seed).shuffle(rows)
+    return Dataset.from_dict({"prompt_ids": [r[0] for r in rows], "completion_ids": [r[1] for r in rows],
+                              "label": [r[2] for r in rows], "length": [len(r[0]) + len(r[1]) for r in rows]})
 
 
 def pair_dataset(pairs: list[EncodedPair], with_prompt: bool = True):

@@ -44,8 +44,9 @@ def find_model(cfg: Config, name_or_path: str | None = None):
     from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
 
     m = cfg.model
-    if name_or_path is None and cfg.task == "dpo" and (Path(m.name_or_path).expanduser() / RUN_FILE).is_file():
-        return run_base(Path(m.name_or_path).expanduser())
+    start = Path(m.name_or_path).expanduser()
+    if name_or_path is None and cfg.task in ("dpo", "kto") and (start / RUN_FILE).is_file():
+        return run_base(start)  # preference optimisation continues a finished run
     source = resolve_source(name_or_path or m.name_or_path, m.convert_pickle)
     if m.trust_remote_code:
         log(f"warning: model.trust_remote_code is on: code shipped with {source.label} will run")
@@ -68,7 +69,8 @@ class Start:
 
 
 def find_start(cfg: Config) -> Start:
-    """The model a `task: dpo` run starts from; `model.name_or_path` may be a finished SFT (or DPO) run folder."""
+    """The model a `task: dpo`/`kto` run starts from; `model.name_or_path` may be a finished SFT (or DPO/KTO)
+    run folder."""
     from weitiao.methods import PROMPT_LEARNING_METHODS
     from weitiao.workflows.evaluate import load_run
 
@@ -97,10 +99,11 @@ def run_base(run_dir: Path):
     config_path, _, model_dir = load_run(run_dir)
     run_cfg = load_config(config_path)
     where = f"model.name_or_path: {run_dir}"
-    if run_cfg.task not in ("sft", "dpo"):
-        raise WeitiaoError(f"{where} is a task {run_cfg.task} run; DPO starts from a language model (sft or dpo)")
+    if run_cfg.task not in ("sft", "dpo", "kto"):
+        raise WeitiaoError(f"{where} is a task {run_cfg.task} run; preference optimisation starts from a language "
+                           "model (an sft, dpo or kto run)")
     if run_cfg.method.name in PROMPT_LEARNING_METHODS:
-        raise WeitiaoError(f"{where} trained a {run_cfg.method.name} adapter, which DPO cannot train further; "
+        raise WeitiaoError(f"{where} trained a {run_cfg.method.name} adapter, which DPO and KTO cannot train further; "
                            "start from its base model, or from a lora/full run")
     source, folder, tokenizer, _ = find_model(run_cfg, model_dir)
     return source, folder, tokenizer, run_template(run_dir, tokenizer)

@@ -1,15 +1,17 @@
-"""Direct preference optimisation, top to bottom: config -> pairs -> start model -> method -> start eval -> train
--> held-out pairs -> eval -> save.
+"""Preference optimisation against a reference (DPO, KTO), top to bottom: config -> pairs -> start model -> method
+-> start eval -> train -> held-out pairs -> eval -> save.
 
 DPO (Rafailov et al. 2023, arXiv:2305.18290) trains the policy pi on pairs (x, y_w, y_l) to raise
-beta * (log pi(y_w|x) - log ref(y_w|x)) above the same for y_l, where ref is the frozen starting model. Training
-is TRL's DPOTrainer; weitiao gives it pairs tokenized like SFT (`data.encode.encode_pair`). The reference costs no
+beta * (log pi(y_w|x) - log ref(y_w|x)) above the same for y_l, where ref is the frozen starting model. KTO
+(Ethayarajh et al. 2024, arXiv:2402.01306) takes each answer alone, desirable or not, and pushes its log-ratio
+above or below a KL estimate; `task: kto` feeds it the same pairs taken apart. Training is TRL's DPOTrainer or
+KTOTrainer; weitiao gives them pairs tokenized like SFT (`data.encode.encode_pair`). The reference costs no
 second model when an adapter is trained: TRL keeps a frozen copy of the starting adapter as a second, "ref",
 adapter (for a fresh LoRA that copy is zero, i.e. the base model), a few MB. `full` and `freeze` load a second
 copy of the starting weights.
 
 The run folder has the SFT run's layout (adapter/ or model/, config, template, metrics), so `weitiao eval`,
-`chat`, `serve` and `export` take it as they take an SFT run, and a later DPO run can start from it.
+`chat`, `serve` and `export` take it as they take an SFT run, and a later DPO or KTO run can start from it.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from weitiao.config import Config, dump_config, resolved
 from weitiao.data.check import find_overlaps
 from weitiao.data.dataset import encode_pair_split, encode_split, load_splits
 from weitiao.errors import Interrupted, WeitiaoError
+from weitiao.evaluation.preference import implicit_rewards
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import (
     ADAPTER_METHODS, apply_method, continue_adapter, count_parameters, load_kwargs, weights_footprint,
@@ -32,12 +35,6 @@ from weitiao.workflows.common import (
     remove_dir, score_split, versions, write_json,
 )
 from weitiao.workflows.sft import TrainResult, build_training_args, check_same_config, peak_memory, precision_name
-
-# TRL's names of what DPO logs on a split -> the names in metrics.json
-PREFERENCE_METRICS = {"rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_margin",
-                      "rewards/chosen": "chosen_reward", "rewards/rejected": "rejected_reward",
-                      "logps/chosen": "chosen_logp", "logps/rejected": "rejected_logp", "loss": "loss"}
-
 
 def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResult:
     out_dir = Path(cfg.output.dir)
@@ -74,7 +71,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     if not pairs["train"]:
         raise WeitiaoError("data: every training pair was dropped as over-long; raise data.max_length")
 
-    # ---- memory: chosen and rejected go through the model together (2 x batch_size rows)
+    # ---- memory: chosen and rejected (KTO: each row and its KL row) go through the model together
     device = pick_device(cfg.model.device)
     longest = max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids))
                   for p in pairs["train"] + pairs["val"])
@@ -82,10 +79,10 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
 
     # ---- model and method (TRL is imported only now, after every input check)
     from transformers import set_seed
-    from trl import DPOConfig
+    from trl import DPOConfig, KTOConfig
 
     from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
-    from weitiao.training.preference import TokenizedDPOTrainer, pair_dataset
+    from weitiao.training.preference import TokenizedDPOTrainer, TokenizedKTOTrainer, pair_dataset, unpaired_dataset
 
     amp = autocast_dtype(cfg.train.precision, device)
     if precision_warning(cfg.train.precision, device):
@@ -109,8 +106,10 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         ref_model = load_model(start.folder, dtype, device, cfg.model.trust_remote_code,
                                cfg.model.attn_implementation, extra).eval().requires_grad_(False)
     trainable, total = count_parameters(model)
+    pref = cfg.preference
+    losses = list(pref.loss_type) or (["kto"] if cfg.task == "kto" else ["sigmoid"])
     log(f"method: {cfg.method.name}: {trainable:,} trainable of {total:,} parameters "
-        f"({100 * trainable / total:.3f}%); beta {cfg.preference.beta}, loss {'+'.join(cfg.preference.loss_type)}")
+        f"({100 * trainable / total:.3f}%); {cfg.task} with beta {pref.beta}, loss {'+'.join(losses)}")
 
     # ---- the output folder: created only now that every input has been checked
     fresh = mode == "fresh"
@@ -146,23 +145,29 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     # ---- train (from the newest complete checkpoint when resuming)
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, log)
     interrupt = SaveOnInterrupt(log)
-    pref = cfg.preference
     has_val = bool(pairs["val"])
+    if cfg.task == "kto":  # rows: (prompt, chosen, desirable) and (prompt, rejected, undesirable), in a seeded order
+        trainer_class, rows = TokenizedKTOTrainer, lambda split: unpaired_dataset(split, cfg.train.seed)
+        specific = dict(args_class=KTOConfig, loss_type=losses[0], desirable_weight=pref.desirable_weight,
+                        undesirable_weight=pref.undesirable_weight,
+                        train_sampling_strategy="sequential")  # the KL rows were built batch by batch, in order
+    else:
+        trainer_class, rows = TokenizedDPOTrainer, pair_dataset
+        specific = dict(args_class=DPOConfig, loss_type=losses, loss_weights=list(pref.loss_weights) or None,
+                        label_smoothing=pref.label_smoothing)
+    train_rows = rows(pairs["train"])
     args = build_training_args(
-        cfg, out_dir, device, amp, has_val, len(pairs["train"]), args_class=DPOConfig,
-        beta=pref.beta, loss_type=list(pref.loss_type), loss_weights=list(pref.loss_weights) or None,
-        label_smoothing=pref.label_smoothing,
+        cfg, out_dir, device, amp, has_val, len(train_rows), beta=pref.beta,
         max_length=None,  # pairs are already cut to data.max_length, prompt first
-        gradient_checkpointing=cfg.train.gradient_checkpointing,
-    )
+        gradient_checkpointing=cfg.train.gradient_checkpointing, **specific)
     callbacks = [guard, interrupt]
     if cfg.train.early_stopping_patience and has_val:
         from transformers import EarlyStoppingCallback
 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-    trainer = TokenizedDPOTrainer(
+    trainer = trainer_class(
         model=model, ref_model=ref_model, args=args, processing_class=tokenizer, callbacks=callbacks,
-        train_dataset=pair_dataset(pairs["train"]), eval_dataset=pair_dataset(pairs["val"]) if has_val else None)
+        train_dataset=train_rows, eval_dataset=rows(pairs["val"]) if has_val else None)
     begin = last_complete(out_dir / "checkpoints", log) if mode == "resume" else None
     if mode == "resume":
         log(f"resuming from {begin}" if begin else "no complete checkpoint yet: training from the start")
@@ -180,17 +185,16 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                           f"{last_complete(out_dir / 'checkpoints', log)}; run the same command again to resume")
     trainer.save_state()
 
-    # ---- held-out pairs: does the tuned policy prefer the chosen answers, by its implicit reward?
+    # ---- held-out pairs: does the tuned policy prefer the chosen answers, by its implicit reward
+    # beta * log(pi / ref)? Computed by weitiao the same way for DPO and KTO (TRL logs it for DPO only)
     held_name = "test" if pairs["test"] else "val"
     held_out = None
     if pairs[held_name]:
-        raw = trainer.evaluate(eval_dataset=pair_dataset(pairs[held_name]), metric_key_prefix=held_name)
-        # the loss comes back as "<split>_loss"; TRL adds its own metrics under "eval_" whatever the prefix
-        raw = {k.removeprefix(f"{held_name}_").removeprefix("eval_"): v for k, v in raw.items()}
-        held_out = {"split": held_name, "pairs": len(pairs[held_name]),
-                    **{ours: round(raw[theirs], 6) for theirs, ours in PREFERENCE_METRICS.items() if theirs in raw}}
+        held_out = {"split": held_name, **implicit_rewards(trainer.model, pairs[held_name], pref.beta,
+                                                           tokenizer.pad_token_id, ref_model, cfg.train.batch_size,
+                                                           amp)}
         log(f"held-out {held_name} pairs ({len(pairs[held_name])}): reward accuracy "
-            f"{held_out.get('reward_accuracy', float('nan')):.4f}, margin {held_out.get('reward_margin', 0):.4f}")
+            f"{held_out['reward_accuracy']:.4f}, margin {held_out['reward_margin']:.4f}")
 
     # ---- the tuned policy on the test split
     after = None
@@ -205,7 +209,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         (Path(trainer.args.output_dir) / "trainer_state.json").read_text(encoding="utf-8"), encoding="utf-8")
     plot_losses(history, out_dir / "loss_curve.png")
     metrics = {
-        "task": "dpo",
+        "task": cfg.task,
         "method": cfg.method.name,
         "start": {"model": start.source.label, "run": str(start.run_dir) if start.run_dir else None,
                   "adapter": start.adapter},
@@ -219,6 +223,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "train_loss_mean": round(result.training_loss, 6),
             "runtime_s": round(train_seconds, 1),
             "pairs_per_s": round(len(pairs["train"]) * (trainer.state.epoch or 0) / train_seconds, 3),
+            "loss": losses,
             "nonfinite_steps_skipped": guard.skipped,
         },
         "memory": {**peak_memory(device), "estimate": estimate},

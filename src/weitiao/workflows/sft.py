@@ -317,7 +317,7 @@ def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: b
 
     t = cfg.train
     strategy = "steps" if t.eval_steps > 0 else "epoch"
-    return (args_class or TrainingArguments)(
+    kwargs = dict(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps if t.max_steps > 0 else -1,
@@ -352,8 +352,8 @@ def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: b
         prediction_loss_only=True,  # validation needs the loss only; keeping logits costs B x T x vocab floats
         dataloader_num_workers=0,
         disable_tqdm=False,
-        **extra,
     )
+    return (args_class or TrainingArguments)(**{**kwargs, **extra})
 
 
 def checkpointing_args(enabled: bool) -> dict:
