@@ -257,13 +257,52 @@ def versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("weitiao", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "safetensors"):
+    for pkg in ("weitiao", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers",
+                "safetensors"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = None
     out["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
     return out
+
+
+def read_splits(cfg: Config, what: str = "rows"):
+    """Every row of every split read and checked (`load_splits`: all bad rows reported together), and copies of
+    training rows in val/test (leakage) logged and recorded in the report. Returns (splits, skipped): `skipped`
+    collects the bad rows when `data.skip_bad_rows` is on, else it is None."""
+    from weitiao.data.check import find_overlaps
+    from weitiao.data.dataset import load_splits
+
+    splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=cfg.data.skip_bad_rows)
+    log(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test {what} "
+        f"(format {cfg.data.format}; {splits.report['train_duplicates_dropped']} duplicates and "
+        f"{splits.report['train_empty_rows_dropped']} empty rows dropped)")
+    skipped = list(splits.bad) if cfg.data.skip_bad_rows else None
+    leakage = {name: find_overlaps(splits.train, getattr(splits, name), cfg.data.near_duplicate_threshold)
+               for name in ("val", "test") if getattr(splits, name)}
+    for name, ov in leakage.items():
+        if ov.exact or ov.near:
+            log(f"warning: {len(ov.exact)} exact and {len(ov.near)} near copies of training rows in the {name} "
+                f"split (leakage); `weitiao data check` lists them")
+    splits.report["leakage"] = {name: ov.as_dict() for name, ov in leakage.items()}
+    return splits, skipped
+
+
+def write_run_files(out_dir: Path, cfg: Config, template, report: dict, skipped: list | None) -> None:
+    """What makes a run folder describe itself from its start: status, resolved config, versions, chat template,
+    data report, and the rows skipped."""
+    from weitiao.config import dump_config, resolved
+
+    write_json(out_dir / RUN_FILE, {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    (out_dir / "config.yaml").write_text(dump_config(resolved(cfg)), encoding="utf-8")
+    write_json(out_dir / "versions.json", versions())
+    (out_dir / "chat_template.jinja").write_text(template.jinja, encoding="utf-8")
+    write_json(out_dir / "template.json", template.describe())
+    write_json(out_dir / "data_report.json", report)
+    if skipped is not None:
+        (out_dir / "skipped_rows.jsonl").write_text(
+            "".join(json.dumps(b.as_dict(), ensure_ascii=False) + "\n" for b in skipped), encoding="utf-8")
 
 
 def run_state(out_dir: Path) -> str:

@@ -19,9 +19,8 @@ import json
 import time
 from pathlib import Path
 
-from weitiao.config import Config, dump_config, resolved
-from weitiao.data.check import find_overlaps
-from weitiao.data.dataset import encode_pair_split, encode_split, load_splits
+from weitiao.config import Config
+from weitiao.data.dataset import encode_pair_split, encode_split
 from weitiao.errors import Interrupted, WeitiaoError
 from weitiao.evaluation.preference import implicit_rewards
 from weitiao.memory import guard as memory_guard
@@ -32,7 +31,7 @@ from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.training.checkpoints import last_complete
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, check_output_dir, comparison_table, find_start, log, plot_losses, precision_warning,
-    remove_dir, score_split, versions, write_json,
+    read_splits, remove_dir, score_split, write_json, write_run_files,
 )
 from weitiao.workflows.sft import TrainResult, build_training_args, check_same_config, peak_memory, precision_name
 
@@ -44,17 +43,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         log(f"resuming the unfinished run in {out_dir} (--overwrite starts over)")
 
     # ---- data: every pair read and checked before the model is loaded
-    splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=cfg.data.skip_bad_rows)
-    log(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test pairs "
-        f"(format {cfg.data.format}; {splits.report['train_duplicates_dropped']} duplicates dropped)")
-    skipped = list(splits.bad) if cfg.data.skip_bad_rows else None
-    leakage = {name: find_overlaps(splits.train, getattr(splits, name), cfg.data.near_duplicate_threshold)
-               for name in ("val", "test") if getattr(splits, name)}
-    for name, ov in leakage.items():
-        if ov.exact or ov.near:
-            log(f"warning: {len(ov.exact)} exact and {len(ov.near)} near copies of training rows in the {name} "
-                f"split (leakage); `weitiao data check` lists them")
-    splits.report["leakage"] = {name: ov.as_dict() for name, ov in leakage.items()}
+    splits, skipped = read_splits(cfg, "pairs")
 
     # ---- the starting point (a model, or a finished run's model or adapter and template), then token ids
     start = find_start(cfg)
@@ -117,15 +106,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         remove_dir(out_dir)
         out_dir.mkdir(parents=True)
     try:
-        write_json(out_dir / RUN_FILE, {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        (out_dir / "config.yaml").write_text(dump_config(resolved(cfg)), encoding="utf-8")
-        write_json(out_dir / "versions.json", {**versions(), "trl": _version("trl")})
-        (out_dir / "chat_template.jinja").write_text(template.jinja, encoding="utf-8")
-        write_json(out_dir / "template.json", template.describe())
-        write_json(out_dir / "data_report.json", splits.report)
-        if skipped is not None:
-            (out_dir / "skipped_rows.jsonl").write_text(
-                "".join(json.dumps(b.as_dict(), ensure_ascii=False) + "\n" for b in skipped), encoding="utf-8")
+        write_run_files(out_dir, cfg, template, splits.report, skipped)
 
         # ---- the starting model on the test split (its chosen answers as references; kept across a resume)
         before = None
@@ -272,13 +253,4 @@ def save_policy(model, tokenizer, out_dir: Path, cfg: Config) -> str:
         model.save_pretrained(str(folder))
         tokenizer.save_pretrained(str(folder))
     return str(folder)
-
-
-def _version(package: str) -> str | None:
-    import importlib.metadata as md
-
-    try:
-        return md.version(package)
-    except md.PackageNotFoundError:
-        return None
 

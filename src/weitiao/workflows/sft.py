@@ -15,8 +15,7 @@ from pathlib import Path
 
 
 from weitiao.config import Config, dump_config, resolved
-from weitiao.data.check import find_overlaps
-from weitiao.data.dataset import PadCollator, encode_split, load_splits, to_hf_dataset
+from weitiao.data.dataset import PadCollator, encode_split, to_hf_dataset
 from weitiao.errors import Interrupted, WeitiaoError
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import (
@@ -26,7 +25,7 @@ from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.training.checkpoints import last_complete
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, log, plot_losses,
-    precision_warning, remove_dir, score_split, versions, write_json,
+    precision_warning, read_splits, remove_dir, score_split, write_json, write_run_files,
 )
 
 
@@ -46,18 +45,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         log(f"resuming the unfinished run in {out_dir} (--overwrite starts over)")
 
     # ---- data: every row read and checked before the model is loaded
-    splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=cfg.data.skip_bad_rows)
-    log(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test rows "
-        f"(format {cfg.data.format}; {splits.report['train_duplicates_dropped']} duplicates and "
-        f"{splits.report['train_empty_rows_dropped']} empty rows dropped)")
-    skipped = list(splits.bad) if cfg.data.skip_bad_rows else None
-    leakage = {name: find_overlaps(splits.train, getattr(splits, name), cfg.data.near_duplicate_threshold)
-               for name in ("val", "test") if getattr(splits, name)}
-    for name, ov in leakage.items():
-        if ov.exact or ov.near:
-            log(f"warning: {len(ov.exact)} exact and {len(ov.near)} near copies of training rows in the {name} "
-                f"split (leakage); `weitiao data check` lists them")
-    splits.report["leakage"] = {name: ov.as_dict() for name, ov in leakage.items()}
+    splits, skipped = read_splits(cfg)
 
     # ---- tokenizer and template, then token ids and labels
     source, folder, tokenizer, template = find_model(cfg)
@@ -106,15 +94,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         remove_dir(out_dir)  # reached only for an empty folder or with --overwrite on a weitiao run
         out_dir.mkdir(parents=True)
     try:
-        write_json(out_dir / RUN_FILE, {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        (out_dir / "config.yaml").write_text(dump_config(resolved(cfg)), encoding="utf-8")
-        write_json(out_dir / "versions.json", versions())
-        (out_dir / "chat_template.jinja").write_text(template.jinja, encoding="utf-8")
-        write_json(out_dir / "template.json", template.describe())
-        write_json(out_dir / "data_report.json", splits.report)
-        if skipped is not None:
-            (out_dir / "skipped_rows.jsonl").write_text(
-                "".join(json.dumps(b.as_dict(), ensure_ascii=False) + "\n" for b in skipped), encoding="utf-8")
+        write_run_files(out_dir, cfg, template, splits.report, skipped)
 
         # ---- the base model on the test split (kept across a resume)
         base = None
