@@ -127,3 +127,51 @@ def test_train_stops_before_loading_when_the_estimate_does_not_fit(tmp_path, tin
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "memory: the run needs about" in proc.stderr and "train.memory_check=false" in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("task", ["sft", "classify"])
+@pytest.mark.parametrize("variant", [
+    dict(model_type="llama", tie_word_embeddings=True),
+    dict(model_type="llama", tie_word_embeddings=False, attention_bias=True, mlp_bias=True, num_key_value_heads=2),
+    dict(model_type="llama", tie_word_embeddings=False, head_dim=24, num_key_value_heads=1),
+    dict(model_type="mistral", tie_word_embeddings=False, num_key_value_heads=2),
+    dict(model_type="qwen2", tie_word_embeddings=True, num_key_value_heads=2),
+    dict(model_type="qwen3", tie_word_embeddings=False, head_dim=16, attention_bias=True, num_key_value_heads=2),
+    dict(model_type="qwen3", tie_word_embeddings=True, head_dim=8, num_key_value_heads=4, num_labels=1),
+])
+def test_llama_family_formula_equals_the_meta_device_count(variant, task):
+    """The formula (no torch) and the module count (meta device) agree on every number of the shape."""
+    from weitiao.memory.shape import analytic_shape, meta_shape
+
+    config = dict(vocab_size=600, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, **variant)
+    formula = analytic_shape(config, task)
+    assert formula is not None
+    assert formula == meta_shape(config, task)
+
+
+def test_configs_the_formula_does_not_cover_fall_back_to_the_meta_device():
+    from weitiao.memory.shape import analytic_shape, meta_shape
+
+    _, glm = tiny_config("glm4")
+    assert analytic_shape(glm) is None and model_shape(glm).params > 0
+    no_tie = {k: v for k, v in LLAMA_1B.items() if k != "tie_word_embeddings"}
+    assert analytic_shape(no_tie) == meta_shape(no_tie)  # untied: these architectures' default
+    qwen3 = dict(model_type="qwen3", vocab_size=600, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    assert analytic_shape(qwen3) is None and model_shape(qwen3).head_dim == 128  # qwen3's default head_dim
+
+
+def test_estimate_of_a_llama_config_needs_neither_torch_nor_transformers(tmp_path):
+    """A 70B config.json is answered from the formula: the command imports neither library (importing them is
+    what made it take about 10 s on a small CPU)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from weitiao.cli import main; main(['estimate', sys.argv[1], '--json']); "
+            "sys.stderr.write(repr(sorted(m for m in ('torch', 'transformers') if m in sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code, str(LLAMA_70B_PATH(tmp_path))], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["shape"]["params"] == 70_553_706_496
+    assert proc.stderr.strip().endswith("[]")

@@ -1,8 +1,11 @@
-"""The shape of a model, from its config alone: built on PyTorch's meta device, so no weight is read or allocated.
+"""The shape of a model, from its config alone: no weight is read or allocated.
 
-A 70B config.json is counted in about 1.5 s. The counts are exact (they are the module's own parameters), split
-into the parts the memory estimate treats differently: input embeddings, output head (zero when tied), the linear
-layers inside the decoder blocks (what LoRA adapts and what bitsandbytes quantizes), and the rest (norms, biases).
+The counts are exact, split into the parts the memory estimate treats differently: input embeddings, output head
+(zero when tied), the linear layers inside the decoder blocks (what LoRA adapts and what bitsandbytes quantizes),
+and the rest (norms, biases). Llama-family decoders (llama, mistral, qwen2, qwen3) are counted from the config's
+numbers (`analytic_shape`, no torch import: a 70B config answers in well under a second); any other architecture
+is built on PyTorch's meta device and its modules counted (several seconds on a small CPU, mostly importing
+transformers). A test checks the two agree on every architecture the formula covers.
 """
 from __future__ import annotations
 
@@ -53,8 +56,66 @@ def load_config_dict(model: str) -> dict:
     return json.loads((folder / "config.json").read_text())
 
 
+# The fields a Llama-family count needs; without all of them the architecture's defaults would apply, which only
+# transformers knows, so such configs are built on the meta device instead.
+ANALYTIC_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+ANALYTIC_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+def analytic_shape(config: dict, task: str = "sft") -> ModelShape | None:
+    """The shape of a Llama-family decoder from its config numbers, or None for anything else.
+
+    Per layer: attention q (H x n_heads*d), k and v (H x n_kv*d each), o (n_heads*d x H); a gated MLP of gate and up
+    (H x I) and down (I x H); two RMSNorms of H. Biases: q/k/v always for qwen2; q/k/v/o with `attention_bias`
+    (llama, qwen3); the MLP's with `mlp_bias` (llama). qwen3 adds per-head RMSNorms on q and k (d each). Then a
+    final norm, embeddings V x H and an output head V x H unless tied; `classify` replaces the head with a
+    bias-free score layer of H x num_labels.
+    """
+    model_type = config.get("model_type")
+    if model_type not in ANALYTIC_TYPES or any(config.get(k) is None for k in ANALYTIC_FIELDS):
+        return None
+    if model_type != "llama" and config.get("num_key_value_heads") is None:
+        return None  # mistral, qwen2 and qwen3 default to a fixed number of kv heads, not to num_attention_heads
+    if model_type == "qwen3" and config.get("head_dim") is None:
+        return None  # qwen3's default head_dim is 128, not hidden_size / heads
+    V, H, I, L = (int(config[k]) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"))
+    heads = int(config["num_attention_heads"])
+    kv = int(config.get("num_key_value_heads") or heads)
+    d = int(config.get("head_dim") or H // heads)
+    qkv_bias = model_type == "qwen2" or bool(config.get("attention_bias", False))
+    o_bias = model_type in ("llama", "qwen3") and bool(config.get("attention_bias", False))
+    mlp_bias = model_type == "llama" and bool(config.get("mlp_bias", False))
+    shapes: dict[tuple[int, int], int] = {}
+    for shape, count in (((H, heads * d), L), ((H, kv * d), 2 * L), ((heads * d, H), L), ((H, I), 2 * L),
+                         ((I, H), L)):
+        shapes[shape] = shapes.get(shape, 0) + count
+    labels = 0
+    if task == "classify":  # a bias-free score layer: counted with the linear layers, as the meta count does
+        labels = int(config.get("num_labels") or len(config.get("id2label") or {}) or 2)
+        shapes[(H, labels)] = shapes.get((H, labels), 0) + 1
+    linear = sum(i * o * n for (i, o), n in shapes.items())
+    per_layer_other = (2 * H + (heads * d + 2 * kv * d if qkv_bias else 0) + (H if o_bias else 0)
+                       + (2 * I + H if mlp_bias else 0) + (2 * d if model_type == "qwen3" else 0))
+    embeddings = V * H
+    tied = task != "classify" and bool(config.get("tie_word_embeddings", False))  # False: all four's default
+    head = 0 if task == "classify" or tied else V * H
+    params = embeddings + head + linear + L * per_layer_other + H
+    return ModelShape(
+        model_type=model_type, params=params, embedding_params=embeddings, head_params=head, linear_params=linear,
+        linear_shapes=tuple((i, o, n) for (i, o), n in sorted(shapes.items())), layers=L, hidden=H, intermediate=I,
+        heads=heads, kv_heads=kv, head_dim=d, vocab=V)
+
+
 def model_shape(config: dict, task: str = "sft") -> ModelShape:
-    """Count parameters by instantiating the architecture on the meta device."""
+    """Count parameters: by formula for Llama-family decoders, else by instantiating the architecture on the meta
+    device."""
+    analytic = analytic_shape(config, task)
+    return analytic if analytic is not None else meta_shape(config, task)
+
+
+def meta_shape(config: dict, task: str = "sft") -> ModelShape:
+    """Count parameters by instantiating the architecture on the meta device (any architecture transformers
+    knows)."""
     import torch
     from torch import nn
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
