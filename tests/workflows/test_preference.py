@@ -131,14 +131,15 @@ def test_a_dpo_run_is_served_evaluated_and_continued_like_an_sft_run(dpo_from_sf
     assert json.loads((again.out_dir / "metrics.json").read_text())["start"]["run"] == str(out)
 
 
-@pytest.mark.parametrize("method,loss", [("lora", ["ipo"]), ("full", ["sigmoid", "sft"])])
+@pytest.mark.parametrize("method,loss", [("lora", ["ipo"]), ("full", ["sigmoid", "sft"]), ("qlora", ["sigmoid"])])
 def test_dpo_from_a_base_model_with_other_methods_and_losses(tmp_path, tiny_model_dir, pref_data_dir, method, loss):
     cfg = pref_config(tmp_path, tiny_model_dir, pref_data_dir, tmp_path / "run", method={"name": method},
                       preference={"loss_type": loss, "loss_weights": [1.0] * len(loss)},
                       train={"max_steps": 3, "eval_steps": 0}, eval={"metrics": ["count_list"]})
     result = dpo.run(load_config(cfg))
-    saved = result.out_dir / ("adapter" if method == "lora" else "model")
-    assert (saved / ("adapter_model.safetensors" if method == "lora" else "model.safetensors")).is_file()
+    adapter = method in ("lora", "qlora")
+    saved = result.out_dir / ("adapter" if adapter else "model")
+    assert (saved / ("adapter_model.safetensors" if adapter else "model.safetensors")).is_file()
     metrics = json.loads((result.out_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 3 and metrics["preference"]["pairs"] == 16
     assert metrics["start"]["run"] is None
