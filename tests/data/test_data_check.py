@@ -106,3 +106,24 @@ def test_planted_leak_and_duplicates_are_reported_with_rows(tmp_path, tiny_model
     dropped = {d["row"] for d in report["duplicates"]["dropped"]}
     assert dropped == {f"{train} line {len(train_rows) + 9}"}
     assert "leakage train -> test" in proc.stdout
+
+
+def test_preference_rows_are_checked_as_pairs(tmp_path, tiny_model_dir, demo_data_dir):
+    """For a preference task a rejected answer that is too long (or the same as the chosen one) is a bad row with
+    its line, the lengths count the longer answer, and the preview shows the rejected answer."""
+    rows = [{"prompt": "List 2 fruits.", "chosen": "1. Apple\n2. Pear", "rejected": "Apple"},
+            {"prompt": "List 1 fruit.", "chosen": "1. Fig", "rejected": " ".join(["word"] * 300)},
+            {"prompt": "List 1 tree.", "chosen": "1. Oak", "rejected": "1. Oak"}]
+    train = tmp_path / "pairs.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run",
+                       data={"format": "preference", "train": str(train), "val": [], "test": [], "max_length": 128,
+                             "overlong": "drop"})
+    cfg.write_text(cfg.read_text() + "task: dpo\n")
+    report = tmp_path / "report.json"
+    proc = run_cli("data", "check", cfg, "--out", report, "--preview", "1")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    found = {(b["where"], b["kind"]) for b in json.loads(report.read_text())["bad_rows"]}
+    assert found == {(f"{train} line 2", "over-long"), (f"{train} line 3", "invalid")}
+    assert json.loads(report.read_text())["tokens"]["train"]["max"] > 128  # the rejected answer's length
+    assert "⟦1. Apple\n2. Pear<|im_end|>⟧" in proc.stdout and "rejected answer: ⟦Apple<|im_end|>⟧" in proc.stdout

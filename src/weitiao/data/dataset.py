@@ -131,10 +131,12 @@ def encode_split(examples: list[Example], template: ChatTemplate, tokenizer, cfg
 
 
 def encode_pair_split(examples: list[Example], template: ChatTemplate, tokenizer, cfg: DataConfig, name: str,
-                      report: dict, skipped: list[BadRow] | None = None) -> list[EncodedPair]:
+                      report: dict, skipped: list[BadRow] | None = None,
+                      lengths: list[int] | None = None) -> list[EncodedPair]:
     """Token ids of each preference pair (`encode_pair`). A pair longer than `max_length` (prompt plus the longer
     answer) is dropped, or with `overlong: truncate` its answers are cut at the end; a prompt that leaves no room
-    for an answer is always dropped. Counts go to `report`, as for `encode_split`."""
+    for an answer is always dropped. Counts go to `report`, and `lengths` receives every pair's length before
+    truncation, as for `encode_split`."""
     out, truncated, dropped, problems = [], 0, 0, []
     for ex in examples:
         try:
@@ -143,6 +145,8 @@ def encode_pair_split(examples: list[Example], template: ChatTemplate, tokenizer
             problems.append(BadRow(ex.where, "template", str(err)))
             continue
         length = len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+        if lengths is not None:
+            lengths.append(length)
         if length > cfg.max_length:
             room = cfg.max_length - len(pair.prompt_ids)
             if cfg.overlong == "drop" or room < 1:

@@ -1,5 +1,8 @@
 """Check a config's data without training: config -> read every row -> tokenize -> duplicates/leakage -> report.
 
+For `task: dpo`, `kto` and `reward` the rows are tokenized as pairs: the lengths are the prompt plus the longer
+answer, and the preview shows the rejected answer under the chosen one.
+
 Bad rows (unparsable, wrong types, missing or empty fields, unknown roles, turns out of order, empty answers,
 over-long rows that would be dropped, invalid UTF-8) are listed with file, line and reason; the exit status is 1
 when there is any. Duplicates, leakage and truncation are reported as warnings.
@@ -11,11 +14,13 @@ from pathlib import Path
 
 from weitiao.config import Config
 from weitiao.data.check import find_overlaps, length_stats, render_preview
-from weitiao.data.dataset import encode_split, load_splits
+from weitiao.data.dataset import encode_pair_split, encode_split, load_splits
+from weitiao.data.encode import IGNORE_INDEX, Encoded
 from weitiao.data.readers import BadRow
 from weitiao.workflows.common import find_model, log, write_json
 
 MAX_PRINTED = 200  # bad rows printed; the JSON report has all
+PAIR_TASKS = ("dpo", "kto", "reward")  # tasks whose rows are chosen/rejected pairs
 
 
 def file_of(where: str) -> str:
@@ -31,13 +36,22 @@ def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
     splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=True)
     bad: list[BadRow] = list(splits.bad)
 
-    # ---- tokenize with the model's template (no weights are loaded)
+    # ---- tokenize with the model's template (no weights are loaded); preference rows as pairs, so an over-long
+    # rejected answer is found too
     _, _, tokenizer, template = find_model(cfg)
-    stats, encoded = {}, {}
+    stats, encoded, rejected = {}, {}, {}
     for name in ("train", "val", "test"):
         lengths: list[int] = []
-        encoded[name] = encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
-                                     skipped=bad, lengths=lengths)
+        if cfg.task in PAIR_TASKS:
+            pairs = encode_pair_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
+                                      skipped=bad, lengths=lengths)
+            # as SFT rows ending with the chosen answer (what the stats and the preview show), and the rejected ids
+            encoded[name] = [Encoded(p.prompt_ids + p.chosen_ids, [IGNORE_INDEX] * len(p.prompt_ids) + p.chosen_ids)
+                             for p in pairs]
+            rejected[name] = [p.rejected_ids for p in pairs]
+        else:
+            encoded[name] = encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
+                                         skipped=bad, lengths=lengths)
         stats[name] = length_stats(encoded[name], lengths, cfg.data.max_length)
 
     # ---- duplicates inside train, leakage from train into val and test
@@ -90,6 +104,8 @@ def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
                 f"{st['over_max_length']} over data.max_length {st['max_length']} ({cfg.data.overlong})")
     for i, enc in enumerate(encoded["train"][:preview]):
         log(f"\npreview {i + 1} (trained tokens in ⟦ ⟧):\n{render_preview(enc, tokenizer)}")
+        if rejected:
+            log(f"rejected answer: ⟦{tokenizer.decode(rejected['train'][i])}⟧")
 
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
