@@ -79,7 +79,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from weitiao.config import load_config
+    from weitiao.config import PAIR_TASKS, load_config
     from weitiao.data.dataset import encode_pair_split, encode_split, load_splits
     from weitiao.workflows.common import find_model
 
@@ -94,7 +94,7 @@ def cmd_validate(args) -> int:
         if not examples:
             print(f"{name}: no rows")
             continue
-        if cfg.task in ("dpo", "kto", "reward"):  # pairs: prompt + the longer of the two answers
+        if cfg.task in PAIR_TASKS:  # pairs: prompt + the longer of the two answers
             pairs = encode_pair_split(examples, template, tokenizer, cfg.data, name, splits.report)
             lengths = sorted(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
         else:

@@ -431,6 +431,12 @@ def _apply_override(data: dict, override: str, errors: list[str]) -> None:
     node[keys[-1]] = value
 
 
+# What each task is, in one place: the tasks whose rows are chosen/rejected pairs, and those whose result is a
+# language model that writes answers (generated, scored, served, and a start for preference optimisation)
+PAIR_TASKS = ("dpo", "kto", "reward")
+POLICY_TASKS = ("sft", "dpo", "kto")
+PREFERENCE_OPTIMISATION_TASKS = ("dpo", "kto")  # a policy trained against a reference; may start from a run
+
 CLASSIFY_METRICS = ("accuracy", "macro_f1")  # always reported for task classify, with the confusion matrix
 
 
@@ -500,7 +506,7 @@ def semantic_problems(cfg: Config) -> list[str]:
         if t.class_weights != "none":
             p.append("train.class_weights: applies to task classify only")
     pref = cfg.preference
-    if cfg.task in ("dpo", "kto", "reward"):
+    if cfg.task in PAIR_TASKS:
         from weitiao.data.formats import PREFERENCE_FORMATS
 
         if d.format not in PREFERENCE_FORMATS:
@@ -526,7 +532,7 @@ def semantic_problems(cfg: Config) -> list[str]:
             p.append("preference.desirable_weight, undesirable_weight: must be positive")
         if pref.loss_weights and len(pref.loss_weights) != len(pref.loss_type):
             p.append(f"preference.loss_weights: {len(pref.loss_weights)} weights for {len(pref.loss_type)} losses")
-    for i, name in enumerate(e.metrics if cfg.task in ("sft", "dpo", "kto") else []):
+    for i, name in enumerate(e.metrics if cfg.task in POLICY_TASKS else []):
         if ":" in name:  # a user metric, module:function
             from weitiao.evaluation.metrics import user_metric
 

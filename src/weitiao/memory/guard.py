@@ -1,7 +1,7 @@
 """The train-time memory check: estimate before loading the model, stop with a plan when it will not fit."""
 from __future__ import annotations
 
-from weitiao.config import Config
+from weitiao.config import PAIR_TASKS, Config
 from weitiao.errors import WeitiaoError
 from weitiao.memory.estimate import TrainSettings, training_estimate
 from weitiao.memory.shape import load_config_dict, model_shape
@@ -32,7 +32,7 @@ def settings_for(cfg: Config, device: str, seq: int) -> TrainSettings:
                          task=estimate_task(cfg.task))
 
 
-ROWS_PER_EXAMPLE = {"dpo": 2, "kto": 2, "reward": 2}  # rows through the model per batch_size example
+ROWS_PER_EXAMPLE = {task: 2 for task in PAIR_TASKS}  # rows through the model per batch_size example
 
 
 def estimate_task(task: str) -> str:

@@ -47,7 +47,7 @@ def load(target: str, device: str = "auto", precision: str | None = None, overri
 
     `quantized_base`: a QLoRA run's base is re-quantized as in training (False loads it in full precision).
     """
-    from weitiao.config import Config, load_config
+    from weitiao.config import POLICY_TASKS, Config, load_config
     from weitiao.methods import load_kwargs
     from weitiao.models.loading import load_model, pick_device, pick_dtype
     from weitiao.workflows.common import autocast_dtype, find_model
@@ -57,7 +57,7 @@ def load(target: str, device: str = "auto", precision: str | None = None, overri
         run_dir = Path(target)
         config_path, adapter, model_dir = load_run(run_dir)
         cfg = load_config(config_path, list(overrides) + ([f"model.device={device}"] if device != "auto" else []))
-        if cfg.task not in ("sft", "dpo", "kto"):
+        if cfg.task not in POLICY_TASKS:
             raise WeitiaoError(f"{run_dir}: a `task: {cfg.task}` run has no text to generate; use `weitiao eval`")
         _, folder, tokenizer, _ = find_model(cfg, model_dir)
         template = run_template(run_dir, tokenizer)  # exactly what training used, not what the tokenizer says now

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from weitiao.config import Config
+from weitiao.config import POLICY_TASKS, PREFERENCE_OPTIMISATION_TASKS, Config
 from weitiao.data.dataset import PadCollator
 from weitiao.data.encode import IGNORE_INDEX, Encoded, prompt_and_reference
 from weitiao.data.formats import Example
@@ -45,7 +45,7 @@ def find_model(cfg: Config, name_or_path: str | None = None):
 
     m = cfg.model
     start = Path(m.name_or_path).expanduser()
-    if name_or_path is None and cfg.task in ("dpo", "kto") and (start / RUN_FILE).is_file():
+    if name_or_path is None and cfg.task in PREFERENCE_OPTIMISATION_TASKS and (start / RUN_FILE).is_file():
         return run_base(start)  # preference optimisation continues a finished run
     source = resolve_source(name_or_path or m.name_or_path, m.convert_pickle)
     if m.trust_remote_code:
@@ -99,7 +99,7 @@ def run_base(run_dir: Path):
     config_path, _, model_dir = load_run(run_dir)
     run_cfg = load_config(config_path)
     where = f"model.name_or_path: {run_dir}"
-    if run_cfg.task not in ("sft", "dpo", "kto"):
+    if run_cfg.task not in POLICY_TASKS:
         raise WeitiaoError(f"{where} is a task {run_cfg.task} run; preference optimisation starts from a language "
                            "model (an sft, dpo or kto run)")
     if run_cfg.method.name in PROMPT_LEARNING_METHODS:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from weitiao.config import Config
+from weitiao.config import PAIR_TASKS, Config
 from weitiao.data.check import find_overlaps, length_stats, render_preview
 from weitiao.data.dataset import encode_pair_split, encode_split, load_splits
 from weitiao.data.encode import IGNORE_INDEX, Encoded
@@ -20,7 +20,6 @@ from weitiao.data.readers import BadRow
 from weitiao.workflows.common import find_model, log, write_json
 
 MAX_PRINTED = 200  # bad rows printed; the JSON report has all
-PAIR_TASKS = ("dpo", "kto", "reward")  # tasks whose rows are chosen/rejected pairs
 
 
 def file_of(where: str) -> str:
