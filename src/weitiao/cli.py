@@ -1,6 +1,6 @@
 """The `weitiao` command.
 
-    weitiao train CONFIG [section.key=value ...] [--resume] [--overwrite]
+    weitiao train CONFIG [section.key=value ...] [--resume] [--overwrite] [--nproc N [--nnodes M --node-rank R ...]]
     weitiao eval CONFIG|RUN_DIR [section.key=value ...] [--adapter DIR] [--model-dir DIR] [--split test] [--out F]
     weitiao validate CONFIG [section.key=value ...]
     weitiao data check CONFIG [section.key=value ...] [--preview N] [--out F]
@@ -53,9 +53,23 @@ WORKFLOWS = {"sft": "sft", "classify": "classify", "dpo": "dpo", "kto": "dpo", "
 def cmd_train(args) -> int:
     from weitiao.config import load_config
     overrides = list(args.overrides) + (["data.skip_bad_rows=true"] if args.skip_bad_rows else [])
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)  # a config error is reported once, before any process starts
+    from weitiao.training import distributed
+
+    if args.nproc < 1 or args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
+        raise WeitiaoError(f"--nproc {args.nproc} --nnodes {args.nnodes} --node-rank {args.node_rank}: need "
+                           "nproc >= 1, nnodes >= 1 and 0 <= node-rank < nnodes")
+    several = args.nproc > 1 or args.nnodes > 1 or distributed.world().world_size > 1
+    if several and cfg.task != "sft":
+        raise WeitiaoError(f"task {cfg.task} runs on one process for now; multi-process runs are task sft")
+    if several and "WORLD_SIZE" not in os.environ:
+        flags = [f for f, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                 ("--skip-bad-rows", args.skip_bad_rows)) if on]
+        return distributed.launch(["train", args.config, *args.overrides, *flags], args.nproc, args.nnodes,
+                                  args.node_rank, args.master_addr, args.master_port)
     workflow = importlib.import_module(f"weitiao.workflows.{WORKFLOWS[cfg.task]}")
     workflow.run(cfg, overwrite=args.overwrite, resume=args.resume)
+    distributed.finish()
     return 0
 
 
@@ -207,6 +221,7 @@ def cmd_plan(args) -> int:
           f"(margin {100 * result.margin:.0f}%)")
     if args.write_config:
         from weitiao.config import dump_config, load_config, resolved
+        from weitiao.memory.plan import STRATEGY_CONFIG
 
         if not args.out:
             raise WeitiaoError("--write-config needs --out NEW.yaml (the original config is not changed)")
@@ -216,9 +231,11 @@ def cmd_plan(args) -> int:
         cfg = load_config(args.write_config, [f"method.name={s.method}", f"train.batch_size={s.batch}",
                                               f"train.grad_accum={result.grad_accum}", f"train.optim={optim}",
                                               f"train.gradient_checkpointing={str(s.gradient_checkpointing).lower()}",
-                                              f"data.max_length={s.seq}"])
+                                              f"data.max_length={s.seq}"]
+                          + (STRATEGY_CONFIG[result.strategy] if args.gpus > 1 else []))
         Path(args.out).write_text(dump_config(resolved(cfg)), encoding="utf-8")
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out}" + (f"; run it with: weitiao train {args.out} --nproc {args.gpus}"
+                                     if args.gpus > 1 else ""))
     return 0
 
 
@@ -350,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in output.dir")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="train on the good rows; skipped rows are listed in OUTPUT/skipped_rows.jsonl")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="processes on this machine (one per GPU; on a CPU, N processes share its cores); the "
+                        "config's distributed.strategy says how they share the work (default ddp)")
+    p.add_argument("--nnodes", type=int, default=1, metavar="M", help="machines in the run (default 1)")
+    p.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's rank, 0 .. M-1")
+    p.add_argument("--master-addr", default="127.0.0.1", help="address of the machine of node rank 0")
+    p.add_argument("--master-port", type=int, default=29500, help="a free port on the machine of node rank 0")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("estimate", help="memory of a model for inference and for training with each method",
@@ -480,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except WeitiaoError as err:
-        print(f"error: {err}", file=sys.stderr)
+        rank = int(os.environ.get("RANK", 0))  # in a multi-process run, each process says who it is
+        print(f"{f'[rank {rank}] ' if rank else ''}error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

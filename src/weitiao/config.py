@@ -278,6 +278,29 @@ class PreferenceConfig:
 
 
 @dataclass
+class DistributedConfig:
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = doc(
+        "How the processes of a multi-process run (`weitiao train --nproc N`, or the same command under torchrun "
+        "or accelerate launch) share the work. `ddp`: each process holds the whole model and gradients are "
+        "averaged (PyTorch DistributedDataParallel). `fsdp`: weights, gradients and optimizer states are sharded "
+        "across the processes (PyTorch FSDP2, one unit per decoder layer, applied by transformers as it loads the "
+        "model; arXiv:2304.11277). `deepspeed`: DeepSpeed ZeRO (CUDA GPUs and `pip install deepspeed`). `auto`: "
+        "ddp. A run on one process is a single-device run whatever this says, and the run records what it ran.",
+        "auto")
+    fsdp_sharding: Literal["full_shard", "shard_grad_op"] = doc(
+        "fsdp: `full_shard` gathers each layer's weights for its forward and frees them after it (least memory, "
+        "ZeRO-3-like); `shard_grad_op` keeps the gathered weights from forward to backward (less communication, "
+        "more memory, ZeRO-2-like).", "full_shard")
+    fsdp_cpu_offload: bool = doc("fsdp: keep the sharded weights, gradients and optimizer states in CPU memory "
+                                 "(for GPUs short of memory).", False)
+    zero_stage: int = doc("deepspeed: ZeRO stage: 1 shards optimizer states, 2 also gradients, 3 also weights.", 2)
+    offload_optimizer: bool = doc("deepspeed: optimizer states in CPU memory (ZeRO-Offload).", False)
+    offload_params: bool = doc("deepspeed: ZeRO-3 weights in CPU memory (ZeRO-Infinity).", False)
+    backend: Literal["auto", "gloo", "nccl"] = doc(
+        "torch.distributed backend: `auto` is nccl between GPUs and gloo between CPU processes.", "auto")
+
+
+@dataclass
 class OutputConfig:
     dir: str = doc("Output folder of the run (relative to the current directory).", "runs/run")
     overwrite: bool = doc("Replace an existing output folder (also `--overwrite`).", False)
@@ -299,6 +322,8 @@ class Config:
     eval: EvalConfig = doc("Evaluation after training.", default_factory=EvalConfig)
     preference: PreferenceConfig = doc("`task: dpo` and `task: reward`: the preference loss.",
                                        default_factory=PreferenceConfig)
+    distributed: DistributedConfig = doc("Several processes, GPUs or machines (`weitiao train --nproc N`).",
+                                         default_factory=DistributedConfig)
     output: OutputConfig = doc("Where results go.", default_factory=OutputConfig)
     # Folder of the YAML file: relative data paths are resolved against it. Not a user field.
     base_dir: str = field(default=".", metadata={"internal": True})
@@ -550,6 +575,7 @@ def semantic_problems(cfg: Config) -> list[str]:
             p.append(f"eval.reward_model: {run_dir} is not a weitiao run folder")
         elif (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("task") != "reward":
             p.append(f"eval.reward_model: {run_dir} is not a `task: reward` run")
+    p += distributed_problems(cfg)
     if e.generation.max_new_tokens < 1:
         p.append("eval.generation.max_new_tokens: must be at least 1")
     if e.generation.batch_size < 1:
@@ -560,6 +586,23 @@ def semantic_problems(cfg: Config) -> list[str]:
         name = cfg.model.chat_template
         p.append(f"model.chat_template: unknown template {name!r}{did_you_mean(name, BUILTIN_TEMPLATES)}; "
                  f"known: auto, {', '.join(BUILTIN_TEMPLATES)}")
+    return p
+
+
+def distributed_problems(cfg: Config) -> list[str]:
+    """What the distributed section cannot do with the rest of the config."""
+    p: list[str] = []
+    dist, m = cfg.distributed, cfg.method
+    if dist.strategy == "fsdp" and m.name not in ("full", "freeze", "lora"):
+        p.append(f"distributed.strategy: fsdp trains full, freeze and lora; {m.name} is not supported under FSDP "
+                 "here (use ddp)")
+    if dist.strategy in ("fsdp", "deepspeed") and cfg.task != "sft":
+        p.append(f"distributed.strategy: {dist.strategy} runs task sft only for now; task {cfg.task} runs on one "
+                 "process or under ddp")
+    if dist.zero_stage not in (1, 2, 3):
+        p.append(f"distributed.zero_stage: 1, 2 or 3, got {dist.zero_stage}")
+    if dist.offload_params and dist.zero_stage != 3:
+        p.append("distributed.offload_params: weights are offloaded under ZeRO stage 3 only")
     return p
 
 

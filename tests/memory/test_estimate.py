@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from conftest import run_cli, write_config
 from weitiao.config import LoraMethodConfig, MethodConfig, PrefixMethodConfig, PromptMethodConfig
@@ -110,6 +111,14 @@ def test_estimate_and_plan_commands(tmp_path, tiny_model_dir, demo_data_dir):
     assert "does not fit: full" in proc.stdout and "plan: method qlora" in proc.stdout
     planned = (tmp_path / "planned.yaml").read_text()
     assert "name: qlora" in planned
+    # with several GPUs the plan also picks a strategy, written into the distributed section
+    proc = run_cli("plan", LLAMA_70B_PATH(tmp_path), "--memory", "80GiB", "--gpus", "8", "--write-config", cfg,
+                   "--out", tmp_path / "planned8.yaml")
+    assert proc.returncode == 0, proc.stderr
+    strategy = proc.stdout.split("strategy ")[1].split()[0]
+    planned = yaml.safe_load((tmp_path / "planned8.yaml").read_text())
+    assert planned["distributed"]["strategy"] == {"zero2": "deepspeed"}.get(strategy, strategy)
+    assert "--nproc 8" in proc.stdout
     bad = run_cli("plan", config_json, "--memory", "lots")
     assert bad.returncode == 2 and "--memory" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from weitiao.config import PAIR_TASKS, Config
 from weitiao.errors import WeitiaoError
-from weitiao.memory.estimate import TrainSettings, training_estimate
+from weitiao.memory.estimate import TrainSettings, distributed_estimate, training_estimate
 from weitiao.memory.shape import load_config_dict, model_shape
+from weitiao.training import distributed
 
 OPTIMIZERS = {"adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit", "paged_adamw_8bit": "adamw_8bit",
               "sgd": "sgd"}
@@ -63,10 +64,23 @@ def check(cfg: Config, folder: str, device: str, seq: int, log=print) -> dict | 
         return None
     settings = settings_for(cfg, device, seq)
     parts = training_estimate(shape, settings)
+    need, processes = parts["total"], ""
+    world = distributed.world()
+    run = distributed.strategy(cfg, world)
+    if run != "single":
+        # each process holds its share (FSDP/ZeRO shard the states; DDP replicates them); on a CPU the processes of
+        # this machine share its memory, while each GPU holds one process
+        zero = f"zero{cfg.distributed.zero_stage}"
+        per_process = distributed_estimate(parts, settings, world.world_size, {"deepspeed": zero}.get(run, run))
+        sharing = 1 if device == "cuda" else world.local_world_size
+        need = per_process * sharing
+        parts = {**parts, "per_process": per_process, "this_machine": need}
+        processes = f" ({per_process / 2**30:.2f} GiB per process under {run}, {sharing} on this {device})"
     free = available_bytes(device)
-    log(f"memory: estimated peak {parts['total'] / 2**30:.2f} GiB for {cfg.method.name}, longest batch "
-        f"{settings.batch} x {seq} tokens" + (f"; {free / 2**30:.2f} GiB available on {device}" if free else ""))
-    if free is not None and parts["total"] > free and cfg.train.memory_check:
+    log(f"memory: estimated peak {need / 2**30:.2f} GiB for {cfg.method.name}, longest batch "
+        f"{settings.batch} x {seq} tokens{processes}" + (f"; {free / 2**30:.2f} GiB available on {device}"
+                                                         if free else ""))
+    if free is not None and need > free and cfg.train.memory_check:
         from weitiao.memory.plan import plan
 
         suggestion = plan(shape, free, settings)
@@ -76,6 +90,6 @@ def check(cfg: Config, folder: str, device: str, seq: int, log=print) -> dict | 
             hint = (f"`weitiao plan` suggests method {s.method}, train.batch_size={s.batch}, "
                     f"train.grad_accum={suggestion.grad_accum}, train.gradient_checkpointing="
                     f"{str(s.gradient_checkpointing).lower()} ({suggestion.estimate / 2**30:.2f} GiB)")
-        raise WeitiaoError(f"memory: the run needs about {parts['total'] / 2**30:.2f} GiB but {device} has "
+        raise WeitiaoError(f"memory: the run needs about {need / 2**30:.2f} GiB but {device} has "
                            f"{free / 2**30:.2f} GiB available; {hint}. To try anyway: train.memory_check=false")
     return {k: int(v) for k, v in parts.items()}

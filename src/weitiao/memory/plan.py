@@ -14,6 +14,10 @@ from weitiao.memory.shape import ModelShape
 
 METHOD_ORDER = ("full", "lora", "qlora")
 STRATEGY_ORDER = ("ddp", "zero2", "fsdp")
+NOT_TRAINABLE = {("qlora", "fsdp")}  # weitiao does not run QLoRA under FSDP (config.distributed_problems)
+# how `weitiao plan --write-config` sets each strategy in the config's distributed section
+STRATEGY_CONFIG = {"ddp": ["distributed.strategy=ddp"], "fsdp": ["distributed.strategy=fsdp"],
+                   "zero2": ["distributed.strategy=deepspeed", "distributed.zero_stage=2"]}
 
 
 @dataclass
@@ -56,6 +60,8 @@ def plan(shape: ModelShape, budget: int, base: TrainSettings, gpus: int = 1, mar
     for method in methods:
         smallest = None
         for strategy in strategies:
+            if (method, strategy) in NOT_TRAINABLE:
+                continue
             for s in candidates(base, method):
                 need = per_device(shape, s, gpus, strategy)
                 if smallest is None or need < smallest[0]:

@@ -58,15 +58,53 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def save_trained(model, tokenizer, out_dir: str, cfg: MethodConfig) -> str:
-    """Save the trained weights; returns the folder written ("adapter" or "model" inside out_dir)."""
+def save_trained(model, tokenizer, out_dir: str, cfg: MethodConfig, main: bool = True) -> str:
+    """Save the trained weights; returns the folder written ("adapter" or "model" inside out_dir).
+
+    In a multi-process run every process calls this (an FSDP-sharded model is gathered by all of them) and
+    `main` is true on rank 0 alone, which writes. The folder is the same as a single-device run's."""
+    import json
     import os
 
     if cfg.name in ADAPTER_METHODS:
         folder = os.path.join(out_dir, "adapter")
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, is_main_process=main)
+        config_file = os.path.join(folder, "adapter_config.json")
+        if main and os.path.isfile(config_file):
+            config = json.loads(open(config_file, encoding="utf-8").read())
+            # peft records the class of a sharded base (FSDPLlamaForCausalLM, made by FSDP2) for AutoPeftModel;
+            # it names no class a user can load, so the record is dropped, as for a single-device run
+            if str((config.get("auto_mapping") or {}).get("base_model_class", "")).startswith("FSDP"):
+                config["auto_mapping"] = None
+                with open(config_file, "w", encoding="utf-8") as f:
+                    json.dump(config, f, indent=2, sort_keys=True)
     else:
         folder = os.path.join(out_dir, "model")
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        model.save_pretrained(folder, is_main_process=main)
+        if main:
+            tokenizer.save_pretrained(folder)
+            drop_gathered_ties(model, folder)
     return folder
+
+
+def drop_gathered_ties(model, folder: str) -> None:
+    """Remove tied copies (the LM head of a model whose head is its embedding matrix) from a saved model folder.
+
+    transformers drops them by noticing two names share one storage; in a multi-process run the tensors it saves are
+    gathered copies, so both names were written. The folder must be the one a single-device run writes."""
+    import os
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = os.path.join(folder, "model.safetensors")
+    ties = getattr(model, "all_tied_weights_keys", None) or {}
+    if not ties or not os.path.isfile(path):
+        return  # no ties, or a sharded save (model.safetensors.index.json): left as transformers wrote it
+    state = load_file(path)
+    tied = [copy for copy, source in ties.items()
+            if copy in state and source in state and torch.equal(state[copy], state[source])]
+    if tied:
+        for name in tied:
+            del state[name]
+        save_file(state, path, metadata={"format": "pt"})

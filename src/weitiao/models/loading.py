@@ -226,7 +226,8 @@ def load_model(folder: str, dtype, device: str, trust_remote_code: bool = False,
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    return model if "device_map" in kwargs else model.to(device)
+    placed = "device_map" in kwargs or "distributed_config" in kwargs  # placed (and sharded) while loading
+    return model if placed else model.to(device)
 
 
 def load_classifier(folder: str, labels: list[str], dtype, device: str, trust_remote_code: bool = False,

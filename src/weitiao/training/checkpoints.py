@@ -15,7 +15,9 @@ from pathlib import Path
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
-STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
+# each a file that must be there, or alternatives: a multi-process run writes one RNG file per rank, and an
+# FSDP-sharded run its optimizer as a torch.distributed.checkpoint folder (training.sharded_checkpoint)
+STATE_FILES = (("optimizer.pt", "sharded_state/.metadata"), ("scheduler.pt",), ("rng_state.pth", "rng_state_0.pth"))
 
 
 def checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -34,8 +36,8 @@ def is_complete(folder: Path) -> bool:
     if state.get("global_step") is None:
         return False
     has_weights = any((folder / name).is_file() for name in WEIGHT_FILES)
-    needed = STATE_FILES + (("trainable_state.safetensors",) if is_prompt_learning(folder) else ())
-    return has_weights and all((folder / name).is_file() for name in needed)
+    needed = STATE_FILES + ((("trainable_state.safetensors",),) if is_prompt_learning(folder) else ())
+    return has_weights and all(any((folder / name).is_file() for name in names) for names in needed)
 
 
 def is_prompt_learning(folder: Path) -> bool:

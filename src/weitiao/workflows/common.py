@@ -29,7 +29,9 @@ RUN_FILE = "run.json"  # {"status": "running" | "finished", ...}: marks a folder
 
 
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    """Print a progress line; in a multi-process run, rank 0 alone prints (the others would repeat it)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(msg, flush=True)
 
 
 # ---------------------------------------------------------------- model files

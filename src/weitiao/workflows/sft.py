@@ -22,6 +22,7 @@ from weitiao.methods import (
     ADAPTER_METHODS, PROMPT_LEARNING_METHODS, apply_method, count_parameters, load_kwargs, save_trained, weights_footprint,
 )
 from weitiao.models.loading import load_model, pick_device, pick_dtype
+from weitiao.training import distributed
 from weitiao.training.checkpoints import last_complete
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, log, plot_losses,
@@ -39,9 +40,21 @@ class TrainResult:
 
 def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResult:
     out_dir = Path(cfg.output.dir)
-    mode = check_output_dir(out_dir, overwrite or cfg.output.overwrite, resume)
+    # ---- processes: one, or several started by `--nproc`/torchrun. Every process runs this whole file; rank 0
+    # alone prints, decides about the output folder and writes it (see training.distributed)
+    device = pick_device(cfg.model.device)
+    distributed.init(cfg, device)
+    distributed.check_available(cfg, device)
+    world = distributed.world()
+
+    def decide_mode() -> str:
+        mode = check_output_dir(out_dir, overwrite or cfg.output.overwrite, resume)
+        if mode == "resume":
+            check_same_config(cfg, out_dir)
+        return mode
+
+    mode = distributed.on_main(decide_mode)
     if mode == "resume":
-        check_same_config(cfg, out_dir)
         log(f"resuming the unfinished run in {out_dir} (--overwrite starts over)")
 
     # ---- data: every row read and checked before the model is loaded
@@ -61,7 +74,6 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         raise WeitiaoError("data: every training row was dropped as over-long; raise data.max_length")
 
     # ---- memory: estimated before any weight is loaded; stop here when it cannot fit
-    device = pick_device(cfg.model.device)
     longest = max(len(e.input_ids) for e in encoded["train"] + encoded["val"])
     estimate = memory_guard.check(cfg, folder, device, -(-longest // 8) * 8, log)  # batches pad to a multiple of 8
 
@@ -76,9 +88,16 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         log(precision_warning(cfg.train.precision, device))
     t0 = time.time()
     model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
-                       cfg.model.attn_implementation, load_kwargs(cfg.method, device))
+                       cfg.model.attn_implementation, {**load_kwargs(cfg.method, device),
+                                                       **distributed.load_kwargs(cfg, world)})
     log(f"model: {source.label} ({type(model).__name__}) on {device}, loaded in {time.time() - t0:.1f}s; "
         f"precision {'fp32' if amp is None else str(amp).replace('torch.', '') + ' autocast'}")
+    strategy = distributed.strategy(cfg, world)
+    sharding = distributed.sharding(model)
+    if strategy != "single":
+        log(f"distributed: {strategy} on {world.world_size} processes ({world.nodes} node(s), backend "
+            f"{distributed.backend(cfg, device)}); rank 0 holds {sharding['params_on_rank0']:,} of "
+            f"{sharding['params']:,} weights")
     set_seed(cfg.train.seed)  # new weights (LoRA's A matrices, a new head) must be the same in every run
     footprint = weights_footprint(model)
     log(f"base weights in memory: {footprint['stored_bytes'] / 2**20:.1f} MiB as stored "
@@ -90,25 +109,26 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
 
     # ---- the output folder: created only now that every input has been checked
     fresh = mode == "fresh"
-    if fresh:
+    if fresh and world.main:
         remove_dir(out_dir)  # reached only for an empty folder or with --overwrite on a weitiao run
         out_dir.mkdir(parents=True)
     try:
-        write_run_files(out_dir, cfg, template, splits.report, skipped)
+        if world.main:
+            write_run_files(out_dir, cfg, template, splits.report, skipped)
+        distributed.barrier()
 
-        # ---- the base model on the test split (kept across a resume)
-        base = None
+        # ---- the base model on the test split (kept across a resume). Every process scores it: under FSDP each
+        # forward needs all of them
         base_file = out_dir / "eval_base.json"
-        if cfg.eval.compare_base and splits.test:
-            if base_file.is_file():
-                base = json.loads(base_file.read_text())
-            else:
-                with base_model_context(model) as base_model:
-                    base = score_split(base_model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
-                                       "base").as_dict()
+        base = distributed.on_main(lambda: json.loads(base_file.read_text()) if base_file.is_file() else None)
+        if base is None and cfg.eval.compare_base and splits.test:
+            with base_model_context(model) as base_model, distributed.gathered_for_inference(model, device, log):
+                base = score_split(base_model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
+                                   "base").as_dict()
+            if world.main:
                 write_json(base_file, base)
     except WeitiaoError:
-        if fresh:
+        if fresh and world.main:
             remove_dir(out_dir)
         raise
 
@@ -116,7 +136,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, log)
     interrupt = SaveOnInterrupt(log)
     trainer = build_trainer(cfg, model, tokenizer, encoded, out_dir, device, amp, [guard, interrupt])
-    start = last_complete(out_dir / "checkpoints", log) if mode == "resume" else None
+    start = distributed.on_main(lambda: last_complete(out_dir / "checkpoints", log)) if mode == "resume" else None
     if mode == "resume":
         log(f"resuming from {start}" if start else "no complete checkpoint yet: training from the start")
     t0 = time.time()
@@ -131,25 +151,32 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                            "resume") from None
     train_seconds = time.time() - t0
     if guard.stopped_at is not None:
-        write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
-        good = last_complete(out_dir / "checkpoints", log)
+        if world.main:
+            write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
+        good = distributed.on_main(lambda: last_complete(out_dir / "checkpoints", log))
         raise WeitiaoError(f"training stopped at step {guard.stopped_at}: {guard.consecutive} non-finite gradients "
                            f"in a row ({guard.skipped} steps skipped in all). The last good checkpoint is "
                            f"{good or 'none'}. Lower train.learning_rate, or check the data for extreme rows.")
     if interrupt.requested:
-        write_json(out_dir / RUN_FILE, {"status": "interrupted", "step": trainer.state.global_step})
-        raise Interrupted(f"interrupted at step {trainer.state.global_step}: checkpoint saved in "
-                          f"{last_complete(out_dir / 'checkpoints', log)}; run the same command again to resume")
+        if world.main:
+            write_json(out_dir / RUN_FILE, {"status": "interrupted", "step": trainer.state.global_step})
+        good = distributed.on_main(lambda: last_complete(out_dir / "checkpoints", log))
+        raise Interrupted(f"interrupted at step {trainer.state.global_step}: checkpoint saved in {good}; run the "
+                          "same command again to resume")
     trainer.save_state()
 
     # ---- the tuned model on the test split
     tuned = None
     if splits.test:
-        tuned = score_split(trainer.model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
-                            "tuned").as_dict()
+        with distributed.gathered_for_inference(trainer.model, device, log):
+            tuned = score_split(trainer.model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
+                                "tuned").as_dict()
 
-    # ---- save: weights, state, metrics, curve, predictions
-    saved = save_trained(trainer.model, tokenizer, str(out_dir), cfg.method)
+    # ---- save: weights, state, metrics, curve, predictions. Every process takes part in saving the weights
+    # (FSDP gathers each tensor's shards); rank 0 alone writes
+    saved = save_trained(trainer.model, tokenizer, str(out_dir), cfg.method, main=world.main)
+    if not world.main:
+        return TrainResult({}, trainer.model, tokenizer, out_dir)
     history = trainer.state.log_history
     (out_dir / "trainer_state.json").write_text(
         (Path(trainer.args.output_dir) / "trainer_state.json").read_text(encoding="utf-8"), encoding="utf-8")
@@ -172,7 +199,11 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "tokens_per_s": round(splits.report["train_tokens"] * (trainer.state.epoch or 0) / train_seconds, 1),
             "trained_tokens_per_s": round(trained_tokens * (trainer.state.epoch or 0) / train_seconds, 1),
         },
-        "memory": {**peak_memory(device), "estimate": estimate},
+        "memory": {**peak_memory(device), "estimate": estimate},  # rank 0's, in a multi-process run
+        "distributed": {"strategy": strategy, "processes": world.world_size, "nodes": world.nodes,
+                        "backend": distributed.backend(cfg, device) if strategy != "single" else None,
+                        **({"fsdp_sharding": cfg.distributed.fsdp_sharding} if strategy == "fsdp" else {}),
+                        **sharding},
         "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h],
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
         "test": {"rows": tuned["rows"] if tuned else 0, "base": base["metrics"] if base else None,
@@ -263,13 +294,18 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
 
     t = cfg.train
     has_val = bool(encoded["val"])
-    args = build_training_args(cfg, out_dir, device, amp, has_val, len(encoded["train"]))
+    args = build_training_args(cfg, out_dir, device, amp, has_val, len(encoded["train"]),
+                               **distributed.training_args(cfg, device))
     callbacks = list(callbacks)
     if t.early_stopping_patience and has_val:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     if cfg.method.name in ADAPTER_METHODS and t.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: give checkpointed blocks an input that needs grad
     trainer_class = Trainer
+    if distributed.strategy(cfg) == "fsdp":
+        from weitiao.training.sharded_checkpoint import ShardedCheckpointTrainer
+
+        trainer_class = ShardedCheckpointTrainer
     if cfg.method.name in PROMPT_LEARNING_METHODS:
         # peft's checkpoint of these adapters cannot restore their encoders; see training.prompt_learning
         from weitiao.training.prompt_learning import PromptLearningTrainer, SaveTrainableState
