@@ -199,6 +199,11 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = doc("Recompute activations in backward: less memory, about 30% slower.", False)
     group_by_length: bool = doc("Batch examples of similar length together to waste less compute on padding.", True)
+    padding_free: bool = doc(
+        "`task: sft`: concatenate each batch's examples into one row, without padding, with position ids restarting "
+        "at each example and no attention across examples; the loss is the padded batch's within float noise. Used "
+        "only after a check on the loaded model (two examples packed and alone must give the same logits); "
+        "prefix/prompt/P-tuning, whose virtual tokens go in front of each row, always use padded batches.", True)
     seed: int = doc("Seed for weights of new modules, dropout and data order.", 42)
     logging_steps: int = doc("Log the training loss every N steps.", 5)
     eval_steps: int = doc("Evaluate on the validation split every N steps (0: once per epoch).", 0)

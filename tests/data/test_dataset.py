@@ -61,3 +61,50 @@ def test_pad_collator():
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7, IGNORE_INDEX], [8] + [IGNORE_INDEX] * 3]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("arch", ["llama", "glm", "glm4"])
+def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tiny_tokenizer, arch):
+    """Three examples of different lengths: one padded batch (3, 24) vs one row (1, 39) with restarting position
+    ids. Same loss and same gradients: no example attends to another, no label crosses a boundary."""
+    import torch
+
+    from weitiao.data.dataset import PaddingFreeCollator
+    from weitiao.testing import build_model
+    from weitiao.training.padding_free import keeps_examples_apart
+
+    model = build_model(len(tiny_tokenizer), arch=arch)
+    assert keeps_examples_apart(model, len(tiny_tokenizer))
+    rows = [{"input_ids": list(range(5, 5 + n)), "labels": [-100] * 3 + list(range(8, 5 + n))} for n in (7, 12, 20)]
+    padded, packed = PadCollator(tiny_tokenizer.pad_token_id)(rows), PaddingFreeCollator()(rows)
+    assert packed["input_ids"].shape == (1, 39) and packed["use_cache"] is False
+    assert packed["position_ids"][0].tolist() == list(range(7)) + list(range(12)) + list(range(20))
+    losses, grads = [], []
+    for batch in (padded, packed):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert float((grads[0] - grads[1]).abs().max()) < 1e-5
+
+
+def test_a_model_that_mixes_packed_examples_is_found_out():
+    """A model whose tokens see every earlier token of the row (it ignores position ids) fails the check."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from weitiao.training.padding_free import keeps_examples_apart
+
+    class Mixing(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 8)
+
+        def forward(self, input_ids, position_ids=None, use_cache=None):
+            hidden = self.embed(input_ids).cumsum(dim=1)  # (B, T, 8): each position sums all earlier tokens
+            return SimpleNamespace(logits=hidden)
+
+    assert not keeps_examples_apart(Mixing(), 50)

@@ -129,3 +129,22 @@ def test_full_and_freeze_save_a_plain_model_folder(tmp_path, tiny_model_dir, dem
     result.model.eval()
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids=ids).logits, result.model(input_ids=ids).logits)
+
+
+def test_a_run_started_before_a_config_key_existed_still_resumes(tmp_path, tiny_model_dir, demo_data_dir):
+    """Keys added to weitiao since the run started (absent from its config.yaml) count as their defaults."""
+    import yaml
+
+    from weitiao.config import dump_config, resolved
+    from weitiao.errors import WeitiaoError
+    from weitiao.workflows.sft import check_same_config
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run"))
+    saved = yaml.safe_load(dump_config(resolved(cfg)))
+    del saved["distributed"], saved["train"]["padding_free"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_same_config(cfg, tmp_path / "run")  # no error
+    cfg.train.padding_free = False  # a real change from what the run used (the default) is still refused
+    with pytest.raises(WeitiaoError, match="train.padding_free"):
+        check_same_config(cfg, tmp_path / "run")

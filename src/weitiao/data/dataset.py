@@ -200,6 +200,26 @@ class PadCollator:
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+@dataclass
+class PaddingFreeCollator:
+    """A batch without padding: its examples concatenated into one row of shape (1, sum of lengths), with position
+    ids restarting at 0 for each example, no attention mask, and `use_cache=False`.
+
+    transformers' decoders turn restarting position ids into a block-diagonal causal mask when there is neither an
+    attention mask nor a KV cache (masking_utils.find_packed_sequence_indices), so no token attends to another
+    example, and the loss over the label tokens is the padded batch's (tested). Without `use_cache=False` a cache is
+    made in training forwards too and the examples are silently mixed. The concatenation is transformers'
+    DataCollatorWithFlattening, which also sets each example's first label to -100 so that no example's last token
+    is trained to predict the next example's first."""
+
+    def __call__(self, features: list[dict]):
+        from transformers import DataCollatorWithFlattening
+
+        batch = DataCollatorWithFlattening(return_tensors="pt")(
+            [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+        return {**batch, "use_cache": False}
+
+
 # ---------------------------------------------------------------- task classify
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from weitiao.config import Config, dump_config, resolved
-from weitiao.data.dataset import PadCollator, encode_split, to_hf_dataset
+from weitiao.data.dataset import PadCollator, PaddingFreeCollator, encode_split, to_hf_dataset
 from weitiao.errors import Interrupted, WeitiaoError
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import (
@@ -188,6 +188,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         "base_weights": footprint,
         "train": {
             "precision": precision_name(amp),
+            "batches": "padding_free" if isinstance(trainer.data_collator, PaddingFreeCollator) else "padded",
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
@@ -281,8 +282,11 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
                 yield f"{prefix}{k}", v
 
     a, b = dict(flat(saved)), dict(flat(now))
+    # a key the saved config lacks was added to weitiao after the run started: its default is what the run used
+    defaults = dict(flat(yaml.safe_load(dump_config(Config()))))
     where = {"output.overwrite", "output.dir"}  # a run folder may be moved, e.g. to a bigger disk
-    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in where)
+    changed = sorted(k for k in a.keys() | b.keys()
+                     if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)) and k not in where)
     if changed:
         raise WeitiaoError(f"output.dir: {out_dir} holds an unfinished run with a different config "
                            f"({', '.join(changed)}); use the same config to resume, or --overwrite to start over")
@@ -317,9 +321,23 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
         args=args,
         train_dataset=to_hf_dataset(encoded["train"]),
         eval_dataset=to_hf_dataset(encoded["val"]) if has_val else None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=training_collator(cfg, model, tokenizer),
         callbacks=callbacks,
     )
+
+
+def training_collator(cfg: Config, model, tokenizer):
+    """Padding-free batches where the config allows them and the loaded model keeps packed examples apart."""
+    from weitiao.training.padding_free import keeps_examples_apart
+
+    if not cfg.train.padding_free or cfg.method.name in PROMPT_LEARNING_METHODS:
+        return PadCollator(tokenizer.pad_token_id)
+    if keeps_examples_apart(model, len(tokenizer)):
+        log("batches: padding-free (each batch's examples in one row; train.padding_free)")
+        return PaddingFreeCollator()
+    log(f"batches: padded: {type(model).__name__} mixes examples packed into one row, so padding-free batches "
+        "are not used")
+    return PadCollator(tokenizer.pad_token_id)
 
 
 def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: bool, n_train: int,
