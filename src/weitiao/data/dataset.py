@@ -212,11 +212,13 @@ class PaddingFreeCollator:
     DataCollatorWithFlattening, which also sets each example's first label to -100 so that no example's last token
     is trained to predict the next example's first."""
 
-    def __call__(self, features: list[dict]):
+    def __post_init__(self):
         from transformers import DataCollatorWithFlattening
 
-        batch = DataCollatorWithFlattening(return_tensors="pt")(
-            [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+        self.flatten = DataCollatorWithFlattening(return_tensors="pt")  # made once, not for every batch
+
+    def __call__(self, features: list[dict]):
+        batch = self.flatten([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
         return {**batch, "use_cache": False}
 
 

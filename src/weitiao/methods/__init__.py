@@ -83,7 +83,8 @@ def save_trained(model, tokenizer, out_dir: str, cfg: MethodConfig, main: bool =
         model.save_pretrained(folder, is_main_process=main)
         if main:
             tokenizer.save_pretrained(folder)
-            drop_gathered_ties(model, folder)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                drop_gathered_ties(model, folder)  # only a multi-process save writes tied copies twice
     return folder
 
 
