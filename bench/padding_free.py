@@ -1,4 +1,5 @@
-"""Padding-free batches against padded ones, side by side in one process: speed and final loss.
+"""Padding-free batches against padded ones, and label-position logits, side by side in one process: speed and
+final loss.
 
     python bench/padding_free.py [--model smollm2-135m-instruct] [--rows 128] [--rounds 1] [--batch 8]
 
@@ -8,9 +9,12 @@ lines) and a high-variance version of it (each question behind 0-30 filler sente
 40 to 400 tokens). Variants, run in turn A B C A B C ...:
 - padded: padded batches, length-grouped (weitiao's default before padding-free);
 - padded_random: padded batches in random order (transformers' default);
-- padding_free: one row per batch, no padding.
+- padding_free: one row per batch, no padding;
+- padding_free+label_logits: and the LM head and loss only at positions that predict a trained token (weitiao's
+  default: train.logits_at_labels_only). The other variants compute every position's logits.
 Prints, per dataset and variant: trained tokens/s (label tokens) and all tokens/s (non-padding), each round's
-ratio against `padded`, and the final training loss. Ratios come from runs made next to each other.
+ratio against the first variant (`padded` by default; `--variants` picks and orders them), and the final training
+loss. Ratios come from runs made next to each other.
 """
 from __future__ import annotations
 
@@ -24,9 +28,11 @@ from pathlib import Path
 
 import yaml
 
-VARIANTS = {"padded": {"padding_free": False, "group_by_length": True},
-            "padded_random": {"padding_free": False, "group_by_length": False},
-            "padding_free": {"padding_free": True, "group_by_length": True}}
+VARIANTS = {"padded": {"padding_free": False, "group_by_length": True, "logits_at_labels_only": False},
+            "padded_random": {"padding_free": False, "group_by_length": False, "logits_at_labels_only": False},
+            "padding_free": {"padding_free": True, "group_by_length": True, "logits_at_labels_only": False},
+            "padding_free+label_logits": {"padding_free": True, "group_by_length": True,
+                                          "logits_at_labels_only": True}}
 FILLER = "Please read the whole request carefully before you answer it. "
 
 
@@ -69,17 +75,20 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; the first is the baseline")
+    parser.add_argument("--data", default="demo,varied", help="comma-separated: demo, varied")
     args = parser.parse_args(argv)
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
+    baseline = next(iter(variants))
     from weitiao.config import load_config
     from weitiao.workflows import sft
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="padding-free-"))
-    datasets = {"demo": write_data(work / "demo", False, args.rows),
-                "varied": write_data(work / "varied", True, args.rows)}
+    datasets = {name: write_data(work / name, name == "varied", args.rows) for name in args.data.split(",")}
     results: dict = {}
     for round_ in range(args.rounds):
         for data_name, data in datasets.items():
-            for name, variant in VARIANTS.items():
+            for name, variant in variants.items():
                 run = f"{data_name}-{name}"
                 m = sft.run(load_config(config(work, args.model, data, run, args.batch, variant)),
                             overwrite=True).metrics
@@ -88,14 +97,14 @@ def main(argv=None) -> int:
                      m["train"]["runtime_s"]))
     print(f"\nmodel {args.model}; one epoch of {args.rows} rows in batches of {args.batch}; LoRA r=16 all-linear; "
           f"{args.rounds} round(s)")
-    print(f"{'dataset/variant':<28}{'trained tok/s':>14}{'all tok/s':>11}{'vs padded':>11}{'final loss':>12}")
+    print(f"{'dataset/variant':<36}{'trained tok/s':>14}{'all tok/s':>11}{'vs ' + baseline:>20}{'final loss':>12}")
     for data_name in datasets:
-        base = results[f"{data_name}-padded"]
-        for name in VARIANTS:
+        base = results[f"{data_name}-{baseline}"]
+        for name in variants:
             rows = results[f"{data_name}-{name}"]
             ratios = [r[1] / b[1] for r, b in zip(rows, base)]
-            print(f"{data_name + '/' + name:<28}{statistics.median(r[0] for r in rows):>14.1f}"
-                  f"{statistics.median(r[1] for r in rows):>11.1f}{statistics.median(ratios):>10.2f}x"
+            print(f"{data_name + '/' + name:<36}{statistics.median(r[0] for r in rows):>14.1f}"
+                  f"{statistics.median(r[1] for r in rows):>11.1f}{statistics.median(ratios):>19.2f}x"
                   f"{rows[-1][2]:>12.4f}")
     return 0
 

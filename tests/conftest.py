@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -85,3 +87,34 @@ def lora_run_dir(tmp_path_factory, tiny_model_dir, demo_data_dir) -> Path:
 def prefix_run_dir(tmp_path_factory, tiny_model_dir, demo_data_dir) -> Path:
     return _train_tiny(tmp_path_factory, tiny_model_dir, demo_data_dir, "prefix",
                        method={"name": "prefix", "prefix": {"num_virtual_tokens": 4}}, train={"learning_rate": 1e-2})
+
+
+# ---------------------------------------------------------------- pages, as a browser shows them
+
+
+def chromium() -> str | None:
+    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def screenshot(page, png, height=1600) -> np.ndarray:
+    """The page rendered by headless Chromium, as an (H, W, 3) array."""
+    from PIL import Image
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (scripts/setup.sh installs it with apt-get when run as "
+                    "root: apt-get install chromium-headless-shell)")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={png}", f"--window-size=1200,{height}", page.resolve().as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    return np.asarray(Image.open(png).convert("RGB"))
+
+
+def assert_not_blank(pixels: np.ndarray):
+    dark = (pixels.sum(axis=2) < 384).mean()  # text, lines and chart marks
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    assert dark > 0.005, f"only {dark:.4f} of the pixels are dark: the page looks blank"
+    assert colours > 50, f"{colours} colours: no charts rendered"

@@ -9,6 +9,7 @@ import pytest
 from weitiao.config import load_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+DATA_DEMOS = {"one-phrasing"}  # the rephrasing demo: its own data and evaluation, not a method
 
 
 def test_one_example_per_method():
@@ -23,8 +24,11 @@ def test_example_is_valid_and_self_contained(path):
     assert cfg.output.dir == f"runs/{path.stem}"
     for entry in cfg.data.train + cfg.data.val + cfg.data.test:
         assert (path.parent / entry).is_file(), entry
-    if cfg.task == "sft":
-        quick = load_config(path.parent / "quickstart.yaml")
+    quick = load_config(path.parent / "quickstart.yaml")
+    if path.stem in DATA_DEMOS:  # other data and evaluation, the quickstart's model and method
+        assert (cfg.model, cfg.method) == (quick.model, quick.method)
+        assert cfg.rephrase.templates and (path.parent / cfg.rephrase.templates).is_file()
+    elif cfg.task == "sft":
         assert (cfg.data, cfg.eval, cfg.model) == (quick.data, quick.eval, quick.model)
 
 

@@ -88,7 +88,23 @@ def cmd_eval(args) -> int:
     else:
         config_path = target
     cfg = load_config(config_path, args.overrides)
-    evaluate.run(cfg, adapter=adapter, model_dir=model_dir, split=args.split, out=args.out)
+    result = evaluate.run(cfg, adapter=adapter, model_dir=model_dir, split=args.split, out=args.out,
+                          rephrase=args.rephrase)
+    if args.rephrase and target.is_dir() and not (args.adapter or args.model_dir) and args.split == "test":
+        # a run's own tuned model on its test rows: kept in the run folder, and its report shows it
+        from weitiao.workflows import compare
+        from weitiao.workflows.common import write_json
+
+        write_json(target / "rephrased.json", result)
+        if (target / "report").is_dir():
+            compare.run(target)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from weitiao.workflows import compare
+
+    compare.run(args.run, args.other, out=args.out, samples=args.samples, seed=args.seed)
     return 0
 
 
@@ -99,6 +115,11 @@ def cmd_validate(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     print(f"config {args.config}: ok")
+    if cfg.rephrase.templates:
+        from weitiao.evaluation.rephrase import check_source, rules_path
+
+        check_source(cfg)
+        print(f"rephrase.templates {rules_path(cfg)}: ok")
     splits = load_splits(cfg.data, cfg.base_dir)
     if cfg.task == "classify":
         return validate_classify(cfg, splits)
@@ -268,10 +289,20 @@ def cmd_data_check(args) -> int:
     return data_check.run(cfg, preview=args.preview, out=args.out)
 
 
+def cmd_data_augment(args) -> int:
+    from weitiao.config import load_config
+    from weitiao.workflows import augment
+
+    cfg = load_config(args.config, args.overrides)
+    augment.run(cfg, args.out, overwrite=args.overwrite)
+    return 0
+
+
 def cmd_data_demo(args) -> int:
     from weitiao.demo import count_list, support_intent
 
     write = {"count_list": count_list.write_splits, "count_list_preference": count_list.write_preference_splits,
+             "count_list_one_phrasing": count_list.write_one_phrasing_splits,
              "support_intent": support_intent.write_splits}[args.task]
     for name, path in write(args.out_dir, args.seed).items():
         print(f"{name}: {path}")
@@ -405,7 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", help="evaluate this model folder instead of model.name_or_path")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split (default test)")
     p.add_argument("--out", help="write metrics and predictions to this JSON file")
+    p.add_argument("--rephrase", action="store_true",
+                   help="also ask every question in rephrase.k other phrasings (rephrase.templates rules, or written "
+                        "by rephrase.model) and report original vs rephrased")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="base vs tuned of a run, or two runs: an HTML report with intervals",
+                       description="Compare base and tuned on a finished run's test rows (or the tuned models of "
+                                   "two runs on the rows both scored): metric changes with paired bootstrap 95% "
+                                   "intervals, rows that improved or regressed, the forgetting check and the loss "
+                                   "curves, in a self-contained report.html. No model is loaded.")
+    p.add_argument("run", help="a finished run folder")
+    p.add_argument("other", nargs="?", help="a second finished run: compare RUN (A) with OTHER (B)")
+    p.add_argument("--out", help="report folder (default RUN/report, or OTHER/compare-RUN for two runs)")
+    p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("chat", help="talk to a run or a model in the terminal, streaming",
                        description="Multi-turn chat with the run's own chat template and stop tokens. At the prompt: "
@@ -484,13 +530,28 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--preview", type=int, default=2, help="show N training rows with trained tokens marked")
     q.add_argument("--out", help="write the full report to this JSON file")
     q.set_defaults(func=cmd_data_check)
+    q = data_sub.add_parser("augment", help="add rephrased copies of the training questions to the training data",
+                            description="Write a new training file (messages format): every training row of CONFIG, "
+                                        "then up to rephrase.k copies of each with its question rephrased by the "
+                                        "rephrase.templates rules or written by rephrase.model (checked, cached). "
+                                        "Answers are copied; val and test are left alone.")
+    q.add_argument("config", help="YAML config file")
+    q.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    q.add_argument("--rephrase", action="store_true", required=True,
+                   help="add rephrasings (the augmentation weitiao makes)")
+    q.add_argument("--out", required=True, help="the new training file (.jsonl)")
+    q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    q.set_defaults(func=cmd_data_augment)
     q = data_sub.add_parser("demo", help="write the demo task's train/val/test JSONL files",
                             description="Write a deterministic demo dataset: `count_list` ('list exactly N items', "
                                         "messages rows), `count_list_preference` (the same prompts as "
-                                        "prompt/chosen/rejected pairs, for `task: dpo`/`reward`) or "
-                                        "`support_intent` (5-way message classification, text/label rows).")
+                                        "prompt/chosen/rejected pairs, for `task: dpo`/`reward`), "
+                                        "`count_list_one_phrasing` (every question asked one way, for the "
+                                        "rephrasing demo) or `support_intent` (5-way message classification, "
+                                        "text/label rows).")
     q.add_argument("out_dir", help="folder for train.jsonl, val.jsonl and test.jsonl")
-    q.add_argument("--task", choices=["count_list", "count_list_preference", "support_intent"], default="count_list",
+    q.add_argument("--task", choices=["count_list", "count_list_preference", "count_list_one_phrasing",
+                                      "support_intent"], default="count_list",
                    help="which demo dataset (default count_list)")
     q.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
     q.set_defaults(func=cmd_data_demo)

@@ -204,6 +204,10 @@ class TrainConfig:
         "at each example and no attention across examples; the loss is the padded batch's within float noise. Used "
         "only after a check on the loaded model (two examples packed and alone must give the same logits); "
         "prefix/prompt/P-tuning, whose virtual tokens go in front of each row, always use padded batches.", True)
+    logits_at_labels_only: bool = doc(
+        "`task: sft`: run the LM head and the loss only at positions that predict a trained token (transformers' "
+        "`logits_to_keep`), not over the prompt and padding: less compute and far smaller logits, the same loss "
+        "and gradients. Used where the model takes `logits_to_keep`; not with prefix/prompt/P-tuning.", True)
     seed: int = doc("Seed for weights of new modules, dropout and data order.", 42)
     logging_steps: int = doc("Log the training loss every N steps.", 5)
     eval_steps: int = doc("Evaluate on the validation split every N steps (0: once per epoch).", 0)
@@ -248,9 +252,41 @@ class EvalConfig:
         "and its mean is reported as the metric `reward` (for base and tuned alike). Empty: no reward scoring.",
         None)
     compare_base: bool = doc("Also score the base model on the same rows with the same decoding.", True)
+    forgetting: bool = doc(
+        "Also measure the loss of the base and the tuned model on a small general-text set that ships with weitiao "
+        "(32 English and Chinese paragraphs no run trains on): a rise after tuning is forgetting. Causal LMs only.",
+        True)
+    rephrase: bool = doc(
+        "`task: sft`: also ask the tuned model every test question in `rephrase.k` other phrasings (the `rephrase` "
+        "section says where they come from; they are made before training) and write `rephrased.json`, shown in "
+        "the report: the same as `weitiao eval RUN --rephrase` after training.", False)
+    report: bool = doc(
+        "After training, write `report/report.html` into the run folder: base vs tuned with bootstrap intervals, "
+        "loss curves, improved/regressed rows and the forgetting check (the same as `weitiao compare RUN`).", True)
     max_samples: int = doc("Score at most N test rows (0: all).", 0)
     generation: GenerationConfig = doc("Decoding settings, the same for every model compared.",
                                        default_factory=GenerationConfig)
+
+
+REPHRASE_PROMPT = ("Rewrite the following request in different words. Keep its meaning and every number. Reply "
+                   "with the rewritten request only.\n\nRequest: {question}")
+
+
+@dataclass
+class RephraseConfig:
+    templates: Optional[str] = doc(
+        "A YAML file of rephrasing rules: a list of `{match: REGEX, rephrasings: [TEXT, ...]}`, where each TEXT "
+        "reuses the regex's named groups as `{name}`. A question takes the rephrasings of every rule whose regex "
+        "matches it whole. Relative paths are read from the config's folder.", None)
+    model: Optional[str] = doc(
+        "Instead of rules, a chat model writes the rephrasings: `base` (the config's `model.name_or_path`), a "
+        "local model folder, or a bundled model name. Each candidate is checked (one line, not the question "
+        "itself, every number kept, a sensible length) and the accepted ones are cached.", None)
+    k: int = doc("Rephrasings per question.", 2)
+    prompt: str = doc("What the rephrasing model is asked; `{question}` is replaced by the question.",
+                      REPHRASE_PROMPT)
+    cache: Optional[str] = doc("JSONL cache of model-written rephrasings (empty: `rephrase.jsonl` in weitiao's "
+                               "cache folder, `~/.cache/weitiao` or `$WEITIAO_CACHE`).", None)
 
 
 KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")  # TRL 1.16's KTOTrainer
@@ -329,6 +365,8 @@ class Config:
                                        default_factory=PreferenceConfig)
     distributed: DistributedConfig = doc("Several processes, GPUs or machines (`weitiao train --nproc N`).",
                                          default_factory=DistributedConfig)
+    rephrase: RephraseConfig = doc("Rephrased questions: `weitiao eval --rephrase` and `weitiao data augment "
+                                   "--rephrase`.", default_factory=RephraseConfig)
     output: OutputConfig = doc("Where results go.", default_factory=OutputConfig)
     # Folder of the YAML file: relative data paths are resolved against it. Not a user field.
     base_dir: str = field(default=".", metadata={"internal": True})
@@ -591,6 +629,19 @@ def semantic_problems(cfg: Config) -> list[str]:
         name = cfg.model.chat_template
         p.append(f"model.chat_template: unknown template {name!r}{did_you_mean(name, BUILTIN_TEMPLATES)}; "
                  f"known: auto, {', '.join(BUILTIN_TEMPLATES)}")
+    r = cfg.rephrase
+    if e.rephrase and not (r.templates or r.model):
+        p.append("eval.rephrase: set rephrase.templates (a file of rules) or rephrase.model (a model that writes "
+                 "the rephrasings)")
+    if e.rephrase and cfg.task != "sft":
+        p.append(f"eval.rephrase: rephrased questions after training are for task sft, not {cfg.task}; use "
+                 "weitiao eval RUN --rephrase")
+    if r.templates and r.model:
+        p.append("rephrase: set templates or model, not both")
+    if r.k < 1:
+        p.append(f"rephrase.k: must be at least 1, got {r.k}")
+    if "{question}" not in r.prompt:
+        p.append("rephrase.prompt: must contain {question}, where the question goes")
     return p
 
 

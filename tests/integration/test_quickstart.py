@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import assert_not_blank, run_cli, screenshot
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -34,6 +34,30 @@ def test_quickstart_tuned_model_learns_the_task(quickstart_run):
     assert tuned - base >= 0.4
     assert "count_list" in proc.stdout and "base" in proc.stdout and "tuned" in proc.stdout
     assert metrics["val"], "validation ran during training"
+
+
+def test_quickstart_report_shows_the_count_accuracy_change_with_its_interval(quickstart_run, tmp_path):
+    """The report `weitiao train` wrote (eval.report) renders in headless Chromium, and its metrics table holds
+    the count_list change, its paired bootstrap interval (above zero) and the forgetting check."""
+    import html
+    import re
+
+    out, proc = quickstart_run
+    report = json.loads((out / "report" / "report.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    count = next(m for m in report["metrics"] if m["name"] == "count_list")
+    test = metrics["test"]
+    assert count["delta"] == pytest.approx(test["tuned"]["count_list"] - test["base"]["count_list"], abs=1e-6)
+    assert 0 < count["low"] <= count["delta"] <= count["high"] and count["verdict"] == "better"
+    print(f"count_list change {count['delta']:+.4f} [{count['low']:+.4f}, {count['high']:+.4f}]; general-text "
+          f"loss {report['forgetting']['a']:.4f} -> {report['forgetting']['b']:.4f}")
+    page = (out / "report" / "report.html").read_text()
+    row = re.search(r"<tr data-metric='count_list'>(.*?)</tr>", page).group(1)
+    cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+    assert cells[3] == f"{count['delta']:+.4f}" and cells[4] == f"[{count['low']:+.4f}, {count['high']:+.4f}]"
+    assert report["forgetting"] is not None and "id='forgetting'" in page
+    assert "report.html" in proc.stdout
+    assert_not_blank(screenshot(out / "report" / "report.html", tmp_path / "report.png"))
 
 
 def test_quickstart_adapter_gives_weitiao_eval_generations_with_plain_peft(quickstart_run, tmp_path):

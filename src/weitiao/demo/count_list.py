@@ -100,6 +100,32 @@ def write_splits(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     return write_split_files(out_dir, build_splits(seed))
 
 
+# ---------------------------------------------------------------- one phrasing (the rephrasing demo)
+
+ONE_PHRASING_SIZES = {"train": 140, "val": 20, "test": 40}
+
+
+def build_one_phrasing_splits(seed: int = 0, phrasing: int = 0,
+                              sizes: dict[str, int] = ONE_PHRASING_SIZES) -> dict[str, list[dict]]:
+    """Every question in the one phrasing PHRASINGS[phrasing] ("List {n} {category}." by default), with disjoint
+    (category, N) combinations across splits: a model trained on it has seen one way of asking. `weitiao eval
+    --rephrase` then asks the test questions in the other phrasings (examples/rephrase/)."""
+    rng = random.Random(seed)
+    combos = [(c, n) for c in CATEGORIES for n in range(1, 11)]
+    rng.shuffle(combos)
+    out, start = {}, 0
+    for name, size in sizes.items():
+        out[name] = [make_row(c, n, phrasing, rng) for c, n in combos[start: start + size]]
+        start += size
+    return out
+
+
+def write_one_phrasing_splits(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+    from weitiao.demo import write_split_files
+
+    return write_split_files(out_dir, build_one_phrasing_splits(seed))
+
+
 # ---------------------------------------------------------------- preference pairs (task dpo / reward)
 
 def rejected_answer(category: str, items: list[str], rng: random.Random) -> str:

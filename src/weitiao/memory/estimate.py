@@ -56,6 +56,9 @@ class TrainSettings:
     virtual_tokens: int = 16
     device: str = "cuda"
     task: str = "sft"  # classify: the head outputs a few logits per row, not a vocabulary's worth per token
+    # share of positions whose logits are computed: 1, or with train.logits_at_labels_only and padding-free
+    # batches, the largest share of trained tokens in any one training example
+    logit_fraction: float = 1.0
 
 
 def inference_bytes(shape: ModelShape, dtype: str = "float32") -> int:
@@ -125,7 +128,7 @@ def training_estimate(shape: ModelShape, s: TrainSettings, constants: dict | Non
         layer_acts = tokens * (layers * shape.hidden * act + per_layer)
     else:
         layer_acts = tokens * layers * per_layer
-    logits = 0 if s.task == "classify" else tokens * c["logits"] * shape.vocab
+    logits = 0 if s.task == "classify" else tokens * s.logit_fraction * c["logits"] * shape.vocab
     parts = {
         "weights": weights_bytes(shape, s),
         "trainable_weights": 0 if s.method in ("full", "freeze") else trainable * train_dtype,

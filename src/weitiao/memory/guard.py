@@ -1,6 +1,8 @@
 """The train-time memory check: estimate before loading the model, stop with a plan when it will not fit."""
 from __future__ import annotations
 
+import dataclasses
+
 from weitiao.config import PAIR_TASKS, Config
 from weitiao.errors import WeitiaoError
 from weitiao.memory.estimate import TrainSettings, distributed_estimate, training_estimate
@@ -55,14 +57,14 @@ def available_bytes(device: str) -> int | None:
     return None
 
 
-def check(cfg: Config, folder: str, device: str, seq: int, log=print) -> dict | None:
+def check(cfg: Config, folder: str, device: str, seq: int, log=print, logit_fraction: float = 1.0) -> dict | None:
     """The estimate's breakdown (recorded in metrics.json); raises when it exceeds the memory available."""
     try:
         shape = model_shape(load_config_dict(folder), task=estimate_task(cfg.task))
     except Exception as err:  # noqa: BLE001 - an architecture the meta-device count cannot build: no estimate
         log(f"memory: no estimate for this architecture ({type(err).__name__}); not checked")
         return None
-    settings = settings_for(cfg, device, seq)
+    settings = dataclasses.replace(settings_for(cfg, device, seq), logit_fraction=logit_fraction)
     parts = training_estimate(shape, settings)
     need, processes = parts["total"], ""
     world = distributed.world()

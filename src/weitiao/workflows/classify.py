@@ -8,7 +8,6 @@ scores and a confusion matrix instead of generations.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from weitiao.models.loading import load_classifier, load_tokenizer, local_folder
 from weitiao.training.checkpoints import last_complete
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, log, plot_losses, remove_dir,
-    versions, write_json,
+    versions, write_json, write_report,
 )
 from weitiao.workflows.sft import TrainResult, build_training_args, check_same_config, peak_memory
 
@@ -158,6 +157,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         columns = {"base": base["metrics"], "tuned": tuned["metrics"]} if base else {"tuned": tuned["metrics"]}
         log(comparison_table(f"test split ({len(encoded['test'])} rows)", columns))
     log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
+    if tuned and base and cfg.eval.report:
+        write_report(out_dir)
     return TrainResult(metrics, trainer.model, tokenizer, out_dir)
 
 

@@ -170,12 +170,13 @@ def base_model_context(model):
 
 
 @torch.no_grad()
-def token_loss(model, encoded: list[Encoded], pad_id: int, batch_size: int = 8, amp_dtype=None) -> float:
-    """Mean cross-entropy over all label tokens of the split (token-weighted, not a mean of batch means)."""
+def token_losses(model, encoded: list[Encoded], pad_id: int, batch_size: int = 8,
+                 amp_dtype=None) -> list[tuple[float, int]]:
+    """Per example: (summed cross-entropy over its label tokens, number of label tokens)."""
     model.eval()
     device = next(model.parameters()).device
     collate = PadCollator(pad_id)
-    total, count = 0.0, 0
+    rows = []
     for start in range(0, len(encoded), batch_size):
         batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in encoded[start:start + batch_size]])
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -185,12 +186,18 @@ def token_loss(model, encoded: list[Encoded], pad_id: int, batch_size: int = 8, 
         # logits (B, T, V) predict token t+1 from position t; prompt-learning adapters also return logits for
         # their n_virtual leading virtual tokens, (B, n_virtual + T, V): keep the last T
         logits = logits[:, -batch["input_ids"].shape[1]:]
-        shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-        shift_labels = batch["labels"][:, 1:].reshape(-1)
-        total += torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX,
-                                                   reduction="sum").item()
-        count += int((shift_labels != IGNORE_INDEX).sum())
-    return total / max(count, 1)
+        shift_labels = batch["labels"][:, 1:]  # (B, T-1)
+        per_token = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), shift_labels,
+                                                      ignore_index=IGNORE_INDEX, reduction="none")  # (B, T-1)
+        counts = (shift_labels != IGNORE_INDEX).sum(dim=1)
+        rows += [(float(s), int(n)) for s, n in zip(per_token.sum(dim=1).tolist(), counts.tolist())]
+    return rows
+
+
+def mean_loss(rows: list[tuple[float, int]]) -> float:
+    """Mean cross-entropy over all label tokens of per-row (sum, count) pairs: token-weighted, not a mean of row
+    or batch means."""
+    return sum(s for s, _ in rows) / max(sum(n for _, n in rows), 1)
 
 
 @dataclass
@@ -199,9 +206,11 @@ class SplitScores:
     metrics: dict  # loss, perplexity and each generation metric
     predictions: list[str]
     per_row: list[dict]
+    row_losses: list[tuple[float, int]]  # per scored row: (summed cross-entropy, label tokens)
 
     def as_dict(self) -> dict:
-        return {"rows": self.rows, "metrics": self.metrics, "predictions": self.predictions, "per_row": self.per_row}
+        return {"rows": self.rows, "metrics": self.metrics, "predictions": self.predictions, "per_row": self.per_row,
+                "row_losses": self.row_losses}
 
 
 def score_split(model, tokenizer, template, examples: list[Example], encoded: list[Encoded], cfg: Config,
@@ -211,7 +220,8 @@ def score_split(model, tokenizer, template, examples: list[Example], encoded: li
     n = cfg.eval.max_samples or len(examples)
     examples, encoded = examples[:n], encoded[:n]
     log(f"[{label}] test loss on {len(encoded)} rows ...")
-    loss = token_loss(model, encoded, tokenizer.pad_token_id, cfg.eval.generation.batch_size, amp_dtype)
+    row_losses = token_losses(model, encoded, tokenizer.pad_token_id, cfg.eval.generation.batch_size, amp_dtype)
+    loss = mean_loss(row_losses)
     metrics = {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50.0)), 4)}
     predictions, per_row = [], []
     chat_rows = [ex for ex in examples if ex.text is None]
@@ -233,7 +243,7 @@ def score_split(model, tokenizer, template, examples: list[Example], encoded: li
                 row["reward"] = round(r, 5)
         metrics.update({k: round(v, 6) for k, v in means.items()})
     log(f"[{label}] scored in {time.time() - started:.1f}s: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    return SplitScores(len(encoded), metrics, predictions, per_row)
+    return SplitScores(len(encoded), metrics, predictions, per_row, row_losses)
 
 
 def comparison_table(title: str, columns: dict[str, dict]) -> str:
@@ -349,6 +359,60 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def prediction_rows(examples: list[Example], tuned: dict, base: dict | None, **per_example) -> list[dict]:
+    """predictions.jsonl: per scored test row, the prompt, the reference, each model's answer and metric scores,
+    and its loss on the row (mean cross-entropy per answer token, and the token count) for `weitiao compare`.
+    `per_example` adds fields taken from each example, e.g. rejected=lambda ex: ex.rejected."""
+    rows = []
+    for i, ex in enumerate(examples[: tuned["rows"]]):
+        row = {"where": ex.where}
+        if ex.text is None:
+            row.update(prompt=ex.messages[-2][1], reference=ex.messages[-1][1])
+        else:
+            row.update(text=ex.text)
+        row.update({k: f(ex) for k, f in per_example.items()})
+        for name, scores in (("tuned", tuned), ("base", base)):
+            if not scores:
+                continue
+            if i < len(scores["predictions"]):
+                row.update({name: scores["predictions"][i], f"{name}_scores": scores["per_row"][i]})
+            losses = scores.get("row_losses") or []
+            if i < len(losses):
+                row.update({f"{name}_loss": round(losses[i][0] / max(losses[i][1], 1), 6),
+                            f"{name}_tokens": losses[i][1]})
+        rows.append(row)
+    return rows
+
+
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def forgetting_summary(base_rows: list, tuned_rows: list) -> dict:
+    """metrics.json's `forgetting`: the general-text loss before and after, with each paragraph's (sum, tokens)
+    so that `weitiao compare` can put an interval on the change."""
+    base_loss, tuned_loss = mean_loss(base_rows), mean_loss(tuned_rows)
+    return {"paragraphs": len(base_rows), "tokens": sum(n for _, n in base_rows), "base_loss": round(base_loss, 6),
+            "tuned_loss": round(tuned_loss, 6), "change": round(tuned_loss - base_loss, 6),
+            "base": {"rows": [[round(s, 5), n] for s, n in base_rows]},
+            "tuned": {"rows": [[round(s, 5), n] for s, n in tuned_rows]}}
+
+
+def write_report(out_dir: Path) -> None:
+    """The base-vs-tuned report of a finished run (eval.report). The run is saved before this: a failure here is
+    reported and leaves the run as it is, and `weitiao compare RUN` makes the report again."""
+    from weitiao.workflows import compare
+
+    log("")
+    try:
+        compare.run(out_dir)
+    except Exception as err:  # noqa: BLE001 - the run itself is complete; the report can be made again
+        log(f"warning: the report could not be written ({type(err).__name__}: {err}); the run is complete; "
+            f"make the report with: weitiao compare {out_dir}")
 
 
 def remove_dir(path: Path) -> None:

@@ -31,7 +31,8 @@ from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.training.checkpoints import last_complete
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, check_output_dir, comparison_table, find_start, log, plot_losses, precision_warning,
-    read_splits, remove_dir, score_split, write_json, write_run_files,
+    prediction_rows, read_splits, remove_dir, score_split, write_json, write_predictions, write_report,
+    write_run_files,
 )
 from weitiao.workflows.sft import TrainResult, build_training_args, check_same_config, peak_memory, precision_name
 
@@ -219,15 +220,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         "data": {"train_pairs": len(pairs["train"])},
     }
     if after:
-        rows = []
-        for i, ex in enumerate(splits.test[: len(after["predictions"])]):
-            row = {"where": ex.where, "prompt": ex.messages[-2][1], "reference": ex.messages[-1][1],
-                   "rejected": ex.rejected, "tuned": after["predictions"][i], "tuned_scores": after["per_row"][i]}
-            if before and i < len(before["predictions"]):
-                row.update(base=before["predictions"][i], base_scores=before["per_row"][i])
-            rows.append(row)
-        (out_dir / "predictions.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        write_predictions(out_dir / "predictions.jsonl",
+                          prediction_rows(splits.test, after, before, rejected=lambda ex: ex.rejected))
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / RUN_FILE, {"status": "finished", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                     "saved": Path(saved).name})
@@ -240,6 +234,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         columns = {"start": before["metrics"], "tuned": after["metrics"]} if before else {"tuned": after["metrics"]}
         log(comparison_table(f"test split ({after['rows']} rows)", columns))
     log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
+    if after and before and cfg.eval.report:
+        write_report(out_dir)
     return TrainResult(metrics, trainer.model, tokenizer, out_dir)
 
 

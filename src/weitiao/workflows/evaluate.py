@@ -12,20 +12,25 @@ from pathlib import Path
 from weitiao.config import Config
 from weitiao.data.dataset import encode_split, load_splits
 from weitiao.errors import WeitiaoError
+from weitiao.evaluation.rephrase import check_source, last_question, rephrased_examples, rephrasings_for
 from weitiao.methods import load_kwargs
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.workflows.common import autocast_dtype, comparison_table, find_model, log, score_split, write_json
 
 
 def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, split: str = "test",
-        out: str | None = None) -> dict:
+        out: str | None = None, rephrase: bool = False) -> dict:
     # ---- data
     splits = load_splits(cfg.data, cfg.base_dir)
     examples = getattr(splits, split)
     if not examples:
         raise WeitiaoError(f"--split {split}: the config defines no {split} rows "
                            f"(set data.{split} or data.{split}_ratio)")
+    if rephrase:
+        check_source(cfg)
     if cfg.task == "classify":
+        if rephrase:
+            raise WeitiaoError("--rephrase: rephrased questions are for chat tasks (sft, dpo, kto), not classify")
         return run_classify(cfg, splits, examples, adapter, model_dir, split, out)
 
     # ---- model: base, a full model folder, or base + adapter
@@ -34,20 +39,54 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     device = pick_device(cfg.model.device)
     model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
                        cfg.model.attn_implementation, load_kwargs(cfg.method, device))
+    # ---- rephrasings of the questions (--rephrase), written by rules or a model before any adapter is attached,
+    # so `rephrase.model: base` is the base model
+    rephrasings = None
+    if rephrase:
+        n = cfg.eval.max_samples or len(examples)
+        rephrasings = rephrasings_for(cfg, [last_question(ex) for ex in examples[:n]], log,
+                                      base=None if model_dir else (model, tokenizer, template))
     model, label = attach_adapter(model, adapter)
 
     # ---- score
     amp = autocast_dtype(cfg.train.precision, device)
     scores = score_split(model, tokenizer, template, examples, encoded, cfg, amp, label)
-    log("")
-    log(comparison_table(f"{split} split ({scores.rows} rows)", {label: scores.metrics}))
     result = {"model": source.label, "adapter": adapter, "split": split, "rows": scores.rows,
-              "metrics": scores.metrics, "predictions": scores.predictions}
+              "metrics": scores.metrics, "predictions": scores.predictions, "per_row": scores.per_row}
+    columns = {label: scores.metrics}
+    if rephrasings is not None:
+        result["rephrased"] = score_rephrased(cfg, model, tokenizer, template, examples[:scores.rows], rephrasings,
+                                              amp, label)
+        result["rephrased"]["original"] = [{"question": last_question(ex), "scores": row}
+                                           for ex, row in zip(examples, scores.per_row)]
+        columns = {"original": scores.metrics, "rephrased": result["rephrased"]["metrics"]}
+    log("")
+    log(comparison_table(f"{split} split ({scores.rows} rows)", columns))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out), result)
         log(f"wrote {out}")
     return result
+
+
+def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasings: dict, amp, label: str) -> dict:
+    """The same rows asked again in other words: metrics, the gap to the original questions, and each answer."""
+    import dataclasses
+
+    rows, source = [], []  # source[j]: the index of the original row that rows[j] rephrases
+    for i, ex in enumerate(examples):
+        more = rephrased_examples([ex], rephrasings, cfg.rephrase.k)
+        rows += more
+        source += [i] * len(more)
+    if not rows:
+        raise WeitiaoError("--rephrase: no question got a valid rephrasing (see the rephrase lines above)")
+    encoded = encode_split(rows, template, tokenizer, cfg.data, "rephrased", {})
+    every_row = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_samples=0))
+    scores = score_split(model, tokenizer, template, rows, encoded, every_row, amp, f"{label}, rephrased")
+    return {"rows": len(rows), "questions": len(examples), "per_question": cfg.rephrase.k,
+            "metrics": scores.metrics,
+            "predictions": [{"row": i, "where": ex.where, "question": last_question(ex), "prediction": p,
+                             "scores": s} for i, ex, p, s in zip(source, rows, scores.predictions, scores.per_row)]}
 
 
 def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, out) -> dict:

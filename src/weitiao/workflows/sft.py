@@ -16,7 +16,10 @@ from pathlib import Path
 
 from weitiao.config import Config, dump_config, resolved
 from weitiao.data.dataset import PadCollator, PaddingFreeCollator, encode_split, to_hf_dataset
+from weitiao.data.encode import IGNORE_INDEX
 from weitiao.errors import Interrupted, WeitiaoError
+from weitiao.evaluation.forgetting import general_text_losses
+from weitiao.evaluation import rephrase
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import (
     ADAPTER_METHODS, PROMPT_LEARNING_METHODS, apply_method, count_parameters, load_kwargs, save_trained, weights_footprint,
@@ -25,9 +28,11 @@ from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.training import distributed
 from weitiao.training.checkpoints import last_complete
 from weitiao.workflows.common import (
-    RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, log, plot_losses,
-    precision_warning, read_splits, remove_dir, score_split, write_json, write_run_files,
+    RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, forgetting_summary,
+    log, plot_losses, precision_warning, prediction_rows, read_splits, remove_dir, score_split, write_json,
+    write_predictions, write_report, write_run_files,
 )
+from weitiao.workflows.evaluate import score_rephrased
 
 
 @dataclass
@@ -57,8 +62,10 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     if mode == "resume":
         log(f"resuming the unfinished run in {out_dir} (--overwrite starts over)")
 
-    # ---- data: every row read and checked before the model is loaded
+    # ---- data: every row read and checked before the model is loaded (and the rephrasing rules, eval.rephrase)
     splits, skipped = read_splits(cfg)
+    if cfg.eval.rephrase:
+        rephrase.check_source(cfg)
 
     # ---- tokenizer and template, then token ids and labels
     source, folder, tokenizer, template = find_model(cfg)
@@ -75,7 +82,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
 
     # ---- memory: estimated before any weight is loaded; stop here when it cannot fit
     longest = max(len(e.input_ids) for e in encoded["train"] + encoded["val"])
-    estimate = memory_guard.check(cfg, folder, device, -(-longest // 8) * 8, log)  # batches pad to a multiple of 8
+    estimate = memory_guard.check(cfg, folder, device, -(-longest // 8) * 8, log,  # batches pad to a multiple of 8
+                                  logit_fraction=logit_fraction(cfg, encoded["train"] + encoded["val"]))
 
     # ---- model and method. transformers' training stack is imported only now: it takes about 10 s to import on a
     # small CPU, and every config and data error above is reported before that
@@ -125,8 +133,23 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             with base_model_context(model) as base_model, distributed.gathered_for_inference(model, device, log):
                 base = score_split(base_model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
                                    "base").as_dict()
+                if cfg.eval.forgetting:  # the forgetting check's "before"
+                    base["general_text"] = general_text_losses(base_model, tokenizer,
+                                                               cfg.eval.generation.batch_size, amp)
             if world.main:
                 write_json(base_file, base)
+
+        # ---- rephrasings of the test questions (eval.rephrase), made before training so that `rephrase.model:
+        # base` is the model before training; kept across a resume
+        rephrasings_file = out_dir / "rephrasings.json"
+        rephrasings = distributed.on_main(
+            lambda: json.loads(rephrasings_file.read_text()) if rephrasings_file.is_file() else None)
+        if rephrasings is None and cfg.eval.rephrase and splits.test:
+            questions = [rephrase.last_question(ex) for ex in splits.test[:cfg.eval.max_samples or None]]
+            with base_model_context(model) as base_model, distributed.gathered_for_inference(model, device, log):
+                rephrasings = rephrase.rephrasings_for(cfg, questions, log, base=(base_model, tokenizer, template))
+            if world.main:
+                write_json(rephrasings_file, rephrasings)
     except WeitiaoError:
         if fresh and world.main:
             remove_dir(out_dir)
@@ -165,12 +188,20 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                           "same command again to resume")
     trainer.save_state()
 
-    # ---- the tuned model on the test split
-    tuned = None
+    # ---- the tuned model on the test split (and on its rephrased questions, eval.rephrase)
+    tuned = rephrased = None
     if splits.test:
         with distributed.gathered_for_inference(trainer.model, device, log):
             tuned = score_split(trainer.model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
                                 "tuned").as_dict()
+            if cfg.eval.forgetting and base and "general_text" in base:
+                tuned["general_text"] = general_text_losses(trainer.model, tokenizer, cfg.eval.generation.batch_size,
+                                                            amp)
+            if rephrasings:
+                rephrased = score_rephrased(cfg, trainer.model, tokenizer, template, splits.test[:tuned["rows"]],
+                                            rephrasings, amp, "tuned")
+                rephrased["original"] = [{"question": rephrase.last_question(ex), "scores": row}
+                                         for ex, row in zip(splits.test, tuned["per_row"])]
 
     # ---- save: weights, state, metrics, curve, predictions. Every process takes part in saving the weights
     # (FSDP gathers each tensor's shards); rank 0 alone writes
@@ -188,7 +219,9 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         "base_weights": footprint,
         "train": {
             "precision": precision_name(amp),
-            "batches": "padding_free" if isinstance(trainer.data_collator, PaddingFreeCollator) else "padded",
+            "batches": "padding_free" if isinstance(getattr(trainer.data_collator, "inner", trainer.data_collator),
+                                                    PaddingFreeCollator) else "padded",
+            "logits": "label_positions" if trainer.compute_loss_func is not None else "all_positions",
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
@@ -211,16 +244,16 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                  "tuned": tuned["metrics"] if tuned else None},
         "data": {"train_rows": len(encoded["train"]), "train_trained_tokens": trained_tokens},
     }
+    if tuned and "general_text" in tuned:
+        metrics["forgetting"] = forgetting_summary(base["general_text"], tuned["general_text"])
+        log(f"forgetting check: loss on general text {metrics['forgetting']['base_loss']:.4f} (base) -> "
+            f"{metrics['forgetting']['tuned_loss']:.4f} (tuned)")
     if tuned:
-        rows = []
-        for i, ex in enumerate(splits.test[: len(tuned["predictions"])]):
-            row = {"where": ex.where, "prompt": ex.messages[-2][1], "reference": ex.messages[-1][1],
-                   "tuned": tuned["predictions"][i], "tuned_scores": tuned["per_row"][i]}
-            if base and i < len(base["predictions"]):
-                row.update(base=base["predictions"][i], base_scores=base["per_row"][i])
-            rows.append(row)
-        (out_dir / "predictions.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        write_predictions(out_dir / "predictions.jsonl", prediction_rows(splits.test, tuned, base))
+    if rephrased:
+        write_json(out_dir / "rephrased.json", {"model": "tuned", "split": "test", "rows": tuned["rows"],
+                                                "metrics": tuned["metrics"], "rephrased": rephrased})
+        metrics["rephrased"] = {"rows": rephrased["rows"], "metrics": rephrased["metrics"]}
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / RUN_FILE, {"status": "finished", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                     "saved": Path(saved).name})
@@ -229,8 +262,22 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     if tuned:
         columns = {"base": base["metrics"], "tuned": tuned["metrics"]} if base else {"tuned": tuned["metrics"]}
         log(comparison_table(f"test split ({tuned['rows']} rows)", columns))
+        if rephrased:
+            log(comparison_table(f"tuned, {rephrased['questions']} questions asked {cfg.rephrase.k} other ways",
+                                 {"original": tuned["metrics"], "rephrased": rephrased["metrics"]}))
     log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
+    if tuned and base and cfg.eval.report:
+        write_report(out_dir)
     return TrainResult(metrics, trainer.model, tokenizer, out_dir)
+
+
+def logit_fraction(cfg: Config, encoded: list) -> float:
+    """The share of a batch's positions that get logits, for the memory estimate: with label-position logits on
+    one-row (padding-free) batches, at most the most label-dense example's share; otherwise every position (a
+    padded batch computes the union of its rows' label positions, and padding-free may turn out unusable)."""
+    if not (cfg.train.logits_at_labels_only and cfg.train.padding_free) or cfg.method.name in PROMPT_LEARNING_METHODS:
+        return 1.0
+    return max(sum(1 for x in e.labels[1:] if x != IGNORE_INDEX) / max(len(e.input_ids), 1) for e in encoded)
 
 
 def precision_name(amp) -> str:
@@ -316,14 +363,29 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
 
         trainer_class = PromptLearningTrainer
         callbacks.append(SaveTrainableState())
+    collator, loss_func = training_collator(cfg, model, tokenizer), None
+    if label_logits_only(cfg, model):
+        from weitiao.training.label_logits import LabelPositionsCollator, label_positions_loss
+
+        collator, loss_func = LabelPositionsCollator(collator), label_positions_loss
+        log("logits: only at positions that predict a trained token (train.logits_at_labels_only)")
     return trainer_class(
         model=model,
         args=args,
         train_dataset=to_hf_dataset(encoded["train"]),
         eval_dataset=to_hf_dataset(encoded["val"]) if has_val else None,
-        data_collator=training_collator(cfg, model, tokenizer),
+        data_collator=collator,
+        compute_loss_func=loss_func,
         callbacks=callbacks,
     )
+
+
+def label_logits_only(cfg: Config, model) -> bool:
+    """Whether the LM head runs at label positions only (train.logits_at_labels_only, where the model allows)."""
+    from weitiao.training.label_logits import supports_logits_to_keep
+
+    return (cfg.train.logits_at_labels_only and cfg.method.name not in PROMPT_LEARNING_METHODS
+            and supports_logits_to_keep(model))
 
 
 def training_collator(cfg: Config, model, tokenizer):
