@@ -153,3 +153,17 @@ def test_report_renders_in_headless_chromium(two_runs, tmp_path):
     blue = ((abs(pixels[..., 0].astype(int) - 31) < 20) & (abs(pixels[..., 1].astype(int) - 119) < 20)
             & (abs(pixels[..., 2].astype(int) - 180) < 20)).sum()
     assert blue > 200, "the loss curve is not visible"
+
+
+def test_a_run_scored_on_loss_alone_is_compared_row_by_row_on_loss(tmp_path, tiny_model_dir, demo_data_dir):
+    from weitiao.config import load_config
+    from weitiao.workflows import sft
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run", eval={"metrics": []})
+    run = sft.run(load_config(cfg)).out_dir
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert report["decided_by"] == "loss" and [m["name"] for m in report["metrics"]] == ["loss", "perplexity"]
+    assert sum(report["counts"].values()) == report["rows"] == 8
+    (run / "metrics.json").write_text("{not json")
+    proc = run_cli("compare", run)
+    assert proc.returncode == 2 and "metrics.json: not valid JSON" in proc.stderr

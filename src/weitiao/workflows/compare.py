@@ -36,6 +36,8 @@ def run(first: str | Path, second: str | Path | None = None, out: str | Path | N
         title = f"weitiao: {a.label} vs {b.label}"
         default_out = Path(second) / f"compare-{first.name}"
     out_dir = Path(out) if out else default_out
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WeitiaoError(f"--out: {out_dir} is a file; give a folder for the report")
 
     # ---- deltas with intervals, row outcomes, forgetting; rephrased questions where `eval --rephrase` ran
     result = compare_sides(a, b, rows, samples, seed)
@@ -43,7 +45,7 @@ def run(first: str | Path, second: str | Path | None = None, out: str | Path | N
 
     # ---- charts and the page
     charts = {"deltas": delta_chart(result)} if result["metrics"] else {}
-    losses = loss_chart({r["name"]: r["history"] for r in runs})
+    losses = loss_chart(dict(zip([a.label, b.label] if second else [first.name], [r["history"] for r in runs])))
     if losses:
         charts["losses"] = losses
     facts = [("made", time.strftime("%Y-%m-%d %H:%M")), *run_facts(runs)]
@@ -67,27 +69,41 @@ def read_run(run_dir: Path) -> dict:
     status_file = run_dir / RUN_FILE
     if not status_file.is_file():
         raise WeitiaoError(f"{run_dir}: not a weitiao run folder (no {RUN_FILE})")
-    status = json.loads(status_file.read_text(encoding="utf-8")).get("status")
+    status = read_json(status_file).get("status")
     if status != "finished":
         raise WeitiaoError(f"{run_dir}: the run has not finished (status {status!r}); nothing to compare yet")
     predictions = run_dir / "predictions.jsonl"
     if not predictions.is_file():
         raise WeitiaoError(f"{run_dir}: no predictions.jsonl: the run had no test split to score "
                            "(set data.test or data.test_ratio)")
-    rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(predictions.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise WeitiaoError(f"{predictions} line {i}: not valid JSON ({err.msg})") from None
     if not rows:
         raise WeitiaoError(f"{predictions}: no scored test rows")
     state = run_dir / "trainer_state.json"
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_json(run_dir / "metrics.json")
     import yaml
 
-    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    config_file = run_dir / "config.yaml"  # only described in the report: a run without it still compares
+    config = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}) if config_file.is_file() else {}
     rephrased = run_dir / "rephrased.json"
     return {"dir": run_dir, "name": run_dir.name, "rows": rows, "metrics": metrics, "config": config,
-            "rephrased": rephrased_by_question(json.loads(rephrased.read_text(encoding="utf-8")))
-            if rephrased.is_file() else None,
-            "history": json.loads(state.read_text(encoding="utf-8")).get("log_history", []) if state.is_file()
-            else []}
+            "rephrased": rephrased_by_question(read_json(rephrased)) if rephrased.is_file() else None,
+            "history": read_json(state).get("log_history", []) if state.is_file() else []}
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeitiaoError(f"{path}: missing from the run folder") from None
+    except json.JSONDecodeError as err:
+        raise WeitiaoError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
 def side(run: dict, which: str, rows: list[dict], label: str) -> Side:
@@ -118,7 +134,7 @@ def pair_rows(rows: list[dict]) -> list[dict]:
 
 def base_and_tuned(run: dict) -> tuple[list[dict], Side, Side]:
     rows = run["rows"]
-    if not all("base" in r for r in rows):
+    if not all("base" in r or "base_loss" in r for r in rows):
         raise WeitiaoError(f"{run['dir']}: the base model was not scored in this run (eval.compare_base: false); "
                            "compare two runs instead: weitiao compare RUN_A RUN_B")
     return pair_rows(rows), side(run, "base", rows, "base"), side(run, "tuned", rows, "tuned")
