@@ -163,6 +163,8 @@ class ModelRephraser:
 
     def rephrase_all(self, questions: list[str], k: int, log) -> dict[str, list[str]]:
         """question -> up to k accepted rephrasings (fewer when the model gave fewer valid ones)."""
+        import torch
+
         from weitiao.config import GenerationConfig
         from weitiao.evaluation.generate import generate
 
@@ -174,8 +176,6 @@ class ModelRephraser:
         rejected = 0
         gen = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=16, do_sample=True, temperature=0.9,
                                top_p=0.95)
-        import torch
-
         for attempt in range(self.tries):
             todo = [q for q in todo if len(out[q]) < k]
             if not todo:

@@ -56,9 +56,7 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     columns = {label: scores.metrics}
     if rephrasings is not None:
         result["rephrased"] = score_rephrased(cfg, model, tokenizer, template, examples[:scores.rows], rephrasings,
-                                              amp, label)
-        result["rephrased"]["original"] = [{"question": last_question(ex), "scores": row}
-                                           for ex, row in zip(examples, scores.per_row)]
+                                              amp, label, scores.per_row)
         columns = {"original": scores.metrics, "rephrased": result["rephrased"]["metrics"]}
     log("")
     log(comparison_table(f"{split} split ({scores.rows} rows)", columns))
@@ -69,8 +67,10 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     return result
 
 
-def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasings: dict, amp, label: str) -> dict:
-    """The same rows asked again in other words: metrics, the gap to the original questions, and each answer."""
+def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasings: dict, amp, label: str,
+                    original_scores: list[dict]) -> dict:
+    """The same rows asked again in other words: metrics, each answer, and the original questions' own scores
+    (`original_scores`, per example) next to them, for the gap."""
     import dataclasses
 
     rows, source = [], []  # source[j]: the index of the original row that rows[j] rephrases
@@ -86,7 +86,8 @@ def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasin
     return {"rows": len(rows), "questions": len(examples), "per_question": cfg.rephrase.k,
             "metrics": scores.metrics,
             "predictions": [{"row": i, "where": ex.where, "question": last_question(ex), "prediction": p,
-                             "scores": s} for i, ex, p, s in zip(source, rows, scores.predictions, scores.per_row)]}
+                             "scores": s} for i, ex, p, s in zip(source, rows, scores.predictions, scores.per_row)],
+            "original": [{"question": last_question(ex), "scores": s} for ex, s in zip(examples, original_scores)]}
 
 
 def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, out) -> dict:

@@ -199,9 +199,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                                                             amp)
             if rephrasings:
                 rephrased = score_rephrased(cfg, trainer.model, tokenizer, template, splits.test[:tuned["rows"]],
-                                            rephrasings, amp, "tuned")
-                rephrased["original"] = [{"question": rephrase.last_question(ex), "scores": row}
-                                         for ex, row in zip(splits.test, tuned["per_row"])]
+                                            rephrasings, amp, "tuned", tuned["per_row"])
 
     # ---- save: weights, state, metrics, curve, predictions. Every process takes part in saving the weights
     # (FSDP gathers each tensor's shards); rank 0 alone writes
