@@ -9,7 +9,8 @@ lines) and a high-variance version of it (each question behind 0-30 filler sente
 40 to 400 tokens). Variants, run in turn A B C A B C ...:
 - padded: padded batches, length-grouped (weitiao's default before padding-free);
 - padded_random: padded batches in random order (transformers' default);
-- padding_free: one row per batch, no padding;
+- padding_free: `train.padding_free` on: one row per batch, no padding, wherever its cost model finds that
+  cheaper than padding (before that cost model existed, every batch: the README's figures);
 - padding_free+label_logits: and the LM head and loss only at positions that predict a trained token (weitiao's
   default: train.logits_at_labels_only). The other variants compute every position's logits.
 Prints, per dataset and variant: trained tokens/s (label tokens) and all tokens/s (non-padding), each round's
@@ -36,11 +37,11 @@ VARIANTS = {"padded": {"padding_free": False, "group_by_length": True, "logits_a
 FILLER = "Please read the whole request carefully before you answer it. "
 
 
-def write_data(folder: Path, varied: bool, rows: int) -> Path:
+def write_data(folder: Path, varied: bool, rows: int, val_rows: int = 8) -> Path:
     from weitiao.demo.count_list import build_splits
 
     rng = random.Random(0)
-    splits = build_splits(seed=0, sizes={"train": rows, "val": 8, "test": 8})
+    splits = build_splits(seed=0, sizes={"train": rows, "val": val_rows, "test": 8})
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
         with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:

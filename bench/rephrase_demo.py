@@ -7,10 +7,12 @@
    (examples/rephrase/count_list_eval.yaml) and the tuned model's count accuracy is scored on both.
 2. `weitiao data augment ... --rephrase`: each training question gets 2 more phrasings
    (examples/rephrase/count_list_augment.yaml, which share no wording with the evaluation's rules).
-3. The same config trained on the augmented file, for the same 54 optimizer steps, scored the same way.
+3. The same config trained on the augmented file for the same number of epochs (54 steps x 420/140 rows = 162
+   steps, so each original question is seen as often as in step 1), scored the same way. `--same-steps` keeps 54
+   steps instead: then every original question is seen a third as often.
 4. `weitiao compare` of the two runs: each run's gap (rephrased - original) and the change in the gap, with
    paired bootstrap intervals over the 40 questions.
-About 20 minutes on a 2-core CPU. Prints the table that the README and the issue note carry.
+About 45 minutes on a 2-core CPU (20 with --same-steps). Prints the table that the README and the issue note carry.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +41,8 @@ def weitiao(*args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/rephrase-demo", help="folder for the two runs and the new data")
+    parser.add_argument("--same-steps", action="store_true",
+                        help="train the augmented run for the one-phrasing run's steps, not its epochs")
     args = parser.parse_args()
     out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -46,16 +52,23 @@ def main() -> None:
     weitiao("train", config, f"output.dir={one}", "--overwrite")
     weitiao("data", "augment", config, "rephrase.templates=rephrase/count_list_augment.yaml", "--rephrase",
             "--out", data, "--overwrite")
-    weitiao("train", config, f"data.train={data}", f"output.dir={augmented}", "--overwrite")
+    steps = yaml.safe_load(config.read_text())["train"]["max_steps"]
+    rows = [sum(1 for line in open(f, encoding="utf-8") if line.strip())
+            for f in (config.parent / "data" / "count_list_one_phrasing" / "train.jsonl", data)]
+    if not args.same_steps:
+        steps = steps * rows[1] // rows[0]
+    weitiao("train", config, f"data.train={data}", f"output.dir={augmented}", f"train.max_steps={steps}",
+            f"train.eval_steps={steps // 3}", "--overwrite")
     weitiao("compare", one, augmented, "--out", out / "compare")
 
     report = json.loads((out / "compare" / "report.json").read_text())
-    print(f"\n{'run':<16}{'train rows':>11}{'original':>10}{'rephrased':>11}{'gap':>9}  95% interval")
+    print(f"\n{'run':<16}{'train rows':>11}{'steps':>7}{'original':>10}{'rephrased':>11}{'gap':>9}  95% interval")
     for name, run in (("one phrasing", one), ("augmented", augmented)):
         gaps = report["rephrase"]["models"][run.name]
         g = next(x for x in gaps if x["name"] == "count_list")
-        rows = json.loads((run / "metrics.json").read_text())["data"]["train_rows"]
-        print(f"{name:<16}{rows:>11}{g['original']:>10.4f}{g['rephrased']:>11.4f}{g['gap']:>+9.4f}  "
+        metrics = json.loads((run / "metrics.json").read_text())
+        print(f"{name:<16}{metrics['data']['train_rows']:>11}{metrics['train']['steps']:>7}{g['original']:>10.4f}"
+              f"{g['rephrased']:>11.4f}{g['gap']:>+9.4f}  "
               f"[{g['low']:+.4f}, {g['high']:+.4f}]")
     c = next(x for x in report["rephrase"]["change"] if x["name"] == "count_list")
     print(f"gap change (augmented - one phrasing): {c['change']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}] on "

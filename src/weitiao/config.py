@@ -200,10 +200,13 @@ class TrainConfig:
     gradient_checkpointing: bool = doc("Recompute activations in backward: less memory, about 30% slower.", False)
     group_by_length: bool = doc("Batch examples of similar length together to waste less compute on padding.", True)
     padding_free: bool = doc(
-        "`task: sft`: concatenate each batch's examples into one row, without padding, with position ids restarting "
-        "at each example and no attention across examples; the loss is the padded batch's within float noise. Used "
-        "only after a check on the loaded model (two examples packed and alone must give the same logits); "
-        "prefix/prompt/P-tuning, whose virtual tokens go in front of each row, always use padded batches.", True)
+        "`task: sft`: concatenate a batch's examples into one row, without padding, with position ids restarting "
+        "at each example and no attention across examples, wherever that is cheaper than padding the batch (a cost "
+        "model per batch: packing saves the padding but, without a variable-length attention kernel such as "
+        "flash-attention's, scores attention over the whole row, so long examples are cheaper padded); the loss is "
+        "the padded batch's within float noise. Used only after a check on the loaded model (two examples packed "
+        "and alone must give the same logits); prefix/prompt/P-tuning, whose virtual tokens go in front of each "
+        "row, always use padded batches.", True)
     logits_at_labels_only: bool = doc(
         "`task: sft`: run the LM head and the loss only at positions that predict a trained token (transformers' "
         "`logits_to_keep`), not over the prompt and padding: less compute and far smaller logits, the same loss "

@@ -108,3 +108,39 @@ def test_a_model_that_mixes_packed_examples_is_found_out():
             return SimpleNamespace(logits=hidden)
 
     assert not keeps_examples_apart(Mixing(), 50)
+
+
+def _rows(lengths, answer=3):
+    """Features of the given lengths, each with its last `answer` tokens as labels."""
+    return [{"input_ids": list(range(5, 5 + n)), "labels": [IGNORE_INDEX] * (n - answer) + list(range(answer))}
+            for n in lengths]
+
+
+def test_batch_cost_packs_short_mixed_rows_and_pads_long_even_ones():
+    from weitiao.data.dataset import BatchCost
+
+    # SmolLM2-135M's shape (30 layers, width 576, 106M linear weights): one attention pair = 3.3e-4 of a token
+    unit = 4 * 30 * 576 / (2 * 106e6)
+    cost = BatchCost(pair_packed=1.3 * unit, pair_padded=1.1 * unit, head=49152 * 576 / 106e6)
+    short_mixed = _rows([40, 110, 45, 100, 50, 90, 60, 70])
+    assert cost.packed(short_mixed) < cost.padded(short_mixed)  # padding wastes more than the extra pairs cost
+    long_even = _rows([380, 384, 376, 384, 370, 384, 382, 378])
+    assert cost.padded(long_even) < cost.packed(long_even)  # a 3,038-token row scores 8x the pairs
+    # a variable-length kernel scores no cross-example pair: packing is never the dearer one
+    varlen = BatchCost(pair_packed=1.3 * unit, pair_padded=1.1 * unit, head=0.27, varlen=True)
+    assert varlen.packed(long_even) < varlen.padded(long_even)
+    # label-position logits: a padded batch gets them at every row of each column where some row has a label
+    assert cost.padded(_rows([8, 16])) - BatchCost(cost.pair_packed, cost.pair_padded, 0.0).padded(_rows([8, 16])) \
+        == pytest.approx(cost.head * 2 * 6)  # 2 rows x columns 4-6 (the first row's labels) and 12-14 (the second's)
+
+
+def test_cheaper_batch_collator_chooses_per_batch_and_counts(tiny_tokenizer):
+    from weitiao.data.dataset import BatchCost, CheaperBatchCollator
+
+    collate = CheaperBatchCollator(tiny_tokenizer.pad_token_id, BatchCost(pair_packed=1e-3, pair_padded=1e-3,
+                                                                           head=0.0))
+    mixed = collate(_rows([6, 30]))          # 36 tokens in one row against 2 x 32 padded: packed
+    even = collate(_rows([300, 300, 300]))   # 900 x 900 pairs packed against 3 x 304^2 / 2: padded
+    assert mixed["input_ids"].shape == (1, 36) and "position_ids" in mixed
+    assert even["input_ids"].shape == (3, 304) and "attention_mask" in even
+    assert collate.counts == {"padding_free": 1, "padded": 1}

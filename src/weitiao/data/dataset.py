@@ -222,6 +222,69 @@ class PaddingFreeCollator:
         return {**batch, "use_cache": False}
 
 
+@dataclass(frozen=True)
+class BatchCost:
+    """The relative compute of a training batch, to choose between one padding-free row and padded rows.
+
+    Unit: one token through the transformer blocks' linear layers, forward and backward. On top of that, attention
+    costs `pair_packed` or `pair_padded` per query-key pair it scores, and the LM head `head` per position that
+    gets logits. A padded batch of B rows of width W scores B x W^2 / 2 pairs (a causal kernel skips the upper
+    half). A packed row of T tokens is scored as one T x T matrix under a block-diagonal mask (transformers' sdpa
+    and eager attention: nothing skips the masked blocks), T^2 pairs, unless the kernel takes the examples'
+    boundaries (`varlen`: flash-attention's variable-length kernels), where only each example's own t^2 / 2 count.
+    So packing saves the padding's work and pays for the cross-example pairs: a win for short examples of mixed
+    lengths, a heavy loss for long ones. With `labels_only` (label-position logits), a packed row gets logits at
+    its label positions and a padded batch at every row of each column where some row has a label."""
+
+    pair_packed: float
+    pair_padded: float
+    head: float
+    labels_only: bool = True
+    varlen: bool = False
+    multiple: int = 8  # PadCollator's width rounding
+
+    def packed(self, features: list[dict]) -> float:
+        lengths = [len(f["input_ids"]) for f in features]
+        total = sum(lengths)
+        if self.varlen:
+            attention = self.pair_padded * sum(n * n for n in lengths) / 2
+        else:
+            attention = self.pair_packed * total * total
+        logits = sum(_label_count(f) for f in features) if self.labels_only else total
+        return total + attention + self.head * logits
+
+    def padded(self, features: list[dict]) -> float:
+        width = -(-max(len(f["input_ids"]) for f in features) // self.multiple) * self.multiple
+        rows = len(features)
+        if self.labels_only:  # columns (of positions predicting a label) where some row has a label
+            columns = {i for f in features for i, x in enumerate(f["labels"][1:]) if x != IGNORE_INDEX}
+            logits = rows * len(columns)
+        else:
+            logits = rows * width
+        return rows * width + self.pair_padded * rows * width * width / 2 + self.head * logits
+
+
+def _label_count(feature: dict) -> int:
+    return sum(1 for x in feature["labels"][1:] if x != IGNORE_INDEX)
+
+
+class CheaperBatchCollator:
+    """Each batch as one padding-free row or as padded rows, whichever `cost` says is cheaper; counts both kinds.
+
+    Both give the same loss and gradients (tests), so the choice changes speed and memory only. The counts cover
+    every batch made, validation batches included."""
+
+    def __init__(self, pad_id: int, cost: BatchCost):
+        self.packed, self.padded = PaddingFreeCollator(), PadCollator(pad_id)
+        self.cost = cost
+        self.counts = {"padding_free": 0, "padded": 0}
+
+    def __call__(self, features: list[dict]):
+        kind = "padding_free" if self.cost.packed(features) <= self.cost.padded(features) else "padded"
+        self.counts[kind] += 1
+        return (self.packed if kind == "padding_free" else self.padded)(features)
+
+
 # ---------------------------------------------------------------- task classify
 
 

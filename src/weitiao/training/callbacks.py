@@ -1,7 +1,9 @@
-"""Trainer callbacks that keep a run safe: skip non-finite updates, and save a checkpoint on Ctrl-C."""
+"""Trainer callbacks that keep a run safe (skip non-finite updates, save a checkpoint on Ctrl-C) and time its
+training steps."""
 from __future__ import annotations
 
 import signal
+import time
 
 import torch
 from transformers import TrainerCallback
@@ -67,4 +69,37 @@ class SaveOnInterrupt(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+        return control
+
+
+class StepTimer(TrainerCallback):
+    """Wall time spent in training steps: fetching and collating the batches, forward, backward and the optimizer
+    step, but not validation, checkpoint saving or logging, which the Trainer runs between steps.
+
+    Throughput over this time does not change with `eval_steps` or the checkpoint size, so runs with different
+    settings (and `bench/speed.py`'s three trainers) are compared on the training work alone. The clock restarts
+    after each log, evaluation and save, which the Trainer reports after doing them."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.steps = 0
+        self.start_epoch = 0.0  # where this process began: after a resume, the checkpoint's epoch
+        self._mark: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_epoch = state.epoch or 0.0
+        return self._restart(args, state, control)
+
+    def _restart(self, args, state, control, **kwargs):
+        self._mark = time.perf_counter()
+        return control
+
+    on_log = on_evaluate = on_save = _restart
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if self._mark is not None:
+            self.seconds += now - self._mark
+            self.steps += 1
+        self._mark = now
         return control

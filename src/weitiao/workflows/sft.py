@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 from weitiao.config import Config, dump_config, resolved
-from weitiao.data.dataset import PadCollator, PaddingFreeCollator, encode_split, to_hf_dataset
+from weitiao.data.dataset import (BatchCost, CheaperBatchCollator, PadCollator, PaddingFreeCollator, encode_split,
+                                  to_hf_dataset)
 from weitiao.data.encode import IGNORE_INDEX
 from weitiao.errors import Interrupted, WeitiaoError
 from weitiao.evaluation.forgetting import general_text_losses
@@ -89,7 +90,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     # small CPU, and every config and data error above is reported before that
     from transformers import set_seed
 
-    from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt
+    from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt, StepTimer
 
     amp = autocast_dtype(cfg.train.precision, device)
     if precision_warning(cfg.train.precision, device):
@@ -158,10 +159,12 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     # ---- train (from the newest complete checkpoint when resuming)
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, log)
     interrupt = SaveOnInterrupt(log)
-    trainer = build_trainer(cfg, model, tokenizer, encoded, out_dir, device, amp, [guard, interrupt])
+    timer = StepTimer()
+    trainer = build_trainer(cfg, model, tokenizer, encoded, out_dir, device, amp, [guard, interrupt, timer])
     start = distributed.on_main(lambda: last_complete(out_dir / "checkpoints", log)) if mode == "resume" else None
     if mode == "resume":
         log(f"resuming from {start}" if start else "no complete checkpoint yet: training from the start")
+    rss_reset = reset_peak(device)
     t0 = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=str(start) if start else None)
@@ -173,6 +176,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                            f"checkpoint is {good or 'none'}; free some space and run the same command again to "
                            "resume") from None
     train_seconds = time.time() - t0
+    train_peak = training_peak(device, rss_reset)
     if guard.stopped_at is not None:
         if world.main:
             write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
@@ -211,14 +215,15 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         (Path(trainer.args.output_dir) / "trainer_state.json").read_text(encoding="utf-8"), encoding="utf-8")
     plot_losses(history, out_dir / "loss_curve.png")
     trained_tokens = splits.report["train_trained_tokens"]
+    # the epochs this process trained (a resumed run's timer starts at its checkpoint), over the time they took
+    epochs_run, step_seconds = (trainer.state.epoch or 0) - timer.start_epoch, max(timer.seconds, 1e-9)
     metrics = {
         "method": cfg.method.name,
         "params": {"trainable": trainable, "total": total},
         "base_weights": footprint,
         "train": {
             "precision": precision_name(amp),
-            "batches": "padding_free" if isinstance(getattr(trainer.data_collator, "inner", trainer.data_collator),
-                                                    PaddingFreeCollator) else "padded",
+            **batch_kinds(getattr(trainer.data_collator, "inner", trainer.data_collator)),
             "logits": "label_positions" if trainer.compute_loss_func is not None else "all_positions",
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),
@@ -227,11 +232,14 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "runtime_s": round(train_seconds, 1),
             "examples_per_s": round(result.metrics.get("train_samples_per_second", float("nan")), 3),
             "nonfinite_steps_skipped": guard.skipped,
-            # tokens through the model per second: all (prompt + answer) and those with a loss (the answers)
-            "tokens_per_s": round(splits.report["train_tokens"] * (trainer.state.epoch or 0) / train_seconds, 1),
-            "trained_tokens_per_s": round(trained_tokens * (trainer.state.epoch or 0) / train_seconds, 1),
+            # the training steps alone (no validation, checkpoint saving or logging): the throughput's time base
+            "step_seconds": round(timer.seconds, 2),
+            # tokens through the model per second of training steps: all (prompt + answer) and those with a loss
+            "tokens_per_s": round(splits.report["train_tokens"] * epochs_run / step_seconds, 1),
+            "trained_tokens_per_s": round(trained_tokens * epochs_run / step_seconds, 1),
         },
-        "memory": {**peak_memory(device), "estimate": estimate},  # rank 0's, in a multi-process run
+        # rank 0's, in a multi-process run; train_*: the training phase alone, which the estimate is for
+        "memory": {**peak_memory(device), **train_peak, "estimate": estimate},
         "distributed": {"strategy": strategy, "processes": world.world_size, "nodes": world.nodes,
                         "backend": distributed.backend(cfg, device) if strategy != "single" else None,
                         **({"fsdp_sharding": cfg.distributed.fsdp_sharding} if strategy == "fsdp" else {}),
@@ -240,7 +248,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
         "test": {"rows": tuned["rows"] if tuned else 0, "base": base["metrics"] if base else None,
                  "tuned": tuned["metrics"] if tuned else None},
-        "data": {"train_rows": len(encoded["train"]), "train_trained_tokens": trained_tokens},
+        "data": {"train_rows": len(encoded["train"]), "train_tokens": splits.report["train_tokens"],
+                 "train_trained_tokens": trained_tokens},
     }
     if tuned and "general_text" in tuned:
         metrics["forgetting"] = forgetting_summary(base["general_text"], tuned["general_text"])
@@ -263,6 +272,10 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         if rephrased:
             log(comparison_table(f"tuned, {rephrased['questions']} questions asked {cfg.rephrase.k} other ways",
                                  {"original": tuned["metrics"], "rephrased": rephrased["metrics"]}))
+    measured = train_peak.get("train_cuda_max_allocated_bytes", train_peak.get("train_peak_rss_bytes"))
+    if measured and estimate:
+        log(f"\nmemory while training: peak {measured / 2**30:.2f} GiB "
+            f"({'CUDA allocated' if device == 'cuda' else 'RSS'}), estimated {estimate['total'] / 2**30:.2f} GiB")
     log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
     if tuned and base and cfg.eval.report:
         write_report(out_dir)
@@ -294,6 +307,39 @@ def peak_memory(device: str) -> dict:
     if device == "cuda":
         peak.update(cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(),
                     cuda_max_reserved_bytes=torch.cuda.max_memory_reserved())
+    return peak
+
+
+def reset_peak(device: str) -> bool:
+    """Start measuring the training phase's own peak memory: the kernel's peak RSS of this process (Linux:
+    writing 5 to /proc/self/clear_refs resets VmHWM) and, on CUDA, the allocator's peaks. Without this, the peak
+    also holds the base model's test-split generation, which runs first and can need more than training.
+    Returns whether the RSS peak could be reset."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def training_peak(device: str, rss_reset: bool) -> dict:
+    """The peak memory since `reset_peak`: VmHWM (the peak RSS) and, on CUDA, max allocated and reserved."""
+    import torch
+
+    peak = {}
+    if rss_reset:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            hwm = next((line.split()[1] for line in f if line.startswith("VmHWM:")), None)
+        if hwm is not None:
+            peak["train_peak_rss_bytes"] = int(hwm) * 1024  # reported in kB
+    if device == "cuda":
+        peak.update(train_cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(),
+                    train_cuda_max_reserved_bytes=torch.cuda.max_memory_reserved())
     return peak
 
 
@@ -378,6 +424,15 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
     )
 
 
+def batch_kinds(collator) -> dict:
+    """`batches`: padding_free, padded or mixed; with the counts of each kind (validation batches included)."""
+    if isinstance(collator, CheaperBatchCollator):
+        counts = collator.counts
+        kind = "mixed" if all(counts.values()) else "padded" if counts["padded"] else "padding_free"
+        return {"batches": kind, "batch_counts": dict(counts)}
+    return {"batches": "padding_free" if isinstance(collator, PaddingFreeCollator) else "padded"}
+
+
 def label_logits_only(cfg: Config, model) -> bool:
     """Whether the LM head runs at label positions only (train.logits_at_labels_only, where the model allows)."""
     from weitiao.training.label_logits import supports_logits_to_keep
@@ -387,17 +442,43 @@ def label_logits_only(cfg: Config, model) -> bool:
 
 
 def training_collator(cfg: Config, model, tokenizer):
-    """Padding-free batches where the config allows them and the loaded model keeps packed examples apart."""
+    """Padding-free batches where the config allows them, the loaded model keeps packed examples apart, and a
+    batch is cheaper packed than padded (`batch_cost`); padded batches otherwise."""
     from weitiao.training.padding_free import keeps_examples_apart
 
     if not cfg.train.padding_free or cfg.method.name in PROMPT_LEARNING_METHODS:
         return PadCollator(tokenizer.pad_token_id)
     if keeps_examples_apart(model, len(tokenizer)):
-        log("batches: padding-free (each batch's examples in one row; train.padding_free)")
-        return PaddingFreeCollator()
+        cost = batch_cost(model, label_logits_only(cfg, model))
+        log("batches: padding-free where cheaper than padded, batch by batch (train.padding_free; "
+            f"{'variable-length attention' if cost.varlen else 'a packed row attends over its whole length'})")
+        return CheaperBatchCollator(tokenizer.pad_token_id, cost)
     log(f"batches: padded: {type(model).__name__} mixes examples packed into one row, so padding-free batches "
         "are not used")
     return PadCollator(tokenizer.pad_token_id)
+
+
+# Attention's cost per query-key pair it scores, in units of the theoretical 4 L d / (2 N) (its FLOPs against a
+# token's through the linear layers; L layers, d attention width, N linear weights). Fitted on this project's
+# 2-core AVX2 CPU, SmolLM2-135M LoRA, fp32, forward + backward of 8 rows of 48-384 tokens (about 6.9 ms a token):
+# a packed row under its block-diagonal mask cost 1.3 units a pair (every pair of the T x T matrix computed), a
+# padded row under a causal kernel 1.1 units per pair it scores. Packed then won only where padding was wasted.
+PAIR_PACKED, PAIR_PADDED = 1.3, 1.1
+
+
+def batch_cost(model, labels_only: bool) -> BatchCost:
+    """The cost model of `CheaperBatchCollator` for this model, from its shape (see data.dataset.BatchCost)."""
+    config = model.config
+    heads = config.num_attention_heads
+    width = heads * (getattr(config, "head_dim", None) or config.hidden_size // heads)
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings()
+    n_head = head.weight.numel() if head is not None else 0
+    tied = head is not None and head.weight is embed
+    n_linear = sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if tied else n_head)
+    unit = 4 * config.num_hidden_layers * width / (2 * max(n_linear, 1))
+    varlen = getattr(config, "_attn_implementation", None) in ("flash_attention_2", "flash_attention_3")
+    return BatchCost(pair_packed=PAIR_PACKED * unit, pair_padded=PAIR_PADDED * unit, head=n_head / max(n_linear, 1),
+                     labels_only=labels_only, varlen=varlen)
 
 
 def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: bool, n_train: int,

@@ -1,0 +1,400 @@
+"""Speed and memory side by side: weitiao, a plain transformers Trainer + peft baseline, and TRL's SFTTrainer.
+
+    python bench/speed.py [--model smollm2-135m-instruct] [--methods lora,full] [--data demo,varied]
+                          [--rows 64] [--batch 8] [--rounds 2] [--precision fp32,bf16] [--out FILE.json]
+
+The same model, rows, method, seed, batch and number of optimizer steps (one epoch over `--rows` rows, so every
+trainer trains on exactly the same examples) for three trainers, run in turn and interleaved (A B C A B C ...),
+each in a fresh process so its peak memory is its own:
+- `weitiao`: `weitiao train` at its defaults (padding-free batches, label-position logits, length-grouped order);
+- `baseline`: transformers `Trainer` + peft at default settings, written here: the chat template through
+  `apply_chat_template`, prompt tokens masked, padded batches (`DataCollatorForSeq2Seq`) in random order;
+- `trl`: TRL `SFTTrainer` in its fastest documented configuration that keeps examples apart: prompt-completion
+  rows (loss on the completion), `padding_free=True`, gradient checkpointing off.
+Method: LoRA r=16, alpha 32, no dropout, on all linear layers, or full fine-tuning (`--methods`). Data: the demo task
+(count_list, 40-110 tokens a row) and a high-variance version of it (each question behind 0-30 filler sentences:
+about 40-400 tokens).
+
+Per row of the table: trained tokens/s (label-bearing tokens) and all tokens/s (non-padding), each over the time
+spent in training steps alone (batches, forward, backward, optimizer; `weitiao.training.callbacks.StepTimer`, the
+same clock for all three), the peak memory of the process (CPU: peak RSS; CUDA: max allocated), the loss of the
+trained model on 32 held-out rows computed here the same way for all three, and the ratios against the baseline
+of the same round (median over rounds). Model FLOPs utilisation is measured against the matmul peak of this
+machine measured at the start of the same run, with the FLOPs counted per example of T tokens, A of them labels:
+    forward  F = 2 N_body T + 2 N_head A + 4 L d T(T+1)/2
+             (N_body: the weights of the transformer blocks; N_head: the LM head, needed only at label positions;
+              the last term is causal attention, QK^T and AV over each token's preceding context, L layers, width d)
+    full     3 F                      (backward = 2x forward: activation and weight gradients)
+    LoRA     2 F + 6 N_lora T         (backward for activations only; the adapters' own forward and backward)
+Counted the same for every trainer, so an implementation that computes logits it does not need gets no credit.
+
+A bf16 row runs only where bf16 is native (CUDA, or a CPU with avx512_bf16/AMX); elsewhere it is skipped with the
+measured bf16 and fp32 matmul rates, because emulated bf16 is many times slower than fp32 (`--force-bf16` runs it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from padding_free import write_data  # noqa: E402  (the same two datasets as bench/padding_free.py)
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINERS = ("weitiao", "baseline", "trl")
+LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
+LEARNING_RATE, WARMUP_RATIO, SEED, HELDOUT_ROWS = 1e-3, 0.05, 0, 32
+
+
+# ---------------------------------------------------------------------------------------------------- the child
+def chat_encode(tokenizer, messages: list[dict]) -> dict:
+    """The plain recipe: render prompt and conversation with the tokenizer's chat template, mask the prompt."""
+    prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
+                                           return_dict=True)["input_ids"]
+    full = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    assert full[:len(prompt)] == prompt, "the chat template does not render the prompt as a prefix"
+    return {"input_ids": full, "attention_mask": [1] * len(full),
+            "labels": [-100] * len(prompt) + full[len(prompt):]}
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def heldout_loss(model, tokenizer, rows: list[dict], amp) -> float:
+    """Token-weighted cross-entropy of the answers of held-out rows, one row at a time (no padding)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), torch.autocast(model.device.type, dtype=amp, enabled=amp is not None):
+        for row in rows:
+            enc = chat_encode(tokenizer, row["messages"])
+            ids = torch.tensor([enc["input_ids"]], device=model.device)
+            labels = torch.tensor([enc["labels"]], device=model.device)
+            n = int((labels[:, 1:] != -100).sum())
+            total += float(model(input_ids=ids, labels=labels, use_cache=False).loss) * n
+            count += n
+    return total / count
+
+
+def lora_config():
+    from peft import LoraConfig
+
+    return LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def train_weitiao(spec: dict, work: Path):
+    from weitiao.config import load_config
+    from weitiao.workflows import sft
+
+    method = {"name": "lora", "lora": {**LORA, "target_modules": ["all-linear"]}} if spec["method"] == "lora" \
+        else {"name": "full"}
+    cfg = {"model": {"name_or_path": spec["model"]},
+           "data": {"format": "messages", "train": str(Path(spec["data"]) / "train.jsonl"), "max_length": 1024},
+           "method": method,
+           "train": {"epochs": 1, "batch_size": spec["batch"], "learning_rate": LEARNING_RATE,
+                     "warmup_ratio": WARMUP_RATIO, "logging_steps": 1, "precision": spec["precision"], "seed": SEED,
+                     "save_total_limit": 1},
+           "eval": {"metrics": [], "compare_base": False, "forgetting": False, "report": False},
+           "output": {"dir": str(work / "run")}}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    result = sft.run(load_config(work / "config.yaml"), overwrite=True)
+    t = result.metrics["train"]
+    return result.model, result.tokenizer, {
+        "step_seconds": t["step_seconds"], "steps": t["steps"], "final_loss": t["final_loss"],
+        "train_loss_mean": t["train_loss_mean"], "tokens": result.metrics["data"]["train_tokens"],
+        "trained_tokens": result.metrics["data"]["train_trained_tokens"], "batches": t["batches"],
+        "batch_counts": t.get("batch_counts"), "logits": t["logits"]}
+
+
+def _hf_args(spec: dict, work: Path, steps: int) -> dict:
+    import torch
+
+    return dict(output_dir=str(work / "out"), per_device_train_batch_size=spec["batch"], num_train_epochs=1,
+                learning_rate=LEARNING_RATE, lr_scheduler_type="cosine",
+                warmup_steps=math.ceil(WARMUP_RATIO * steps), logging_steps=1, seed=SEED, data_seed=SEED,
+                bf16=spec["precision"] == "bf16", use_cpu=not torch.cuda.is_available(), report_to="none",
+                save_strategy="no", disable_tqdm=True)
+
+
+def _load(spec: dict):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec["folder"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(spec["folder"], dtype=torch.float32)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return model, tokenizer
+
+
+def _finish(trainer, timer, tokens: int, trained: int) -> dict:
+    history = trainer.state.log_history
+    return {"step_seconds": round(timer.seconds, 2), "steps": trainer.state.global_step,
+            "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+            "train_loss_mean": round(next(h["train_loss"] for h in history if "train_loss" in h), 6),
+            "tokens": tokens, "trained_tokens": trained}
+
+
+def train_baseline(spec: dict, work: Path):
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from weitiao.training.callbacks import StepTimer
+
+    model, tokenizer = _load(spec)
+    if spec["method"] == "lora":
+        model = get_peft_model(model, lora_config())
+    rows = [chat_encode(tokenizer, r["messages"]) for r in read_rows(Path(spec["data"]) / "train.jsonl")]
+    timer = StepTimer()
+    trainer = Trainer(model=model, args=TrainingArguments(**_hf_args(spec, work, spec["steps"])),
+                      train_dataset=Dataset.from_list(rows), callbacks=[timer],
+                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+    trainer.train()
+    return trainer.model, tokenizer, {
+        **_finish(trainer, timer, sum(len(r["input_ids"]) for r in rows),
+                  sum(sum(1 for x in r["labels"] if x != -100) for r in rows)),
+        "batches": "padded", "logits": "all_positions"}
+
+
+def train_trl(spec: dict, work: Path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from weitiao.training.callbacks import StepTimer
+
+    model, tokenizer = _load(spec)
+    rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}
+            for r in read_rows(Path(spec["data"]) / "train.jsonl")]
+    timer = StepTimer()
+    args = SFTConfig(**_hf_args(spec, work, spec["steps"]), padding_free=True, gradient_checkpointing=False,
+                     max_length=None)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=lora_config() if spec["method"] == "lora" else None, callbacks=[timer])
+    trainer.train()
+    data = trainer.train_dataset
+    return trainer.model, tokenizer, {
+        **_finish(trainer, timer, sum(len(x) for x in data["input_ids"]),
+                  sum(sum(1 for x in labels if x != -100) for labels in data["labels"])),
+        "batches": "padding_free", "logits": "all_positions"}
+
+
+def child(spec: dict) -> dict:
+    import torch
+
+    torch.manual_seed(SEED)
+    work = Path(tempfile.mkdtemp(prefix=f"speed-{spec['trainer']}-", dir=spec["workdir"]))
+    model, tokenizer, out = {"weitiao": train_weitiao, "baseline": train_baseline, "trl": train_trl}[
+        spec["trainer"]](spec, work)
+    out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    if torch.cuda.is_available():
+        out["peak_bytes"] = torch.cuda.max_memory_allocated()
+    amp = torch.bfloat16 if spec["precision"] == "bf16" else None
+    rows = read_rows(Path(spec["data"]) / "val.jsonl")[:HELDOUT_ROWS]
+    out["heldout_loss"] = round(heldout_loss(model, tokenizer, rows, amp), 6)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- the parent
+def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
+    """The best FLOP/s of square matmuls on this machine's default device and threads, in `dtype_name`."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    n, limit = 256, (8192 if device == "cuda" else 2048)
+    while True:  # grow the size while one product is quick, so an emulated dtype does not take minutes
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        sync()
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        if time.perf_counter() - t0 > 0.05 or n >= limit:
+            break
+        n *= 2
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def model_shape(folder: str) -> dict:
+    """Parameter counts for the FLOPs formula, from the config on the meta device (no weights loaded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    total = sum(p.numel() for p in model.parameters())  # tied weights counted once
+    n_head = head.weight.numel()
+    n_body = total - embed.weight.numel() - (0 if head.weight is embed.weight else n_head)
+    linears = [m for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and m is not head and "lm_head" not in name]
+    n_lora = sum(LORA["r"] * (m.in_features + m.out_features) for m in linears)
+    heads = config.num_attention_heads
+    width = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return {"n_body": n_body, "n_head": n_head, "n_lora": n_lora, "layers": config.num_hidden_layers,
+            "attn_width": heads * width, "total": total}
+
+
+def training_flops(folder: str, data: Path, method: str, shape: dict) -> float:
+    """Model FLOPs of one epoch over `data`'s training rows (see the module docstring for the formula)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    flops = 0.0
+    for row in read_rows(data / "train.jsonl"):
+        enc = chat_encode(tokenizer, row["messages"])
+        t, a = len(enc["input_ids"]), sum(1 for x in enc["labels"][1:] if x != -100)
+        forward = (2 * shape["n_body"] * t + 2 * shape["n_head"] * a
+                   + 4 * shape["layers"] * shape["attn_width"] * t * (t + 1) / 2)
+        flops += 3 * forward if method == "full" else 2 * forward + 6 * shape["n_lora"] * t
+    return flops
+
+
+def run_child(spec: dict) -> dict:
+    started = time.time()
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"{spec['trainer']} {spec['method']} on {Path(spec['data']).name} failed ({proc.returncode}):\n"
+                 f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    out = json.loads(lines[-1][len("RESULT "):])
+    print(f"  {spec['precision']} {Path(spec['data']).name} {spec['method']} {spec['trainer']}: "
+          f"{out['trained_tokens'] / out['step_seconds']:.1f} trained tok/s, peak {out['peak_bytes'] / 2**20:.0f} "
+          f"MiB, held-out loss {out['heldout_loss']:.4f} ({time.time() - started:.0f} s)", flush=True)
+    return out
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def table(results: dict, datasets, methods, precisions, trainers, peaks: dict, flops: dict) -> list[str]:
+    lines = [f"{'precision/data/method/trainer':<32}{'trained tok/s':>14}{'all tok/s':>10}{'x base':>8}"
+             f"{'peak MiB':>10}{'x base':>8}{'held-out loss':>15}{'vs base':>9}{'MFU':>8}"]
+    for precision in precisions:
+        for data in datasets:
+            for method in methods:
+                base = results.get((precision, data, method, "baseline"))
+                for trainer in trainers:
+                    runs = results[(precision, data, method, trainer)]
+                    speed = [r["trained_tokens"] / r["step_seconds"] for r in runs]
+                    row = (f"{precision + '/' + data + '/' + method + '/' + trainer:<32}"
+                           f"{statistics.median(speed):>14.1f}"
+                           f"{statistics.median(r['tokens'] / r['step_seconds'] for r in runs):>10.1f}")
+                    if base:
+                        x_speed = statistics.median(
+                            (r["trained_tokens"] / r["step_seconds"]) / (b["trained_tokens"] / b["step_seconds"])
+                            for r, b in zip(runs, base))
+                        x_mem = statistics.median(r["peak_bytes"] / b["peak_bytes"] for r, b in zip(runs, base))
+                        x_loss = runs[-1]["heldout_loss"] / base[-1]["heldout_loss"] - 1
+                    mfu = statistics.median(flops[(data, method)] / r["step_seconds"] for r in runs) / peaks[precision]
+                    row += (f"{x_speed if base else float('nan'):>7.2f}x"
+                            f"{statistics.median(r['peak_bytes'] for r in runs) / 2**20:>10.0f}"
+                            f"{x_mem if base else float('nan'):>7.2f}x{runs[-1]['heldout_loss']:>15.4f}"
+                            f"{x_loss if base else float('nan'):>+8.1%} {mfu:>7.1%}")
+                    lines.append(row)
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="a bundled name or a local model folder")
+    parser.add_argument("--methods", default="lora,full", help="comma-separated: lora, full")
+    parser.add_argument("--data", default="demo,varied", help="comma-separated: demo, varied")
+    parser.add_argument("--rows", type=int, default=64, help="training rows (one epoch)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (ratios: median)")
+    parser.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--force-bf16", action="store_true", help="run bf16 rows even where bf16 is emulated")
+    parser.add_argument("--trainers", default=",".join(TRAINERS), help="comma-separated, run in this order")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--out", default=None, help="also write every measurement to this JSON file")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+        return 0
+
+    from weitiao.models.loading import local_folder, resolve_source
+    from weitiao.workflows.common import fast_bf16
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    folder = local_folder(resolve_source(args.model))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="speed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    precisions, trainers = args.precision.split(","), args.trainers.split(",")
+    methods, data_names = args.methods.split(","), args.data.split(",")
+    peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
+    print(f"machine: {machine()}\nmatmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 "
+          f"{peaks['bf16'] / 1e9:.1f} GFLOP/s (measured now)")
+    if "bf16" in precisions and not fast_bf16(device) and not args.force_bf16:
+        precisions.remove("bf16")
+        print("bf16 rows skipped: bf16 is emulated on this machine (no avx512_bf16/AMX), "
+              f"{peaks['fp32'] / peaks['bf16']:.0f}x slower than fp32 in the matmul above; --force-bf16 runs them")
+    # val.jsonl: the held-out rows, of the same kind and none trained on (the demo's splits share no combination)
+    datasets = {name: write_data(work / name, name == "varied", args.rows, val_rows=HELDOUT_ROWS)
+                for name in data_names}
+    shape = model_shape(folder)
+    flops = {(d, m): training_flops(folder, path, m, shape) for d, path in datasets.items() for m in methods}
+    steps = math.ceil(args.rows / args.batch)
+    print(f"model {args.model}: {shape['total'] / 1e6:.1f}M parameters; one epoch of {args.rows} rows in batches of "
+          f"{args.batch} ({steps} optimizer steps); LoRA r={LORA['r']} all-linear ({shape['n_lora'] / 1e6:.2f}M); "
+          f"{args.rounds} round(s)")
+    results: dict = {}
+    for _ in range(args.rounds):
+        for precision in precisions:
+            for data, path in datasets.items():
+                for method in methods:
+                    for trainer in trainers:
+                        spec = {"trainer": trainer, "method": method, "data": str(path), "model": args.model,
+                                "folder": folder, "batch": args.batch, "precision": precision, "steps": steps,
+                                "workdir": str(work)}
+                        results.setdefault((precision, data, method, trainer), []).append(run_child(spec))
+    lines = table(results, list(datasets), methods, precisions, trainers, peaks, flops)
+    print("\n" + "\n".join(lines))
+    if args.out:
+        Path(args.out).write_text(json.dumps(
+            {"machine": machine(), "matmul_peak_flops": peaks, "args": {k: v for k, v in vars(args).items()
+                                                                        if k != "child"},
+             "flops": {f"{d}/{m}": v for (d, m), v in flops.items()}, "table": lines,
+             "runs": [{"precision": k[0], "data": k[1], "method": k[2], "trainer": k[3], "rounds": v}
+                      for k, v in results.items()]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

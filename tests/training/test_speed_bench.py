@@ -1,0 +1,54 @@
+"""bench/speed.py compares like with like: the three trainers train the same rows for the same steps, and their
+step clock leaves out what happens between steps (validation, checkpoints, logging)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from transformers import TrainerControl, TrainerState
+
+from conftest import REPO
+from weitiao.training import callbacks
+from weitiao.training.callbacks import StepTimer
+
+
+def test_step_timer_counts_steps_and_not_what_runs_between_them(monkeypatch):
+    clock = iter([0.0, 2.0, 2.5, 9.0, 12.0, 12.5, 30.0, 33.0])
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    timer, state, control = StepTimer(), TrainerState(), TrainerControl()
+    state.epoch = 0.5  # resumed half-way
+    timer.on_train_begin(None, state, control)  # 0.0
+    timer.on_step_end(None, state, control)     # 2.0: step 1 took 2 s
+    timer.on_log(None, state, control)          # 2.5: logging, not counted
+    timer.on_step_end(None, state, control)     # 9.0: step 2 took 6.5 s
+    timer.on_evaluate(None, state, control)     # 12.0: validation took 3 s, not counted
+    timer.on_save(None, state, control)         # 12.5: checkpoint, not counted
+    timer.on_step_end(None, state, control)     # 30.0: step 3 took 17.5 s
+    assert (timer.seconds, timer.steps, timer.start_epoch) == (26.0, 3, 0.5)
+
+
+def test_speed_bench_trains_the_same_rows_and_steps_in_all_three_trainers(tmp_path, tiny_model_dir):
+    out = tmp_path / "speed.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "speed.py"), "--model", str(tiny_model_dir), "--methods", "lora",
+         "--data", "demo", "--rows", "8", "--batch", "4", "--rounds", "1", "--precision", "fp32,bf16",
+         "--workdir", str(tmp_path / "work"), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    runs = {r["trainer"]: r["rounds"][0] for r in report["runs"]}
+    assert set(runs) == {"weitiao", "baseline", "trl"}
+    assert {r["steps"] for r in runs.values()} == {2}  # one epoch of 8 rows in batches of 4
+    # weitiao's answers end at the end-of-turn token; the plain recipe and TRL also train the newline after it
+    assert runs["baseline"]["trained_tokens"] == runs["trl"]["trained_tokens"]
+    assert 0 <= runs["baseline"]["trained_tokens"] - runs["weitiao"]["trained_tokens"] <= 8
+    assert runs["weitiao"]["batches"] in ("padding_free", "padded", "mixed") and runs["weitiao"]["logits"] == "label_positions"
+    losses = [r["heldout_loss"] for r in runs.values()]
+    assert max(losses) / min(losses) - 1 < 0.01, losses  # the same training, however it is batched
+    assert all(r["step_seconds"] > 0 and r["peak_bytes"] > 2**20 for r in runs.values())
+    assert report["matmul_peak_flops"]["fp32"] > 1e8 and report["flops"]["demo/lora"] > 0
+    table = report["table"]
+    assert table[2].split()[0] == "fp32/demo/lora/baseline" and " 1.00x" in table[2]
+    # an AVX2-only CPU has no bf16 row, and says why; where bf16 is native, it has one per trainer
+    assert len(table) == (4 if "bf16 rows skipped: bf16 is emulated" in proc.stdout else 7), proc.stdout
