@@ -97,3 +97,18 @@ def test_padding_free_training_matches_padded_training(tmp_path, tiny_model_dir,
     assert len(runs["packed"][0]) == 6
     for a, b in zip(runs["packed"][0] + runs["packed"][1], runs["padded"][0] + runs["padded"][1]):
         assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_batch_cost_comes_from_the_model_shape():
+    from types import SimpleNamespace
+
+    from weitiao.testing import build_model
+
+    model = build_model(600, hidden=64, layers=2)  # tied embeddings: the head is the embedding matrix
+    cost = sft.batch_cost(model, labels_only=True)
+    n_linear = sum(p.numel() for p in model.parameters()) - 600 * 64
+    assert cost.pair_packed == pytest.approx(sft.PAIR_PACKED * 4 * 2 * 64 / (2 * n_linear))
+    assert cost.head == pytest.approx(600 * 64 / n_linear) and not cost.varlen
+    # a config that does not name its layers the transformers way: attention free, every batch packed as before
+    odd = SimpleNamespace(config=SimpleNamespace(hidden_size=64))
+    assert sft.batch_cost(odd, labels_only=True).pair_packed == 0.0

@@ -467,17 +467,23 @@ PAIR_PACKED, PAIR_PADDED = 1.3, 1.1
 
 
 def batch_cost(model, labels_only: bool) -> BatchCost:
-    """The cost model of `CheaperBatchCollator` for this model, from its shape (see data.dataset.BatchCost)."""
+    """The cost model of `CheaperBatchCollator` for this model, from its shape (see data.dataset.BatchCost). A
+    model whose config does not name its layers and heads the transformers way gets attention at no cost, so
+    every batch is packed (what train.padding_free did before the cost model)."""
     config = model.config
-    heads = config.num_attention_heads
-    width = heads * (getattr(config, "head_dim", None) or config.hidden_size // heads)
-    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings()
+    try:
+        heads = config.num_attention_heads
+        width = heads * (getattr(config, "head_dim", None) or config.hidden_size // heads)
+        layers = config.num_hidden_layers
+        embed, head = model.get_input_embeddings().weight, model.get_output_embeddings()
+    except (AttributeError, NotImplementedError, TypeError):
+        return BatchCost(pair_packed=0.0, pair_padded=0.0, head=0.0, labels_only=labels_only)
     n_head = head.weight.numel() if head is not None else 0
     tied = head is not None and head.weight is embed
-    n_linear = sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if tied else n_head)
-    unit = 4 * config.num_hidden_layers * width / (2 * max(n_linear, 1))
+    n_linear = max(1, sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if tied else n_head))
+    unit = 4 * layers * width / (2 * n_linear)
     varlen = getattr(config, "_attn_implementation", None) in ("flash_attention_2", "flash_attention_3")
-    return BatchCost(pair_packed=PAIR_PACKED * unit, pair_padded=PAIR_PADDED * unit, head=n_head / max(n_linear, 1),
+    return BatchCost(pair_packed=PAIR_PACKED * unit, pair_padded=PAIR_PADDED * unit, head=n_head / n_linear,
                      labels_only=labels_only, varlen=varlen)
 
 
