@@ -36,6 +36,12 @@ def test_run_folder_describes_itself(lora_run):
     assert json.loads((out / "template.json").read_text())["eot"] == "<|im_end|>"
     assert json.loads((out / "versions.json").read_text())["torch"] == torch.__version__
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    # throughput over the training steps alone (validation and checkpoints ran between them), and the peak
+    # memory of training alone next to the whole run's
+    t, data = metrics["train"], metrics["data"]
+    assert 0 < t["step_seconds"] < t["runtime_s"]
+    assert t["tokens_per_s"] == pytest.approx(data["train_tokens"] * t["epochs"] / t["step_seconds"], rel=0.02)
+    assert 0 < metrics["memory"]["train_peak_rss_bytes"] <= metrics["memory"]["peak_rss_bytes"]
 
 
 def test_adapter_reloads_with_plain_peft_and_gives_identical_logits(lora_run, tiny_model_dir, tiny_tokenizer):

@@ -34,7 +34,8 @@ from weitiao.workflows.common import (
     prediction_rows, read_splits, remove_dir, score_split, write_json, write_predictions, write_report,
     write_run_files,
 )
-from weitiao.workflows.sft import TrainResult, build_training_args, check_same_config, peak_memory, precision_name
+from weitiao.workflows.sft import (TrainResult, build_training_args, check_same_config, peak_memory, precision_name,
+                                   reset_peak, training_peak)
 
 def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResult:
     out_dir = Path(cfg.output.dir)
@@ -153,9 +154,11 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     begin = last_complete(out_dir / "checkpoints", log) if mode == "resume" else None
     if mode == "resume":
         log(f"resuming from {begin}" if begin else "no complete checkpoint yet: training from the start")
+    rss_reset = reset_peak(device)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(begin) if begin else None)
     train_seconds = time.time() - t0
+    train_peak = training_peak(device, rss_reset)
     if guard.stopped_at is not None:
         write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
         raise WeitiaoError(f"training stopped at step {guard.stopped_at}: {guard.consecutive} non-finite gradients "
@@ -208,7 +211,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "loss": losses,
             "nonfinite_steps_skipped": guard.skipped,
         },
-        "memory": {**peak_memory(device), "estimate": estimate},
+        "memory": {**peak_memory(device), **train_peak, "estimate": estimate},
         "val": [{"step": h["step"], "loss": h["eval_loss"],
                  "reward_accuracy": h.get("eval_rewards/accuracies"), "reward_margin": h.get("eval_rewards/margins")}
                 for h in history if "eval_loss" in h],

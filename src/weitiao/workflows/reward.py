@@ -25,7 +25,8 @@ from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, log, plot_losses,
     precision_warning, read_splits, remove_dir, write_json, write_run_files,
 )
-from weitiao.workflows.sft import TrainResult, build_training_args, check_same_config, peak_memory, precision_name
+from weitiao.workflows.sft import (TrainResult, build_training_args, check_same_config, peak_memory, precision_name,
+                                   reset_peak, training_peak)
 
 REWARD_LABELS = ["reward"]  # the head's single output
 
@@ -113,9 +114,11 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         train_dataset=pair_dataset(pairs["train"], with_prompt=False),
         eval_dataset=pair_dataset(pairs["val"], with_prompt=False) if has_val else None)
     begin = last_complete(out_dir / "checkpoints", log) if mode == "resume" else None
+    rss_reset = reset_peak(device)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(begin) if begin else None)
     train_seconds = time.time() - t0
+    train_peak = training_peak(device, rss_reset)
     if guard.stopped_at is not None:
         write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
         raise WeitiaoError(f"training stopped at step {guard.stopped_at}: {guard.consecutive} non-finite gradients "
@@ -153,7 +156,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "pairs_per_s": round(len(pairs["train"]) * (trainer.state.epoch or 0) / train_seconds, 3),
             "nonfinite_steps_skipped": guard.skipped,
         },
-        "memory": {**peak_memory(device), "estimate": estimate},
+        "memory": {**peak_memory(device), **train_peak, "estimate": estimate},
         "val": [{"step": h["step"], "loss": h["eval_loss"], "accuracy": h.get("eval_accuracy")}
                 for h in history if "eval_loss" in h],
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
