@@ -237,36 +237,33 @@ def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
     return best
 
 
-def model_shape(folder: str) -> dict:
-    """Parameter counts for the FLOPs formula, from the config on the meta device (no weights loaded)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+def flops_terms(folder: str) -> dict:
+    """The FLOPs formula's parameter counts, from weitiao's config-only model shape (no weights loaded)."""
+    from weitiao.memory.shape import load_config_dict, model_shape
 
-    config = AutoConfig.from_pretrained(folder)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
-    total = sum(p.numel() for p in model.parameters())  # tied weights counted once
-    n_head = head.weight.numel()
-    n_body = total - embed.weight.numel() - (0 if head.weight is embed.weight else n_head)
-    linears = [m for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and m is not head and "lm_head" not in name]
-    n_lora = sum(LORA["r"] * (m.in_features + m.out_features) for m in linears)
-    heads = config.num_attention_heads
-    width = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return {"n_body": n_body, "n_head": n_head, "n_lora": n_lora, "layers": config.num_hidden_layers,
-            "attn_width": heads * width, "total": total}
+    shape = model_shape(load_config_dict(folder))
+    return {"n_body": shape.params - shape.embedding_params - shape.head_params,  # tied head counted once, below
+            "n_head": shape.vocab * shape.hidden,
+            "n_lora": sum(LORA["r"] * (i + o) * n for i, o, n in shape.linear_shapes),
+            "layers": shape.layers, "attn_width": shape.heads * shape.head_dim, "total": shape.params}
 
 
-def training_flops(folder: str, data: Path, method: str, shape: dict) -> float:
-    """Model FLOPs of one epoch over `data`'s training rows (see the module docstring for the formula)."""
+def example_sizes(folder: str, data: Path) -> list[tuple[int, int]]:
+    """(tokens, label positions) of each training row, encoded the plain recipe's way."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    flops = 0.0
+    out = []
     for row in read_rows(data / "train.jsonl"):
         enc = chat_encode(tokenizer, row["messages"])
-        t, a = len(enc["input_ids"]), sum(1 for x in enc["labels"][1:] if x != -100)
+        out.append((len(enc["input_ids"]), sum(1 for x in enc["labels"][1:] if x != -100)))
+    return out
+
+
+def training_flops(sizes: list[tuple[int, int]], method: str, shape: dict) -> float:
+    """Model FLOPs of one epoch over rows of these sizes (see the module docstring for the formula)."""
+    flops = 0.0
+    for t, a in sizes:
         forward = (2 * shape["n_body"] * t + 2 * shape["n_head"] * a
                    + 4 * shape["layers"] * shape["attn_width"] * t * (t + 1) / 2)
         flops += 3 * forward if method == "full" else 2 * forward + 6 * shape["n_lora"] * t
@@ -368,8 +365,9 @@ def main(argv=None) -> int:
     # val.jsonl: the held-out rows, of the same kind and none trained on (the demo's splits share no combination)
     datasets = {name: write_data(work / name, name == "varied", args.rows, val_rows=HELDOUT_ROWS)
                 for name in data_names}
-    shape = model_shape(folder)
-    flops = {(d, m): training_flops(folder, path, m, shape) for d, path in datasets.items() for m in methods}
+    shape = flops_terms(folder)
+    sizes = {d: example_sizes(folder, path) for d, path in datasets.items()}
+    flops = {(d, m): training_flops(sizes[d], m, shape) for d in datasets for m in methods}
     steps = math.ceil(args.rows / args.batch)
     print(f"model {args.model}: {shape['total'] / 1e6:.1f}M parameters; one epoch of {args.rows} rows in batches of "
           f"{args.batch} ({steps} optimizer steps); LoRA r={LORA['r']} all-linear ({shape['n_lora'] / 1e6:.2f}M); "

@@ -25,8 +25,7 @@ from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, log, plot_losses, remove_dir,
     versions, write_json, write_report,
 )
-from weitiao.workflows.sft import (TrainResult, build_training_args, check_same_config, peak_memory, reset_peak,
-                                   training_peak)
+from weitiao.workflows.sft import TrainResult, build_training_args, check_same_config, peak_memory, training_peak
 
 
 def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResult:
@@ -98,11 +97,10 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     guard, interrupt = NonFiniteGuard(cfg.train.max_nonfinite_steps, log), SaveOnInterrupt(log)
     trainer = build_trainer(cfg, model, tokenizer, encoded, out_dir, device, amp, [guard, interrupt], weights)
     start = last_complete(out_dir / "checkpoints", log) if mode == "resume" else None
-    rss_reset = reset_peak(device)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(start) if start else None)
+    with training_peak(device) as train_peak:
+        result = trainer.train(resume_from_checkpoint=str(start) if start else None)
     train_seconds = time.time() - t0
-    train_peak = training_peak(device, rss_reset)
     if guard.stopped_at is not None:
         write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
         raise WeitiaoError(f"training stopped at step {guard.stopped_at}: {guard.consecutive} non-finite gradients "

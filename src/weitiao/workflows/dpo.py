@@ -35,7 +35,7 @@ from weitiao.workflows.common import (
     write_run_files,
 )
 from weitiao.workflows.sft import (TrainResult, build_training_args, check_same_config, peak_memory, precision_name,
-                                   reset_peak, training_peak)
+                                   training_peak)
 
 def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResult:
     out_dir = Path(cfg.output.dir)
@@ -154,11 +154,10 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     begin = last_complete(out_dir / "checkpoints", log) if mode == "resume" else None
     if mode == "resume":
         log(f"resuming from {begin}" if begin else "no complete checkpoint yet: training from the start")
-    rss_reset = reset_peak(device)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(begin) if begin else None)
+    with training_peak(device) as train_peak:
+        result = trainer.train(resume_from_checkpoint=str(begin) if begin else None)
     train_seconds = time.time() - t0
-    train_peak = training_peak(device, rss_reset)
     if guard.stopped_at is not None:
         write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
         raise WeitiaoError(f"training stopped at step {guard.stopped_at}: {guard.consecutive} non-finite gradients "

@@ -10,6 +10,7 @@ import errno
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,10 +165,10 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     start = distributed.on_main(lambda: last_complete(out_dir / "checkpoints", log)) if mode == "resume" else None
     if mode == "resume":
         log(f"resuming from {start}" if start else "no complete checkpoint yet: training from the start")
-    rss_reset = reset_peak(device)
     t0 = time.time()
     try:
-        result = trainer.train(resume_from_checkpoint=str(start) if start else None)
+        with training_peak(device) as train_peak:
+            result = trainer.train(resume_from_checkpoint=str(start) if start else None)
     except (OSError, RuntimeError) as err:
         if not disk_full(err, out_dir):
             raise
@@ -176,7 +177,6 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                            f"checkpoint is {good or 'none'}; free some space and run the same command again to "
                            "resume") from None
     train_seconds = time.time() - t0
-    train_peak = training_peak(device, rss_reset)
     if guard.stopped_at is not None:
         if world.main:
             write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "non-finite gradients"})
@@ -310,11 +310,12 @@ def peak_memory(device: str) -> dict:
     return peak
 
 
-def reset_peak(device: str) -> bool:
-    """Start measuring the training phase's own peak memory: the kernel's peak RSS of this process (Linux:
-    writing 5 to /proc/self/clear_refs resets VmHWM) and, on CUDA, the allocator's peaks. Without this, the peak
-    also holds the base model's test-split generation, which runs first and can need more than training.
-    Returns whether the RSS peak could be reset."""
+@contextmanager
+def training_peak(device: str):
+    """Yields a dict that, once the block ends, holds the block's own peak memory: VmHWM, the kernel's peak RSS
+    of this process (`train_peak_rss_bytes`; Linux, where writing 5 to /proc/self/clear_refs resets it) and, on
+    CUDA, the allocator's peaks. Without the reset, the peak also holds the base model's test-split generation,
+    which runs first and can need more than training."""
     import torch
 
     if device == "cuda":
@@ -322,25 +323,21 @@ def reset_peak(device: str) -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return True
+        rss_reset = True
     except OSError:
-        return False
-
-
-def training_peak(device: str, rss_reset: bool) -> dict:
-    """The peak memory since `reset_peak`: VmHWM (the peak RSS) and, on CUDA, max allocated and reserved."""
-    import torch
-
-    peak = {}
-    if rss_reset:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            hwm = next((line.split()[1] for line in f if line.startswith("VmHWM:")), None)
-        if hwm is not None:
-            peak["train_peak_rss_bytes"] = int(hwm) * 1024  # reported in kB
-    if device == "cuda":
-        peak.update(train_cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(),
-                    train_cuda_max_reserved_bytes=torch.cuda.max_memory_reserved())
-    return peak
+        rss_reset = False
+    peak: dict = {}
+    try:
+        yield peak
+    finally:
+        if rss_reset:
+            with open("/proc/self/status", encoding="utf-8") as f:
+                hwm = next((line.split()[1] for line in f if line.startswith("VmHWM:")), None)
+            if hwm is not None:
+                peak["train_peak_rss_bytes"] = int(hwm) * 1024  # reported in kB
+        if device == "cuda":
+            peak.update(train_cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(),
+                        train_cuda_max_reserved_bytes=torch.cuda.max_memory_reserved())
 
 
 def disk_full(err: Exception, out_dir: Path) -> bool:
