@@ -144,7 +144,7 @@ def _load(spec: dict):
 
 def _finish(trainer, timer, tokens: int, trained: int) -> dict:
     history = trainer.state.log_history
-    return {"step_seconds": round(timer.seconds, 2), "steps": trainer.state.global_step,
+    return {"step_seconds": round(timer.seconds, 4), "steps": trainer.state.global_step,
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
             "train_loss_mean": round(next(h["train_loss"] for h in history if "train_loss" in h), 6),
             "tokens": tokens, "trained_tokens": trained}

@@ -233,7 +233,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "examples_per_s": round(result.metrics.get("train_samples_per_second", float("nan")), 3),
             "nonfinite_steps_skipped": guard.skipped,
             # the training steps alone (no validation, checkpoint saving or logging): the throughput's time base
-            "step_seconds": round(timer.seconds, 2),
+            "step_seconds": round(timer.seconds, 4),
             # tokens through the model per second of training steps: all (prompt + answer) and those with a loss
             "tokens_per_s": round(splits.report["train_tokens"] * epochs_run / step_seconds, 1),
             "trained_tokens_per_s": round(trained_tokens * epochs_run / step_seconds, 1),
