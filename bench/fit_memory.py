@@ -27,6 +27,8 @@ from weitiao.memory.estimate import (  # noqa: E402
 )
 from weitiao.memory.shape import model_shape  # noqa: E402
 
+LOSS_CHUNK = 1024  # bench/memory_grid.py's chunk for rows with `"loss": "fused"`
+
 FAMILIES = ["full", "lora", "qlora", "prefix", "prompt"]
 
 
@@ -55,8 +57,9 @@ def fit(device: str) -> tuple[dict, list]:
         shape = shape_of(r, shapes)
         s = TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
                           weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
-                          device=device, virtual_tokens=16)
-        fixed = training_estimate(shape, s, zero)["total"]
+                          device=device, virtual_tokens=16,
+                          loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0)
+        fixed = training_estimate(shape, s, zero)["total"]  # with the fused loss, its chunk's buffers too
         tokens, act = r["seq"] * r["batch"], DTYPE_BYTES[r["precision"]] / 2
         layers = min(2, shape.layers) if r["method"] == "freeze" else shape.layers
         x = np.zeros(2 * len(FAMILIES) + 2)
@@ -65,7 +68,7 @@ def fit(device: str) -> tuple[dict, list]:
         depth = 1 if r["gc"] else layers
         x[2 * k] = tokens * depth * shape.hidden * act
         x[2 * k + 1] = tokens * depth * shape.intermediate * act
-        x[-2] = tokens * shape.vocab
+        x[-2] = 0 if r.get("loss") == "fused" else tokens * shape.vocab  # whole logits: rows without the fused loss
         x[-1] = 1.0
         features.append(x)
         targets.append(r["measured"] - fixed)
@@ -88,7 +91,8 @@ def fit(device: str) -> tuple[dict, list]:
     for (r, fixed, shape), x in zip(known, X):
         s = TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
                           weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
-                          device=device, virtual_tokens=16)
+                          device=device, virtual_tokens=16,
+                          loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0)
         est = training_estimate(shape, s, constants)["total"]
         report.append((r, est, 100 * (est - r["measured"]) / r["measured"]))
     return constants, report
@@ -108,11 +112,12 @@ def main(argv=None) -> int:
         measured = "peak RSS of the process" if device == "cpu" else "torch.cuda.max_memory_allocated"
         lines = [f"**{device}** ({data.get('machine', device)}; measured: {measured}; "
                  f"`bench/memory_grid.py --device {device}`, fitted by `bench/fit_memory.py`)", "",
-                 "| model | method | seq x batch | precision | checkpointing | measured | estimate | error |",
-                 "|---|---|---|---|---|---:|---:|---:|"]
+                 "| model | method | seq x batch | precision | checkpointing | loss | measured | estimate | error |",
+                 "|---|---|---|---|---|---|---:|---:|---:|"]
         for r, est, err in report:
             lines.append(f"| {r['model']} | {r['method']} | {r['seq']} x {r['batch']} | {r['precision']} | "
-                         f"{'on' if r['gc'] else 'off'} | {r['measured'] / 2**30:.2f} GiB | {est / 2**30:.2f} GiB | "
+                         f"{'on' if r['gc'] else 'off'} | {r.get('loss', 'full')} | {r['measured'] / 2**30:.2f} GiB | "
+                         f"{est / 2**30:.2f} GiB | "
                          f"{err:+.1f}% |")
         tables.append("\n".join(lines))
         print(f"== {device}: {json.dumps(constants)}")

@@ -3,6 +3,10 @@
     python bench/memory_grid.py --device cpu  [--out bench/results/memory-cpu.json] [--quick]
     python bench/memory_grid.py --device cuda [--out ...]
 
+The causal-LM methods that weitiao trains with its fused head-and-loss pass (train.fused_loss: full, freeze, lora,
+qlora) use it here too (`"loss": "fused"`, chunks of 1024 positions); prefix and prompt tuning, which do not, use
+transformers' loss over the whole logits (`"loss": "full"`), and those rows alone fit the whole-logits constant.
+
 Each setting runs in a fresh process (a process's peak RSS only grows, and a CUDA allocator keeps what earlier
 settings left behind), loads the model through weitiao (`load_model`, the method's `load_kwargs` and
 `apply_method`), and runs 3 optimizer steps of AdamW on full rows of `seq` tokens under the settings' precision.
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+LOSS_CHUNK = 1024  # train.fused_loss_chunk's default
 
 SHAPES = {  # random-weight Llama shapes (config kwargs)
     "llama-wide-4l": dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,
@@ -40,6 +45,7 @@ def settings(device: str, quick: bool) -> list[dict]:
     from weitiao.workflows.common import cpu_bf16_native
 
     grid = []
+    fused = {"full", "freeze", "lora", "qlora"}
     if device == "cpu":
         models = ["smollm2-135m-instruct", "llama-wide-4l"]
         shapes = [(256, 4), (512, 1)] if quick else [(256, 4), (512, 2), (128, 8)]
@@ -56,7 +62,7 @@ def settings(device: str, quick: bool) -> list[dict]:
                 for seq, batch in ((512, 4), (2048, 2)):
                     grid.append(dict(model=model, method=method, seq=seq, batch=batch, precision="bf16", gc=False))
             grid.append(dict(model=model, method="lora", seq=2048, batch=2, precision="bf16", gc=True))
-    return grid
+    return [dict(g, loss="fused" if g["method"] in fused else "full") for g in grid]
 
 
 def model_folder(name: str, work: Path, device: str) -> str:
@@ -113,12 +119,22 @@ def child(spec: dict) -> dict:
     vocab = model.get_input_embeddings().num_embeddings if hasattr(model, "get_input_embeddings") else 32000
     ids = torch.randint(3, min(vocab, 32000), (spec["batch"], spec["seq"]), device=device)
     amp = torch.bfloat16 if spec["precision"] == "bf16" else None
+    fused = None
+    if spec.get("loss") == "fused":  # as weitiao's trainer: the model computes no logits, the loss computes them
+        from weitiao.training.fused_loss import FusedLinearLoss
+
+        fused = FusedLinearLoss(model, LOSS_CHUNK)
     loaded = torch.cuda.memory_allocated() if device == "cuda" else None
     times = []
     for _ in range(3):
         t0 = time.time()
         with torch.autocast(device, dtype=amp, enabled=amp is not None):
-            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, use_cache=False).loss
+            if fused is not None:
+                outputs = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
+                                logits_to_keep=torch.empty(0, dtype=torch.long, device=device))
+                loss = fused(outputs, ids)
+            else:
+                loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, use_cache=False).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -141,7 +157,8 @@ def estimate_for(spec: dict) -> dict:
     shape = model_shape(load_config_dict(spec["folder"]))
     s = TrainSettings(method=spec["method"], seq=spec["seq"], batch=spec["batch"], precision=spec["precision"],
                       weights_dtype="bfloat16" if spec["device"] == "cuda" else "float32",
-                      gradient_checkpointing=spec["gc"], device=spec["device"], virtual_tokens=16)
+                      gradient_checkpointing=spec["gc"], device=spec["device"], virtual_tokens=16,
+                      loss_chunk=LOSS_CHUNK if spec.get("loss") == "fused" else 0)
     return training_estimate(shape, s)
 
 
@@ -193,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         row["wall_s"] = round(time.time() - t0, 1)
         rows.append(row)
         print(f"{row['model']:22} {row['method']:7} seq {row['seq']:5} x{row['batch']:<2} {row['precision']} "
-              f"gc={int(row['gc'])}  measured {row.get('measured', 0) / 2**30:6.2f} GiB  estimate "
+              f"gc={int(row['gc'])} loss={row.get('loss', 'full'):5}  "
+              f"measured {row.get('measured', 0) / 2**30:6.2f} GiB  estimate "
               f"{row.get('estimate', 0) / 2**30:6.2f} GiB  error {row.get('error_pct', 'n/a')}%"
               + (f"  [{row['error']}]" if "error" in row else ""), flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -239,12 +239,13 @@ def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
 
 def flops_terms(folder: str) -> dict:
     """The FLOPs formula's parameter counts, from weitiao's config-only model shape (no weights loaded)."""
+    from weitiao.memory.estimate import lora_params
     from weitiao.memory.shape import load_config_dict, model_shape
 
     shape = model_shape(load_config_dict(folder))
     return {"n_body": shape.params - shape.embedding_params - shape.head_params,  # tied head counted once, below
             "n_head": shape.vocab * shape.hidden,
-            "n_lora": sum(LORA["r"] * (i + o) * n for i, o, n in shape.linear_shapes),
+            "n_lora": lora_params(shape, LORA["r"]),
             "layers": shape.layers, "attn_width": shape.heads * shape.head_dim, "total": shape.params}
 
 

@@ -172,7 +172,7 @@ def _settings_from_args(args, method: str = "lora"):
     return TrainSettings(method=method, seq=args.seq, batch=args.batch, precision=args.precision,
                          weights_dtype=args.weights_dtype or ("bfloat16" if device == "cuda" else "float32"),
                          optimizer=args.optimizer, gradient_checkpointing=args.gc, lora_r=args.lora_r,
-                         device=device)
+                         device=device, loss_chunk=args.loss_chunk)
 
 
 def cmd_estimate(args) -> int:
@@ -271,6 +271,9 @@ def _add_memory_args(p) -> None:
     p.add_argument("--optimizer", choices=["adamw", "adamw_8bit", "sgd"], default="adamw")
     p.add_argument("--gc", action="store_true", help="gradient checkpointing")
     p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--loss-chunk", type=int, default=1024,
+                   help="positions per chunk of the fused head-and-loss pass (train.fused_loss_chunk, default 1024; "
+                        "0: the whole logits at once, train.fused_loss: false)")
     p.add_argument("--gpus", type=int, default=1)
 
 

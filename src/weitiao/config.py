@@ -136,6 +136,11 @@ class QLoraMethodConfig:
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc(
         "dtype of the dequantized matmuls. `auto`: bfloat16 (or float16) on CUDA, float32 on CPU.", "auto"
     )
+    upcast_fp32: bool = doc(
+        "Cast the base's weights that stay unquantized (embeddings, norms, LM head) to fp32, as peft's "
+        "prepare_model_for_kbit_training does: about 2 GiB more on Llama 3 8B. Off, they stay in the load dtype "
+        "(bf16 on CUDA, fp32 on CPU), as LLaMA-Factory, unsloth and torchtune keep them; with fp16 compute they "
+        "are upcast either way (fp16's range is what the upcast guards against).", False)
 
 
 @dataclass
@@ -211,6 +216,14 @@ class TrainConfig:
         "`task: sft`: run the LM head and the loss only at positions that predict a trained token (transformers' "
         "`logits_to_keep`), not over the prompt and padding: less compute and far smaller logits, the same loss "
         "and gradients. Used where the model takes `logits_to_keep`; not with prefix/prompt/P-tuning.", True)
+    fused_loss: bool = doc(
+        "`task: sft`: compute the LM head and the cross-entropy together, a chunk of trained positions at a time, "
+        "with their gradients in the same pass (as Liger Kernel's fused linear cross-entropy): the (tokens x "
+        "vocabulary) logits never exist whole, the loss and gradients are the usual ones within float noise. Used "
+        "where the model's logits are its head applied to its decoder's output (checked on the loaded model); not "
+        "with prefix/prompt/P-tuning, FSDP or ZeRO-3 (they fall back to train.logits_at_labels_only).", True)
+    fused_loss_chunk: int = doc(
+        "train.fused_loss: positions per chunk; the loss holds at most chunk x vocabulary fp32 logits.", 1024)
     seed: int = doc("Seed for weights of new modules, dropout and data order.", 42)
     logging_steps: int = doc("Log the training loss every N steps.", 5)
     eval_steps: int = doc("Evaluate on the validation split every N steps (0: once per epoch).", 0)
@@ -527,7 +540,7 @@ def semantic_problems(cfg: Config) -> list[str]:
         p.append(f"data.near_duplicate_threshold: must be in (0, 1], got {d.near_duplicate_threshold}")
     if d.max_length < 8:
         p.append(f"data.max_length: must be at least 8, got {d.max_length}")
-    for name in ("batch_size", "grad_accum", "logging_steps", "max_nonfinite_steps"):
+    for name in ("batch_size", "grad_accum", "logging_steps", "max_nonfinite_steps", "fused_loss_chunk"):
         if getattr(t, name) < 1:
             p.append(f"train.{name}: must be at least 1, got {getattr(t, name)}")
     for name in ("max_steps", "eval_steps", "early_stopping_patience", "save_total_limit"):

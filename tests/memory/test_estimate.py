@@ -52,6 +52,7 @@ def test_llama_70b_and_1b_counts_and_the_gib_per_billion_rule():
 
 @pytest.mark.parametrize("method,cfg", [
     ("lora", MethodConfig(name="lora", lora=LoraMethodConfig(r=4))),
+    ("lora_qv", MethodConfig(name="lora", lora=LoraMethodConfig(r=4, target_modules=["q_proj", "v_proj"]))),
     ("prefix", MethodConfig(name="prefix", prefix=PrefixMethodConfig(num_virtual_tokens=6))),
     ("prompt", MethodConfig(name="prompt", prompt=PromptMethodConfig(num_virtual_tokens=6))),
     ("full", MethodConfig(name="full")),
@@ -59,7 +60,8 @@ def test_llama_70b_and_1b_counts_and_the_gib_per_billion_rule():
 def test_trainable_counts_match_what_peft_builds(method, cfg):
     model, config = tiny_config()
     shape = model_shape(config)
-    settings = TrainSettings(method=method, lora_r=4, virtual_tokens=6)
+    settings = TrainSettings(method=cfg.name, lora_r=4, virtual_tokens=6,
+                             lora_targets=tuple(cfg.lora.target_modules))
     assert trainable_params(shape, settings) == count_parameters(apply_method(model, cfg))[0]
 
 
@@ -73,10 +75,44 @@ def test_breakdown_adds_up_and_sharding_divides_state():
     zero1 = distributed_estimate(parts, s, 8, "zero1")
     assert zero3 < zero1 < distributed_estimate(parts, s, 8, "ddp") == parts["total"]
     qlora = training_estimate(shape, TrainSettings(method="qlora", seq=1024, batch=4, device="cuda"))
-    # 4-bit decoder linears; the embeddings stay in fp32 (peft upcasts them), a quarter of this model
+    # 4-bit decoder linears; the embeddings stay in the load dtype (fp32 here), a quarter of this model
     assert qlora["weights"] < 0.35 * inference_bytes(shape, "float32")
     gc = training_estimate(shape, TrainSettings(method="lora", seq=1024, batch=4, gradient_checkpointing=True))
     assert gc["activations"] < training_estimate(shape, TrainSettings(method="lora", seq=1024, batch=4))["activations"]
+
+
+def test_fused_loss_holds_one_chunk_of_logits():
+    shape = model_shape(LLAMA_1B)
+    whole = training_estimate(shape, TrainSettings(method="lora", seq=2048, batch=2, device="cuda"))
+    fused = training_estimate(shape, TrainSettings(method="lora", seq=2048, batch=2, device="cuda", loss_chunk=1024))
+    assert fused["logits_and_loss"] == 1024 * 8 * 128256  # fp32 logits and their cast gradient, one chunk
+    assert whole["logits_and_loss"] > 4 * fused["logits_and_loss"]
+    small = TrainSettings(method="lora", seq=100, batch=2, device="cuda", loss_chunk=1024, logit_fraction=0.5)
+    assert training_estimate(shape, small)["logits_and_loss"] == 100 * 8 * 128256  # fewer trained positions
+    assert {k: v for k, v in fused.items() if k not in ("logits_and_loss", "total")} == {
+        k: v for k, v in whole.items() if k not in ("logits_and_loss", "total")}
+
+
+LLAMA_31_8B = dict(model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                   num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False)
+
+
+@pytest.mark.parametrize("methods,published", [(("full", "lora", "qlora"), 16.2), (("qlora",), 7.4)],
+                         ids=["lora", "qlora"])
+def test_plan_for_llama_8b_on_24gib_agrees_with_torchtunes_measurements(methods, published):
+    """torchtune's README: Llama 3.1 8B on one RTX 4090 (24 GiB), batch 2, packed to 2048, activation
+    checkpointing, a chunked loss, LoRA rank 8 on q, v, output and the MLP: LoRA 16.2 GiB, QLoRA 7.4 GiB peak.
+    The plan for the same budget and adapter picks LoRA (full does not fit), gradient checkpointing on, and its
+    estimate is within 20% of the measurement; QLoRA when it is the only method allowed."""
+    shape = model_shape(LLAMA_31_8B)
+    assert shape.params == 8_030_261_248  # Llama 3.1 8B
+    base = TrainSettings(seq=2048, batch=2, device="cuda", weights_dtype="bfloat16", lora_r=8, loss_chunk=1024,
+                         lora_targets=("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+    result = plan(shape, parse_size("24GiB"), base, methods=methods)
+    assert result.settings.method == methods[-2 if len(methods) > 1 else 0]
+    assert result.settings.batch == 2 and result.settings.gradient_checkpointing
+    assert trainable_params(shape, result.settings) == 19_660_800  # torchtune's rank-8 adapter
+    assert result.estimate / 2**30 == pytest.approx(published, rel=0.20)
 
 
 def test_plan_prefers_full_then_lora_then_qlora_and_says_why():

@@ -32,3 +32,28 @@ def test_qlora_trains_saves_adapter_and_reloads(tmp_path, tiny_model_dir, demo_d
         k: trained[k] for k in ("count_list", "exact_match")}
     assert reloaded["loss"] == pytest.approx(trained["loss"], rel=1e-5)
     assert result.metrics["test"]["tuned"]["loss"] < result.metrics["test"]["base"]["loss"]
+
+
+@pytest.mark.parametrize("upcast", [False, True])
+def test_unquantized_weights_keep_the_load_dtype_unless_upcast(tiny_model_dir, upcast):
+    """A base loaded in bf16 (as on CUDA): its embeddings and norms stay bf16 (method.qlora.upcast_fp32 off,
+    what the memory estimate counts) or become fp32; the LoRA matrices are fp32 either way, and a step trains."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from weitiao.config import MethodConfig, QLoraMethodConfig
+    from weitiao.methods import qlora
+
+    cfg = MethodConfig(name="qlora", qlora=QLoraMethodConfig(compute_dtype="bfloat16", upcast_fp32=upcast))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16,
+                                                 **qlora.load_kwargs(cfg, "cpu"))
+    model = qlora.apply(model, cfg)
+    kept = torch.float32 if upcast else torch.bfloat16
+    assert model.get_input_embeddings().weight.dtype == kept
+    assert {p.dtype for n, p in model.named_parameters() if "norm" in n} == {kept}
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and {p.dtype for p in trained} == {torch.float32}
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None and torch.isfinite(p.grad).all() for p in trained)

@@ -45,23 +45,24 @@ def test_label_positions_loss_and_gradients_equal_the_full_logits_ones(tiny_toke
     assert float((grads[0] - grads[1]).abs().max()) < 1e-6
 
 
-def test_a_run_with_label_logits_matches_a_run_without(tmp_path, tiny_model_dir, demo_data_dir):
-    """Gradient accumulation 2, validation and the test split: every logged loss equal (float noise)."""
+def test_runs_with_fused_loss_label_logits_and_full_logits_match(tmp_path, tiny_model_dir, demo_data_dir):
+    """Gradient accumulation 2, validation and the test split: every logged loss of a run with the fused loss
+    (train.fused_loss), one with label-position logits and one with every position's logits equal (float noise)."""
     runs = {}
-    for on in (True, False):
-        name = "sparse" if on else "full"
+    for name, fused, sparse in (("fused", True, True), ("sparse", False, True), ("full", False, False)):
         cfg = write_config(tmp_path / f"{name}.yaml", tiny_model_dir, demo_data_dir, tmp_path / name,
                            method={"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
                            eval={"metrics": [], "forgetting": False, "report": False},
                            train={"max_steps": 4, "eval_steps": 2, "grad_accum": 2, "learning_rate": 1e-2,
-                                  "logits_at_labels_only": on})
+                                  "fused_loss": fused, "fused_loss_chunk": 16, "logits_at_labels_only": sparse})
         result = sft.run(load_config(cfg))
         state = json.loads((result.out_dir / "trainer_state.json").read_text())
         runs[name] = ([h["loss"] for h in state["log_history"] if "loss" in h],
                       [v["loss"] for v in result.metrics["val"]], result.metrics["test"]["tuned"]["loss"],
                       result.metrics["train"]["logits"])
-    assert runs["sparse"][3] == "label_positions" and runs["full"][3] == "all_positions"
-    assert len(runs["sparse"][0]) == 4 and len(runs["sparse"][1]) == 2
-    for a, b in zip(runs["sparse"][0] + runs["sparse"][1] + [runs["sparse"][2]],
-                    runs["full"][0] + runs["full"][1] + [runs["full"][2]]):
-        assert a == pytest.approx(b, rel=1e-5)
+    assert [runs[name][3] for name in ("fused", "sparse", "full")] == ["fused", "label_positions", "all_positions"]
+    assert len(runs["full"][0]) == 4 and len(runs["full"][1]) == 2
+    for name in ("fused", "sparse"):
+        for a, b in zip(runs[name][0] + runs[name][1] + [runs[name][2]],
+                        runs["full"][0] + runs["full"][1] + [runs["full"][2]]):
+            assert a == pytest.approx(b, rel=1e-5)

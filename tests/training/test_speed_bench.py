@@ -43,7 +43,7 @@ def test_speed_bench_trains_the_same_rows_and_steps_in_all_three_trainers(tmp_pa
     # weitiao's answers end at the end-of-turn token; the plain recipe and TRL also train the newline after it
     assert runs["baseline"]["trained_tokens"] == runs["trl"]["trained_tokens"]
     assert 0 <= runs["baseline"]["trained_tokens"] - runs["weitiao"]["trained_tokens"] <= 8
-    assert runs["weitiao"]["batches"] in ("padding_free", "padded", "mixed") and runs["weitiao"]["logits"] == "label_positions"
+    assert runs["weitiao"]["batches"] in ("padding_free", "padded", "mixed") and runs["weitiao"]["logits"] == "fused"
     losses = [r["heldout_loss"] for r in runs.values()]
     assert max(losses) / min(losses) - 1 < 0.01, losses  # the same training, however it is batched
     assert all(r["step_seconds"] > 0 and r["peak_bytes"] > 2**20 for r in runs.values())

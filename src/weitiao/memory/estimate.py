@@ -5,12 +5,14 @@ the KV cache, 2 (K and V) x layers x kv_heads x head_dim x tokens x bytes.
 
 Training is the sum of
   weights       the base as stored: params x bytes, or for QLoRA the decoder linears packed in 4 or 8 bits plus
-                their quantization constants, the rest in fp32 (peft's prepare_model_for_kbit_training upcasts it)
+                their quantization constants, the rest in the load dtype (method.qlora.upcast_fp32: in fp32)
   trainable     the trained parameters (all of them for full; LoRA matrices, prefix or prompt tensors otherwise)
                 with their gradients and optimizer states: AdamW keeps 2 states, 8-bit AdamW 2 bytes, SGD none
   activations   what backward needs, per token: layers x (a_h x hidden + a_i x intermediate) x activation bytes,
                 plus a_v x vocab bytes for the logits, their fp32 copy and the loss's softmax and gradient (the
-                largest single part for small models with big vocabularies). With gradient checkpointing only each
+                largest single part for small models with big vocabularies); with the fused, chunked loss
+                (train.fused_loss) only one chunk's fp32 logits, turned in place into their gradient, and its cast
+                copy: 8 bytes per (position, vocabulary entry) of a chunk. With gradient checkpointing only each
                 layer's input is kept, plus one layer's worth recomputed in backward.
   overhead      a constant (CUDA: allocator slack; CPU: the Python + torch + transformers process itself)
 The a_* coefficients and the overhead are fitted per device type from measured runs (`bench/memory_grid.py` on
@@ -36,6 +38,11 @@ METHOD_FAMILY = {"full": "full", "freeze": "full", "lora": "lora", "qlora": "qlo
                  "prompt": "prompt", "ptuning": "prompt"}
 
 
+# the fused loss's (chunk, V) buffers: fp32 logits (4 bytes), turned in place into softmax - onehot, and that
+# gradient cast to the weights' dtype for its two matmuls (at most 4 more)
+FUSED_LOSS_BYTES = 8
+
+
 def load_constants() -> dict:
     return json.loads(CONSTANTS_FILE.read_text())
 
@@ -50,7 +57,9 @@ class TrainSettings:
     optimizer: str = "adamw"  # adamw | adamw_8bit | sgd
     gradient_checkpointing: bool = False
     lora_r: int = 16
+    lora_targets: tuple = ("all-linear",)  # method.lora.target_modules
     qlora_bits: int = 4
+    qlora_upcast: bool = False  # method.qlora.upcast_fp32: the unquantized weights cast to fp32
     double_quant: bool = True
     freeze_layers: int = 2
     virtual_tokens: int = 16
@@ -59,6 +68,9 @@ class TrainSettings:
     # share of positions whose logits are computed: 1, or with train.logits_at_labels_only and padding-free
     # batches, the largest share of trained tokens in any one training example
     logit_fraction: float = 1.0
+    # train.fused_loss: positions per chunk of the fused head-and-loss pass (0: the whole logits at once; prefix,
+    # prompt and P-tuning always compute the whole logits)
+    loss_chunk: int = 0
 
 
 def inference_bytes(shape: ModelShape, dtype: str = "float32") -> int:
@@ -70,9 +82,11 @@ def kv_cache_bytes(shape: ModelShape, tokens: int, batch: int = 1, dtype: str = 
     return int(2 * shape.layers * shape.kv_heads * shape.head_dim * tokens * batch * DTYPE_BYTES[dtype])
 
 
-def lora_params(shape: ModelShape, r: int) -> int:
-    """LoRA on every decoder linear: r x (in + out) per layer (A is r x in, B is out x r)."""
-    return sum(r * (i + o) * n for i, o, n in shape.linear_shapes)
+def lora_params(shape: ModelShape, r: int, targets: tuple = ("all-linear",)) -> int:
+    """r x (in + out) per adapted layer (A is r x in, B is out x r): every decoder linear (`all-linear`) or those
+    whose own name is one of `targets` (peft's target_modules, e.g. q_proj, v_proj)."""
+    every = "all-linear" in targets
+    return sum(r * (i + o) * n for name, i, o, n in shape.linear_shapes if every or name in targets)
 
 
 def trainable_params(shape: ModelShape, s: TrainSettings) -> int:
@@ -83,7 +97,7 @@ def trainable_params(shape: ModelShape, s: TrainSettings) -> int:
         per_layer = shape.linear_params // max(shape.layers, 1)
         return min(s.freeze_layers, shape.layers) * per_layer
     if s.method in ("lora", "qlora"):
-        return lora_params(shape, s.lora_r)
+        return lora_params(shape, s.lora_r, s.lora_targets)
     if s.method == "prefix":
         return s.virtual_tokens * shape.layers * 2 * kv_dim
     if s.method == "prompt":
@@ -104,7 +118,8 @@ def weights_bytes(shape: ModelShape, s: TrainSettings) -> int:
         packed = shape.linear_params * (0.5 + constants)
     else:
         packed = shape.linear_params * 1.0 + 4 * shape.linear_params ** 0.5  # int8 + a scale per row (order)
-    return int(packed + (shape.params - shape.linear_params) * 4)  # the rest upcast to fp32 for stability
+    rest = 4 if s.qlora_upcast else w  # embeddings, norms, head: unquantized
+    return int(packed + (shape.params - shape.linear_params) * rest)
 
 
 def optimizer_bytes_per_param(optimizer: str, dtype_bytes: float) -> float:
@@ -128,7 +143,12 @@ def training_estimate(shape: ModelShape, s: TrainSettings, constants: dict | Non
         layer_acts = tokens * (layers * shape.hidden * act + per_layer)
     else:
         layer_acts = tokens * layers * per_layer
-    logits = 0 if s.task == "classify" else tokens * s.logit_fraction * c["logits"] * shape.vocab
+    if s.task == "classify":
+        logits = 0
+    elif s.loss_chunk and METHOD_FAMILY[s.method] not in ("prefix", "prompt"):  # virtual tokens: whole logits
+        logits = min(s.loss_chunk, tokens * s.logit_fraction) * FUSED_LOSS_BYTES * shape.vocab
+    else:
+        logits = tokens * s.logit_fraction * c["logits"] * shape.vocab
     parts = {
         "weights": weights_bytes(shape, s),
         "trainable_weights": 0 if s.method in ("full", "freeze") else trainable * train_dtype,

@@ -30,9 +30,23 @@ def settings_for(cfg: Config, device: str, seq: int) -> TrainSettings:
     return TrainSettings(method=m.name, seq=seq, batch=t.batch_size * rows, precision=precision,
                          weights_dtype=weights,
                          optimizer=OPTIMIZERS.get(t.optim, "adamw"), gradient_checkpointing=t.gradient_checkpointing,
-                         lora_r=m.lora.r, qlora_bits=m.qlora.bits, double_quant=m.qlora.double_quant,
+                         lora_r=m.lora.r, lora_targets=tuple(m.lora.target_modules), qlora_bits=m.qlora.bits,
+                         double_quant=m.qlora.double_quant,
+                         qlora_upcast=m.qlora.upcast_fp32 or m.qlora.compute_dtype == "float16",
                          freeze_layers=m.freeze.last_layers, virtual_tokens=virtual, device=device,
-                         task=estimate_task(cfg.task))
+                         task=estimate_task(cfg.task), loss_chunk=t.fused_loss_chunk if fused_loss_planned(cfg) else 0)
+
+
+def fused_loss_planned(cfg: Config) -> bool:
+    """Whether the config asks for the fused head-and-loss pass where it can run (train.fused_loss): SFT without
+    virtual tokens, and the head's weight not sharded outside the forward pass (FSDP, ZeRO-3). The loaded model is
+    checked too (training.fused_loss.usable), after this estimate."""
+    from weitiao.methods import PROMPT_LEARNING_METHODS
+
+    strategy = distributed.strategy(cfg)
+    sharded = strategy == "fsdp" or (strategy == "deepspeed" and cfg.distributed.zero_stage == 3)
+    return (cfg.task == "sft" and cfg.train.fused_loss and cfg.method.name not in PROMPT_LEARNING_METHODS
+            and not sharded)
 
 
 ROWS_PER_EXAMPLE = {task: 2 for task in PAIR_TASKS}  # rows through the model per batch_size example

@@ -23,7 +23,9 @@ class ModelShape:
     embedding_params: int  # input token embeddings
     head_params: int  # output projection; 0 when tied to the embeddings
     linear_params: int  # weights of the nn.Linear layers inside the decoder blocks
-    linear_shapes: tuple = field(default=())  # ((in_features, out_features, count), ...) of those layers
+    # ((name, in_features, out_features, count), ...) of those layers, by the module's own name (q_proj, ...): what
+    # LoRA's target_modules select
+    linear_shapes: tuple = field(default=())
     layers: int = 0
     hidden: int = 0
     intermediate: int = 0
@@ -85,15 +87,13 @@ def analytic_shape(config: dict, task: str = "sft") -> ModelShape | None:
     qkv_bias = model_type == "qwen2" or bool(config.get("attention_bias", False))
     o_bias = model_type in ("llama", "qwen3") and bool(config.get("attention_bias", False))
     mlp_bias = model_type == "llama" and bool(config.get("mlp_bias", False))
-    shapes: dict[tuple[int, int], int] = {}
-    for shape, count in (((H, heads * d), L), ((H, kv * d), 2 * L), ((heads * d, H), L), ((H, I), 2 * L),
-                         ((I, H), L)):
-        shapes[shape] = shapes.get(shape, 0) + count
+    shapes = {("q_proj", H, heads * d): L, ("k_proj", H, kv * d): L, ("v_proj", H, kv * d): L,
+              ("o_proj", heads * d, H): L, ("gate_proj", H, I): L, ("up_proj", H, I): L, ("down_proj", I, H): L}
     labels = 0
     if task == "classify":  # a bias-free score layer: counted with the linear layers, as the meta count does
         labels = int(config.get("num_labels") or len(config.get("id2label") or {}) or 2)
-        shapes[(H, labels)] = shapes.get((H, labels), 0) + 1
-    linear = sum(i * o * n for (i, o), n in shapes.items())
+        shapes[("score", H, labels)] = 1
+    linear = sum(i * o * n for (_, i, o), n in shapes.items())
     per_layer_other = (2 * H + (heads * d + 2 * kv * d if qkv_bias else 0) + (H if o_bias else 0)
                        + (2 * I + H if mlp_bias else 0) + (2 * d if model_type == "qwen3" else 0))
     embeddings = V * H
@@ -102,7 +102,8 @@ def analytic_shape(config: dict, task: str = "sft") -> ModelShape | None:
     params = embeddings + head + linear + L * per_layer_other + H
     return ModelShape(
         model_type=model_type, params=params, embedding_params=embeddings, head_params=head, linear_params=linear,
-        linear_shapes=tuple((i, o, n) for (i, o), n in sorted(shapes.items())), layers=L, hidden=H, intermediate=I,
+        linear_shapes=tuple((name, i, o, n) for (name, i, o), n in sorted(shapes.items())), layers=L, hidden=H,
+        intermediate=I,
         heads=heads, kv_heads=kv, head_dim=d, vocab=V)
 
 
@@ -133,20 +134,21 @@ def meta_shape(config: dict, task: str = "sft") -> ModelShape:
     head = model.get_output_embeddings() if task != "classify" else None
     tied = head is not None and embeddings is not None and head.weight is embeddings.weight
     head_params = 0 if head is None or tied else head.weight.numel()
-    shapes: dict[tuple[int, int], int] = {}
+    shapes: dict[tuple[str, int, int], int] = {}
     linear_params = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and module is not head and module.weight is not getattr(
                 embeddings, "weight", None):
-            shapes[(module.in_features, module.out_features)] = shapes.get(
-                (module.in_features, module.out_features), 0) + 1
+            key = (name.rsplit(".", 1)[-1], module.in_features, module.out_features)
+            shapes[key] = shapes.get(key, 0) + 1
             linear_params += module.weight.numel()
     text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
     heads = getattr(text, "num_attention_heads", 0) or 0
     hidden = getattr(text, "hidden_size", 0) or 0
     return ModelShape(
         model_type=model_type, params=params, embedding_params=embedding_params, head_params=head_params,
-        linear_params=linear_params, linear_shapes=tuple((i, o, n) for (i, o), n in sorted(shapes.items())),
+        linear_params=linear_params,
+        linear_shapes=tuple((name, i, o, n) for (name, i, o), n in sorted(shapes.items())),
         layers=getattr(text, "num_hidden_layers", 0) or 0, hidden=hidden,
         intermediate=getattr(text, "intermediate_size", 0) or 0, heads=heads,
         kv_heads=getattr(text, "num_key_value_heads", None) or heads,

@@ -31,10 +31,10 @@ def apply_method(model, cfg: MethodConfig, gradient_checkpointing: bool = False)
 def continue_adapter(model, adapter_dir: str, cfg: MethodConfig, gradient_checkpointing: bool = False):
     """A trained LoRA adapter loaded trainable, to train further (`lora`, or `qlora` on a quantized base). Its own
     adapter_config (rank, targets) applies; `method.lora` does not."""
-    from peft import PeftModel, prepare_model_for_kbit_training
+    from peft import PeftModel
 
     if cfg.name == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        model = qlora.prepare(model, cfg, gradient_checkpointing)
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
 

@@ -45,9 +45,20 @@ def load_kwargs(cfg: MethodConfig, device: str) -> dict:
     return {"quantization_config": bnb, "device_map": {"": device}}
 
 
-def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
-    from peft import prepare_model_for_kbit_training
+def prepare(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
+    """Freeze the quantized base for adapter training. peft's prepare_model_for_kbit_training also casts every
+    unquantized bf16/fp16 weight to fp32, worth it with fp16 compute only (method.qlora.upcast_fp32)."""
+    import torch
 
-    # casts norms to fp32 and enables input gradients, so LoRA on a frozen quantized base trains stably
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    return lora.apply(model, cfg)
+    if cfg.qlora.upcast_fp32 or cfg.qlora.compute_dtype == "float16" or any(
+            p.dtype == torch.float16 for p in model.parameters()):
+        from peft import prepare_model_for_kbit_training
+
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    for p in model.parameters():
+        p.requires_grad_(False)  # (with gradient checkpointing the trainer gives the blocks an input needing grad)
+    return model
+
+
+def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
+    return lora.apply(prepare(model, cfg, gradient_checkpointing), cfg)

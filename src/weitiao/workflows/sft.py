@@ -224,7 +224,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         "train": {
             "precision": precision_name(amp),
             **batch_kinds(getattr(trainer.data_collator, "inner", trainer.data_collator)),
-            "logits": "label_positions" if trainer.compute_loss_func is not None else "all_positions",
+            "logits": logits_kind(trainer.compute_loss_func),
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
@@ -283,10 +283,13 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
 
 
 def logit_fraction(cfg: Config, encoded: list) -> float:
-    """The share of a batch's positions that get logits, for the memory estimate: with label-position logits on
-    one-row (padding-free) batches, at most the most label-dense example's share; otherwise every position (a
-    padded batch computes the union of its rows' label positions, and padding-free may turn out unusable)."""
-    if not (cfg.train.logits_at_labels_only and cfg.train.padding_free) or cfg.method.name in PROMPT_LEARNING_METHODS:
+    """The share of a batch's positions that get logits, for the memory estimate: with the fused loss (trained
+    tokens only, in any batch) or label-position logits on one-row (padding-free) batches, at most the most
+    label-dense example's share; otherwise every position (a padded batch computes the union of its rows' label
+    positions, and padding-free may turn out unusable)."""
+    fused = memory_guard.fused_loss_planned(cfg)  # logits at trained tokens only, in any batch
+    if not (fused or cfg.train.logits_at_labels_only and cfg.train.padding_free) \
+            or cfg.method.name in PROMPT_LEARNING_METHODS:
         return 1.0
     return max(sum(1 for x in e.labels[1:] if x != IGNORE_INDEX) / max(len(e.input_ids), 1) for e in encoded)
 
@@ -404,8 +407,15 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
 
         trainer_class = PromptLearningTrainer
         callbacks.append(SaveTrainableState())
-    collator, loss_func = training_collator(cfg, model, tokenizer), None
-    if label_logits_only(cfg, model):
+    fused, labels_only = fused_loss_usable(cfg, model), label_logits_only(cfg, model)
+    collator, loss_func = training_collator(cfg, model, tokenizer, labels_only=fused or labels_only), None
+    if fused:
+        from weitiao.training.fused_loss import FusedLinearLoss, NoLogitsCollator
+
+        collator, loss_func = NoLogitsCollator(collator), FusedLinearLoss(model, t.fused_loss_chunk)
+        log(f"loss: LM head and cross-entropy fused, {t.fused_loss_chunk} positions at a time, at trained tokens "
+            "only (train.fused_loss)")
+    elif labels_only:
         from weitiao.training.label_logits import LabelPositionsCollator, label_positions_loss
 
         collator, loss_func = LabelPositionsCollator(collator), label_positions_loss
@@ -430,6 +440,14 @@ def batch_kinds(collator) -> dict:
     return {"batches": "padding_free" if isinstance(collator, PaddingFreeCollator) else "padded"}
 
 
+def logits_kind(loss_func) -> str:
+    """How the run computed its logits: `fused` (chunked with the loss, train.fused_loss), `label_positions`
+    (train.logits_at_labels_only) or `all_positions`."""
+    if loss_func is None:
+        return "all_positions"
+    return "label_positions" if getattr(loss_func, "__name__", "") == "label_positions_loss" else "fused"
+
+
 def label_logits_only(cfg: Config, model) -> bool:
     """Whether the LM head runs at label positions only (train.logits_at_labels_only, where the model allows)."""
     from weitiao.training.label_logits import supports_logits_to_keep
@@ -438,7 +456,15 @@ def label_logits_only(cfg: Config, model) -> bool:
             and supports_logits_to_keep(model))
 
 
-def training_collator(cfg: Config, model, tokenizer):
+def fused_loss_usable(cfg: Config, model) -> bool:
+    """Whether the chunked head-and-loss pass runs (train.fused_loss): not with virtual tokens, not where the head's
+    weight is sharded outside the forward pass (FSDP, ZeRO-3), and only where the model passes `usable`'s check."""
+    from weitiao.training import fused_loss
+
+    return memory_guard.fused_loss_planned(cfg) and fused_loss.usable(model)
+
+
+def training_collator(cfg: Config, model, tokenizer, labels_only: bool):
     """Padding-free batches where the config allows them, the loaded model keeps packed examples apart, and a
     batch is cheaper packed than padded (`batch_cost`); padded batches otherwise."""
     from weitiao.training.padding_free import keeps_examples_apart
@@ -446,7 +472,7 @@ def training_collator(cfg: Config, model, tokenizer):
     if not cfg.train.padding_free or cfg.method.name in PROMPT_LEARNING_METHODS:
         return PadCollator(tokenizer.pad_token_id)
     if keeps_examples_apart(model, len(tokenizer)):
-        cost = batch_cost(model, label_logits_only(cfg, model))
+        cost = batch_cost(model, labels_only)
         log("batches: padding-free where cheaper than padded, batch by batch (train.padding_free; "
             f"{'variable-length attention' if cost.varlen else 'a packed row attends over its whole length'})")
         return CheaperBatchCollator(tokenizer.pad_token_id, cost)
