@@ -28,6 +28,8 @@ from weitiao.memory.estimate import (  # noqa: E402
 from weitiao.memory.shape import model_shape  # noqa: E402
 
 LOSS_CHUNK = 1024  # bench/memory_grid.py's chunk for rows with `"loss": "fused"`
+# rows without a `qlora_upcast` field were measured before weitiao stopped casting QLoRA's unquantized weights to
+# fp32 (peft's prepare_model_for_kbit_training did, on every run): they carry that upcast
 
 FAMILIES = ["full", "lora", "qlora", "prefix", "prompt"]
 
@@ -58,7 +60,8 @@ def fit(device: str) -> tuple[dict, list]:
         s = TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
                           weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
                           device=device, virtual_tokens=16,
-                          loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0)
+                          loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0,
+                          qlora_upcast=r.get("qlora_upcast", True))
         fixed = training_estimate(shape, s, zero)["total"]  # with the fused loss, its chunk's buffers too
         tokens, act = r["seq"] * r["batch"], DTYPE_BYTES[r["precision"]] / 2
         layers = min(2, shape.layers) if r["method"] == "freeze" else shape.layers
@@ -92,7 +95,8 @@ def fit(device: str) -> tuple[dict, list]:
         s = TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
                           weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
                           device=device, virtual_tokens=16,
-                          loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0)
+                          loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0,
+                          qlora_upcast=r.get("qlora_upcast", True))
         est = training_estimate(shape, s, constants)["total"]
         report.append((r, est, 100 * (est - r["measured"]) / r["measured"]))
     return constants, report

@@ -62,7 +62,8 @@ def settings(device: str, quick: bool) -> list[dict]:
                 for seq, batch in ((512, 4), (2048, 2)):
                     grid.append(dict(model=model, method=method, seq=seq, batch=batch, precision="bf16", gc=False))
             grid.append(dict(model=model, method="lora", seq=2048, batch=2, precision="bf16", gc=True))
-    return [dict(g, loss="fused" if g["method"] in fused else "full") for g in grid]
+    # qlora_upcast: method.qlora.upcast_fp32's default (off): the unquantized weights stay in the load dtype
+    return [dict(g, loss="fused" if g["method"] in fused else "full", qlora_upcast=False) for g in grid]
 
 
 def model_folder(name: str, work: Path, device: str) -> str:
@@ -158,7 +159,8 @@ def estimate_for(spec: dict) -> dict:
     s = TrainSettings(method=spec["method"], seq=spec["seq"], batch=spec["batch"], precision=spec["precision"],
                       weights_dtype="bfloat16" if spec["device"] == "cuda" else "float32",
                       gradient_checkpointing=spec["gc"], device=spec["device"], virtual_tokens=16,
-                      loss_chunk=LOSS_CHUNK if spec.get("loss") == "fused" else 0)
+                      loss_chunk=LOSS_CHUNK if spec.get("loss") == "fused" else 0,
+                      qlora_upcast=spec.get("qlora_upcast", False))
     return training_estimate(shape, s)
 
 

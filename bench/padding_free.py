@@ -11,11 +11,14 @@ lines) and a high-variance version of it (each question behind 0-30 filler sente
 - padded_random: padded batches in random order (transformers' default);
 - padding_free: `train.padding_free` on: one row per batch, no padding, wherever its cost model finds that
   cheaper than padding (before that cost model existed, every batch: the README's figures);
-- padding_free+label_logits: and the LM head and loss only at positions that predict a trained token (weitiao's
-  default: train.logits_at_labels_only). The other variants compute every position's logits.
+- padding_free+label_logits: and the LM head and loss only at positions that predict a trained token
+  (train.logits_at_labels_only). The variants above compute every position's logits;
+- padding_free+fused_loss: and the head and loss fused, chunk by chunk, at trained tokens (weitiao's default:
+  train.fused_loss).
 Prints, per dataset and variant: trained tokens/s (label tokens) and all tokens/s (non-padding), each round's
-ratio against the first variant (`padded` by default; `--variants` picks and orders them), and the final training
-loss. Ratios come from runs made next to each other.
+ratio against the first variant (`padded` by default; `--variants` picks and orders them), the final training
+loss, and the peak RSS of the training phase (the process's high-water mark is reset before each run's training).
+Ratios come from runs made next to each other.
 """
 from __future__ import annotations
 
@@ -29,11 +32,14 @@ from pathlib import Path
 
 import yaml
 
-VARIANTS = {"padded": {"padding_free": False, "group_by_length": True, "logits_at_labels_only": False},
-            "padded_random": {"padding_free": False, "group_by_length": False, "logits_at_labels_only": False},
-            "padding_free": {"padding_free": True, "group_by_length": True, "logits_at_labels_only": False},
-            "padding_free+label_logits": {"padding_free": True, "group_by_length": True,
-                                          "logits_at_labels_only": True}}
+OFF = {"logits_at_labels_only": False, "fused_loss": False}
+VARIANTS = {"padded": {"padding_free": False, "group_by_length": True, **OFF},
+            "padded_random": {"padding_free": False, "group_by_length": False, **OFF},
+            "padding_free": {"padding_free": True, "group_by_length": True, **OFF},
+            "padding_free+label_logits": {"padding_free": True, "group_by_length": True, **OFF,
+                                          "logits_at_labels_only": True},
+            "padding_free+fused_loss": {"padding_free": True, "group_by_length": True, "logits_at_labels_only": True,
+                                        "fused_loss": True}}
 FILLER = "Please read the whole request carefully before you answer it. "
 
 
@@ -95,10 +101,11 @@ def main(argv=None) -> int:
                             overwrite=True).metrics
                 results.setdefault(run, []).append(
                     (m["train"]["trained_tokens_per_s"], m["train"]["tokens_per_s"], m["train"]["final_loss"],
-                     m["train"]["runtime_s"]))
+                     m["train"]["runtime_s"], m["memory"].get("train_peak_rss_bytes", 0)))
     print(f"\nmodel {args.model}; one epoch of {args.rows} rows in batches of {args.batch}; LoRA r=16 all-linear; "
           f"{args.rounds} round(s)")
-    print(f"{'dataset/variant':<36}{'trained tok/s':>14}{'all tok/s':>11}{'vs ' + baseline:>20}{'final loss':>12}")
+    print(f"{'dataset/variant':<36}{'trained tok/s':>14}{'all tok/s':>11}{'vs ' + baseline:>20}{'final loss':>12}"
+          f"{'train peak MiB':>16}")
     for data_name in datasets:
         base = results[f"{data_name}-{baseline}"]
         for name in variants:
@@ -106,7 +113,7 @@ def main(argv=None) -> int:
             ratios = [r[1] / b[1] for r, b in zip(rows, base)]
             print(f"{data_name + '/' + name:<36}{statistics.median(r[0] for r in rows):>14.1f}"
                   f"{statistics.median(r[1] for r in rows):>11.1f}{statistics.median(ratios):>19.2f}x"
-                  f"{rows[-1][2]:>12.4f}")
+                  f"{rows[-1][2]:>12.4f}{statistics.median(r[4] for r in rows) / 2**20:>16.0f}")
     return 0
 
 
