@@ -1,12 +1,15 @@
 """bench/memory_grid.py's child: one setting measured through weitiao's own loss paths, next to its estimate."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
 
 from bench import memory_grid  # noqa: E402
 from weitiao.memory.estimate import load_constants  # noqa: E402
@@ -17,7 +20,12 @@ from weitiao.memory.shape import load_config_dict, model_shape  # noqa: E402
 def test_grid_setting_trains_three_steps_and_is_estimated(tiny_model_dir, loss):
     spec = dict(model="tiny", method="lora", seq=64, batch=2, precision="fp32", gc=False, device="cpu",
                 loss=loss, folder=str(tiny_model_dir))
-    result = memory_grid.child(spec)
+    # in a fresh process, as the grid runs each setting: a process's peak RSS only grows, so in this test
+    # session's process the tiny model's peak would hide under what earlier tests left
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "memory_grid.py"), "--child", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=600)
+    result = next((json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")), None)
+    assert result is not None, proc.stderr[-2000:]
     assert result["measured"] > result["rss_before_load"] > 0 and result["trainable"] < result["total"]
     est = memory_grid.estimate_for(spec)
     vocab = model_shape(load_config_dict(str(tiny_model_dir))).vocab
