@@ -26,7 +26,9 @@ def test_grid_setting_trains_three_steps_and_is_estimated(tiny_model_dir, loss):
                           capture_output=True, text=True, timeout=600)
     result = next((json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")), None)
     assert result is not None, proc.stderr[-2000:]
-    assert result["measured"] > result["rss_before_load"] > 0 and result["trainable"] < result["total"]
+    # the tiny model may not raise the peak the imports set before loading (rss_before_load): >=, not >
+    assert result["measured"] >= result["rss_before_load"] > 0 and result["trainable"] < result["total"]
+    assert result["step_s"] > 0
     est = memory_grid.estimate_for(spec)
     vocab = model_shape(load_config_dict(str(tiny_model_dir))).vocab
     # the fused loss holds one chunk's buffers, here the whole batch (128 positions < 1024), 8 bytes an entry;
