@@ -49,6 +49,14 @@ def shape_of(row: dict, cache: dict):
     return cache[name]
 
 
+def row_settings(r: dict, device: str) -> TrainSettings:
+    """The estimator's settings for one measured grid row."""
+    return TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
+                         weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
+                         device=device, virtual_tokens=16, loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0,
+                         qlora_upcast=r.get("qlora_upcast", True))
+
+
 def fit(device: str) -> tuple[dict, list]:
     data = json.loads((REPO / "bench" / "results" / f"memory-{device}.json").read_text())
     rows = [r for r in data["rows"] if "measured" in r and "invalid" not in r]
@@ -57,11 +65,7 @@ def fit(device: str) -> tuple[dict, list]:
     features, targets, known = [], [], []
     for r in rows:
         shape = shape_of(r, shapes)
-        s = TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
-                          weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
-                          device=device, virtual_tokens=16,
-                          loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0,
-                          qlora_upcast=r.get("qlora_upcast", True))
+        s = row_settings(r, device)
         fixed = training_estimate(shape, s, zero)["total"]  # with the fused loss, its chunk's buffers too
         tokens, act = r["seq"] * r["batch"], DTYPE_BYTES[r["precision"]] / 2
         layers = min(2, shape.layers) if r["method"] == "freeze" else shape.layers
@@ -92,11 +96,7 @@ def fit(device: str) -> tuple[dict, list]:
             constants.setdefault("borrowed", {})[family] = donor
     report = []
     for (r, fixed, shape), x in zip(known, X):
-        s = TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
-                          weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
-                          device=device, virtual_tokens=16,
-                          loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0,
-                          qlora_upcast=r.get("qlora_upcast", True))
+        s = row_settings(r, device)
         est = training_estimate(shape, s, constants)["total"]
         report.append((r, est, 100 * (est - r["measured"]) / r["measured"]))
     return constants, report
