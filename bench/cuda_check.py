@@ -125,7 +125,7 @@ def decode():
     return out
 
 
-def write_models(work: Path) -> dict:
+def write_models(work: Path, device: str = "cuda") -> dict:
     """A SmolLM2-135M-shaped and a Llama-3.2-1B-shaped model with random weights, saved in bf16."""
     import shutil
 
@@ -142,7 +142,7 @@ def write_models(work: Path) -> dict:
     for name, config in (("smollm2-135m-random", small), ("llama-1b-random", big)):
         folder = work / name
         torch.manual_seed(0)
-        with torch.device("cuda"):
+        with torch.device(device):
             model = LlamaForCausalLM(config).to(torch.bfloat16)
         model.save_pretrained(folder)
         del model

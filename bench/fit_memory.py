@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO))
 
 from weitiao.memory.estimate import (  # noqa: E402
-    CONSTANTS_FILE, DTYPE_BYTES, METHOD_FAMILY, TrainSettings, training_estimate,
+    CONSTANTS_FILE, DTYPE_BYTES, TrainSettings, activation_family, training_estimate,
 )
 from weitiao.memory.shape import model_shape  # noqa: E402
 
@@ -31,7 +31,8 @@ LOSS_CHUNK = 1024  # bench/memory_grid.py's chunk for rows with `"loss": "fused"
 # rows without a `qlora_upcast` field were measured before weitiao stopped casting QLoRA's unquantized weights to
 # fp32 (peft's prepare_model_for_kbit_training did, on every run): they carry that upcast
 
-FAMILIES = ["full", "lora", "qlora", "prefix", "prompt"]
+FAMILIES = ["full", "lora", "qlora", "qlora_upcast", "prefix", "prompt"]
+DONORS = {"qlora_upcast": ("qlora", "lora"), "prompt": ("prefix", "lora", "full")}  # for a family not measured
 
 
 def shape_of(row: dict, cache: dict):
@@ -70,7 +71,7 @@ def fit(device: str) -> tuple[dict, list]:
         tokens, act = r["seq"] * r["batch"], DTYPE_BYTES[r["precision"]] / 2
         layers = min(2, shape.layers) if r["method"] == "freeze" else shape.layers
         x = np.zeros(2 * len(FAMILIES) + 2)
-        k = FAMILIES.index(METHOD_FAMILY[r["method"]])
+        k = FAMILIES.index(activation_family(s))
         # with checkpointing only one layer's activations are alive at a time (plus the kept layer inputs)
         depth = 1 if r["gc"] else layers
         x[2 * k] = tokens * depth * shape.hidden * act
@@ -88,10 +89,10 @@ def fit(device: str) -> tuple[dict, list]:
     constants = {"layers": {f: [round(float(coef[2 * i]), 3), round(float(coef[2 * i + 1]), 3)]
                             for i, f in enumerate(FAMILIES)},
                  "logits": round(float(coef[-2]), 3), "overhead": int(coef[-1])}
-    seen = {METHOD_FAMILY[r["method"]] for r, _, _ in known}
+    seen = {activation_family(row_settings(r, device)) for r, _, _ in known}
     for family in FAMILIES:  # no measurement: borrow the closest family's (prompt tuning ~ prefix tuning)
         if family not in seen:
-            donor = next(f for f in ("prefix", "lora", "full") if f in seen)
+            donor = next(f for f in DONORS.get(family, ("prefix", "lora", "full")) if f in seen)
             constants["layers"][family] = list(constants["layers"][donor])
             constants.setdefault("borrowed", {})[family] = donor
     report = []
@@ -119,7 +120,9 @@ def main(argv=None) -> int:
                  "| model | method | seq x batch | precision | checkpointing | loss | measured | estimate | error |",
                  "|---|---|---|---|---|---|---:|---:|---:|"]
         for r, est, err in report:
-            lines.append(f"| {r['model']} | {r['method']} | {r['seq']} x {r['batch']} | {r['precision']} | "
+            method = r["method"] + (" (fp32 upcast)" if activation_family(row_settings(r, device)) == "qlora_upcast"
+                                    else "")
+            lines.append(f"| {r['model']} | {method} | {r['seq']} x {r['batch']} | {r['precision']} | "
                          f"{'on' if r['gc'] else 'off'} | {r.get('loss', 'full')} | {r['measured'] / 2**30:.2f} GiB | "
                          f"{est / 2**30:.2f} GiB | "
                          f"{err:+.1f}% |")

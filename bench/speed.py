@@ -6,7 +6,8 @@
 The same model, rows, method, seed, batch and number of optimizer steps (one epoch over `--rows` rows, so every
 trainer trains on exactly the same examples) for three trainers, run in turn and interleaved (A B C A B C ...),
 each in a fresh process so its peak memory is its own:
-- `weitiao`: `weitiao train` at its defaults (padding-free batches, label-position logits, length-grouped order);
+- `weitiao`: `weitiao train` at its defaults (padding-free batches, the fused head-and-loss pass); a trainer named
+  `weitiao+KEY=VALUE[+...]` is weitiao with those config overrides, a row of its own;
 - `baseline`: transformers `Trainer` + peft at default settings, written here: the chat template through
   `apply_chat_template`, prompt tokens masked, padded batches (`DataCollatorForSeq2Seq`) in random order;
 - `trl`: TRL `SFTTrainer` in its fastest documented configuration that keeps examples apart: prompt-completion
@@ -71,21 +72,37 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def heldout_loss(model, tokenizer, rows: list[dict], amp) -> float:
-    """Token-weighted cross-entropy of the answers of held-out rows, one row at a time (no padding)."""
+def scored_length(tokenizer, labels: list[int]) -> int:
+    """How many label positions the held-out loss scores: the answer and its end-of-turn token, not whitespace
+    the template writes after it (ChatML's newline after <|im_end|>). Generation stops at the end-of-turn token,
+    so that newline is never produced; weitiao does not train on it, the plain recipe and TRL do, and scoring it
+    would rank trainers by a token no user sees."""
+    n = len(labels)
+    while n > 0 and labels[n - 1] != -100 and not tokenizer.decode([labels[n - 1]]).strip():
+        n -= 1
+    return n
+
+
+def heldout_loss(model, tokenizer, rows: list[dict], amp) -> dict:
+    """Token-weighted cross-entropy over held-out rows, one row at a time (no padding): `answer` scores each
+    answer through its end-of-turn token, `template` every label the plain recipe trains on."""
     import torch
+    import torch.nn.functional as F
 
     model.eval()
-    total, count = 0.0, 0
+    sums, count = {"answer": 0.0, "template": 0.0}, {"answer": 0, "template": 0}
     with torch.no_grad(), torch.autocast(model.device.type, dtype=amp, enabled=amp is not None):
         for row in rows:
             enc = chat_encode(tokenizer, row["messages"])
             ids = torch.tensor([enc["input_ids"]], device=model.device)
-            labels = torch.tensor([enc["labels"]], device=model.device)
-            n = int((labels[:, 1:] != -100).sum())
-            total += float(model(input_ids=ids, labels=labels, use_cache=False).loss) * n
-            count += n
-    return total / count
+            logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()  # (T-1, V)
+            targets = torch.tensor(enc["labels"][1:], device=model.device)  # (T-1,)
+            losses = F.cross_entropy(logits, targets, ignore_index=-100, reduction="none")
+            scored = scored_length(tokenizer, enc["labels"]) - 1  # label positions shift left by one
+            for name, end in (("answer", scored), ("template", len(targets))):
+                sums[name] += float(losses[:end].sum())
+                count[name] += int((targets[:end] != -100).sum())
+    return {name: sums[name] / count[name] for name in sums}
 
 
 def lora_config():
@@ -110,13 +127,16 @@ def train_weitiao(spec: dict, work: Path):
            "eval": {"metrics": [], "compare_base": False, "forgetting": False, "report": False},
            "output": {"dir": str(work / "run")}}
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    result = sft.run(load_config(work / "config.yaml"), overwrite=True)
+    # a trainer named `weitiao+KEY=VALUE+...` runs weitiao with those config overrides (a variant's own row)
+    overrides = spec["trainer"].split("+")[1:]
+    result = sft.run(load_config(work / "config.yaml", overrides), overwrite=True)
     t = result.metrics["train"]
     return result.model, result.tokenizer, {
         "step_seconds": t["step_seconds"], "steps": t["steps"], "final_loss": t["final_loss"],
         "train_loss_mean": t["train_loss_mean"], "tokens": result.metrics["data"]["train_tokens"],
         "trained_tokens": result.metrics["data"]["train_trained_tokens"], "batches": t["batches"],
-        "batch_counts": t.get("batch_counts"), "logits": t["logits"]}
+        "batch_counts": t.get("batch_counts"), "logits": t["logits"],
+        "memory": result.metrics.get("memory")}  # the run's own estimate next to its measured peak
 
 
 def _hf_args(spec: dict, work: Path, steps: int) -> dict:
@@ -198,15 +218,16 @@ def child(spec: dict) -> dict:
     import torch
 
     torch.manual_seed(SEED)
-    work = Path(tempfile.mkdtemp(prefix=f"speed-{spec['trainer']}-", dir=spec["workdir"]))
+    work = Path(tempfile.mkdtemp(prefix=f"speed-{spec['trainer'].split('+')[0]}-", dir=spec["workdir"]))
     model, tokenizer, out = {"weitiao": train_weitiao, "baseline": train_baseline, "trl": train_trl}[
-        spec["trainer"]](spec, work)
+        spec["trainer"].split("+")[0]](spec, work)
     out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     if torch.cuda.is_available():
         out["peak_bytes"] = torch.cuda.max_memory_allocated()
     amp = torch.bfloat16 if spec["precision"] == "bf16" else None
     rows = read_rows(Path(spec["data"]) / "val.jsonl")[:HELDOUT_ROWS]
-    out["heldout_loss"] = round(heldout_loss(model, tokenizer, rows, amp), 6)
+    losses = heldout_loss(model, tokenizer, rows, amp)
+    out["heldout_loss"], out["heldout_loss_template"] = round(losses["answer"], 6), round(losses["template"], 6)
     return out
 
 
@@ -221,6 +242,7 @@ def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
     n, limit = 256, (8192 if device == "cuda" else 2048)
     while True:  # grow the size while one product is quick, so an emulated dtype does not take minutes
         a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        a @ b  # untimed: the first product on a GPU also initialises cuBLAS (that alone took >0.05 s on an H200)
         sync()
         t0 = time.perf_counter()
         a @ b
@@ -282,7 +304,8 @@ def run_child(spec: dict) -> dict:
     out = json.loads(lines[-1][len("RESULT "):])
     print(f"  {spec['precision']} {Path(spec['data']).name} {spec['method']} {spec['trainer']}: "
           f"{out['trained_tokens'] / out['step_seconds']:.1f} trained tok/s, peak {out['peak_bytes'] / 2**20:.0f} "
-          f"MiB, held-out loss {out['heldout_loss']:.4f} ({time.time() - started:.0f} s)", flush=True)
+          f"MiB, held-out loss {out['heldout_loss']:.4f} (every template label: {out['heldout_loss_template']:.4f}) "
+          f"({time.time() - started:.0f} s)", flush=True)
     return out
 
 
@@ -336,7 +359,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (ratios: median)")
     parser.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
     parser.add_argument("--force-bf16", action="store_true", help="run bf16 rows even where bf16 is emulated")
-    parser.add_argument("--trainers", default=",".join(TRAINERS), help="comma-separated, run in this order")
+    parser.add_argument("--trainers", default=",".join(TRAINERS),
+                        help="comma-separated, run in this order; weitiao+KEY=VALUE[+...] adds a weitiao variant")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=None, help="also write every measurement to this JSON file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -52,3 +52,17 @@ def test_speed_bench_trains_the_same_rows_and_steps_in_all_three_trainers(tmp_pa
     assert table[2].split()[0] == "fp32/demo/lora/baseline" and " 1.00x" in table[2]
     # an AVX2-only CPU has no bf16 row, and says why; where bf16 is native, it has one per trainer
     assert len(table) == (4 if "bf16 rows skipped: bf16 is emulated" in proc.stdout else 7), proc.stdout
+
+
+def test_heldout_loss_scores_each_answer_through_its_end_of_turn_token_not_the_newline_after_it():
+    sys.path.insert(0, str(REPO / "bench"))
+    from speed import scored_length
+
+    from weitiao.testing import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    answer = tokenizer("hello<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(answer[-2:]) == "<|im_end|>\n"
+    labels = [-100, -100, -100] + answer
+    assert scored_length(tokenizer, labels) == len(labels) - 1  # the newline the template adds is not scored
+    assert scored_length(tokenizer, labels[:-1]) == len(labels) - 1  # nothing after the end-of-turn: all scored

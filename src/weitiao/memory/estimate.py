@@ -126,10 +126,20 @@ def optimizer_bytes_per_param(optimizer: str, dtype_bytes: float) -> float:
     return {"adamw": 2 * dtype_bytes, "adamw_8bit": 2.0, "sgd": 0.0}[optimizer]
 
 
+def activation_family(s: TrainSettings) -> str:
+    """Whose fitted activation constants apply. QLoRA whose unquantized weights (norms, embeddings) were cast to
+    fp32 over a lower-precision load keeps its residual stream and norm outputs in fp32, about 1.5x the
+    activations of QLoRA in the load dtype: its own constants (`qlora_upcast`). On an fp32 load the cast is a
+    no-op."""
+    if s.method == "qlora" and s.qlora_upcast and DTYPE_BYTES[s.weights_dtype] < 4:
+        return "qlora_upcast"
+    return METHOD_FAMILY[s.method]
+
+
 def training_estimate(shape: ModelShape, s: TrainSettings, constants: dict | None = None) -> dict:
     """A breakdown of peak training memory in bytes, and the total."""
     c = constants or load_constants()[s.device]
-    a_h, a_i = c["layers"][METHOD_FAMILY[s.method]]
+    a_h, a_i = c["layers"][activation_family(s)]
     trainable = trainable_params(shape, s)
     # full/freeze train the base's own weights (in the load dtype); adapters and prompts are fp32 (peft upcasts)
     train_dtype = DTYPE_BYTES[s.weights_dtype] if s.method in ("full", "freeze") else 4
