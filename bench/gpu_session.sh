@@ -9,6 +9,11 @@
 # the 1B shape uses the same tokenizer): speed and memory do not depend on the weights' values.
 # What the machine lacks travels as wheels in .whl/ (transformers 5.24, peft, trl, datasets, bitsandbytes, ...):
 #   bash bench/gpu_session.sh          (with $OUT set by the device tool; results land there)
+# Made here before the call (both git-ignored through .git/info/exclude, both named in the call's carry):
+#   .whl/  pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64 ...
+#          transformers==5.24.0 peft==0.21.2 trl==1.16.0 datasets==4.8.0 dill==0.4.1 multiprocess==0.70.19
+#          bitsandbytes==0.50.2 gguf==0.19.0 datasketch==2.0.0 (datasets 5.x needs a huggingface_hub the image lacks)
+#   .gpu/smollm2-config/  every file but model.safetensors of the cached SmolLM2 conversion (~/.cache/weitiao/models)
 set -u
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"

@@ -153,3 +153,10 @@ def test_a_run_started_before_a_config_key_existed_still_resumes(tmp_path, tiny_
     cfg.train.padding_free = False  # a real change from what the run used (the default) is still refused
     with pytest.raises(WeitiaoError, match="train.padding_free"):
         check_same_config(cfg, tmp_path / "run")
+
+
+def test_the_whole_runs_peak_is_at_least_the_training_phases():
+    """Two kernel counters, read at different times: ru_maxrss was once 184 KiB below the VmHWM read before it."""
+    huge = {"train_peak_rss_bytes": 2**50}
+    assert sft.peak_memory("cpu", huge) == {"peak_rss_bytes": 2**50, **huge}
+    assert 0 < sft.peak_memory("cpu")["peak_rss_bytes"] < 2**50

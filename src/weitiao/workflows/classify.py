@@ -133,7 +133,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "tokens_per_s": round(splits.report["train_tokens"] * (trainer.state.epoch or 0) / train_seconds, 1),
             "class_weights": weights,
         },
-        "memory": {**peak_memory(device), **train_peak, "estimate": estimate},
+        "memory": {**peak_memory(device, train_peak), "estimate": estimate},
         "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h],
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
         "test": {"rows": len(encoded["test"]), "base": base["metrics"] if base else None,

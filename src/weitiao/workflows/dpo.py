@@ -210,7 +210,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "loss": losses,
             "nonfinite_steps_skipped": guard.skipped,
         },
-        "memory": {**peak_memory(device), **train_peak, "estimate": estimate},
+        "memory": {**peak_memory(device, train_peak), "estimate": estimate},
         "val": [{"step": h["step"], "loss": h["eval_loss"],
                  "reward_accuracy": h.get("eval_rewards/accuracies"), "reward_margin": h.get("eval_rewards/margins")}
                 for h in history if "eval_loss" in h],

@@ -155,7 +155,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "pairs_per_s": round(len(pairs["train"]) * (trainer.state.epoch or 0) / train_seconds, 3),
             "nonfinite_steps_skipped": guard.skipped,
         },
-        "memory": {**peak_memory(device), **train_peak, "estimate": estimate},
+        "memory": {**peak_memory(device, train_peak), "estimate": estimate},
         "val": [{"step": h["step"], "loss": h["eval_loss"], "accuracy": h.get("eval_accuracy")}
                 for h in history if "eval_loss" in h],
         "best": {"checkpoint": trainer.state.best_model_checkpoint, "val_loss": trainer.state.best_metric},
