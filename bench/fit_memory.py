@@ -80,7 +80,7 @@ def fit(device: str) -> tuple[dict, list]:
         x[-1] = 1.0
         features.append(x)
         targets.append(r["measured"] - fixed)
-        known.append((r, fixed, shape))
+        known.append((r, s, shape))
     from scipy.optimize import nnls
 
     X, y = np.array(features), np.array(targets)
@@ -89,15 +89,14 @@ def fit(device: str) -> tuple[dict, list]:
     constants = {"layers": {f: [round(float(coef[2 * i]), 3), round(float(coef[2 * i + 1]), 3)]
                             for i, f in enumerate(FAMILIES)},
                  "logits": round(float(coef[-2]), 3), "overhead": int(coef[-1])}
-    seen = {activation_family(row_settings(r, device)) for r, _, _ in known}
+    seen = {activation_family(s) for _, s, _ in known}
     for family in FAMILIES:  # no measurement: borrow the closest family's (prompt tuning ~ prefix tuning)
         if family not in seen:
             donor = next(f for f in DONORS.get(family, ("prefix", "lora", "full")) if f in seen)
             constants["layers"][family] = list(constants["layers"][donor])
             constants.setdefault("borrowed", {})[family] = donor
     report = []
-    for (r, fixed, shape), x in zip(known, X):
-        s = row_settings(r, device)
+    for r, s, shape in known:
         est = training_estimate(shape, s, constants)["total"]
         report.append((r, est, 100 * (est - r["measured"]) / r["measured"]))
     return constants, report

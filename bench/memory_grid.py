@@ -151,6 +151,14 @@ def child(spec: dict) -> dict:
     return out
 
 
+def run_child(spec: dict, timeout: float | None = None):
+    """`child(spec)` in a fresh process; (its measurements, or None when it failed; the finished process)."""
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=timeout)
+    result = next((json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")), None)
+    return result, proc
+
+
 def estimate_for(spec: dict) -> dict:
     from weitiao.memory.estimate import TrainSettings, training_estimate
     from weitiao.memory.shape import load_config_dict, model_shape
@@ -198,10 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in grid:
         spec = dict(spec, device=args.device, folder=model_folder(spec["model"], work, args.device))
         t0 = time.time()
-        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                              text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-        result = next((json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")),
-                      None)
+        result, proc = run_child(spec)
         row = {k: v for k, v in spec.items() if k != "folder"}
         if result is None:
             row["error"] = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]

@@ -218,9 +218,10 @@ def child(spec: dict) -> dict:
     import torch
 
     torch.manual_seed(SEED)
-    work = Path(tempfile.mkdtemp(prefix=f"speed-{spec['trainer'].split('+')[0]}-", dir=spec["workdir"]))
-    model, tokenizer, out = {"weitiao": train_weitiao, "baseline": train_baseline, "trl": train_trl}[
-        spec["trainer"].split("+")[0]](spec, work)
+    trainer = spec["trainer"].split("+")[0]  # weitiao+KEY=VALUE...: a weitiao variant
+    work = Path(tempfile.mkdtemp(prefix=f"speed-{trainer}-", dir=spec["workdir"]))
+    model, tokenizer, out = {"weitiao": train_weitiao, "baseline": train_baseline, "trl": train_trl}[trainer](
+        spec, work)
     out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     if torch.cuda.is_available():
         out["peak_bytes"] = torch.cuda.max_memory_allocated()

@@ -1,15 +1,12 @@
 """bench/memory_grid.py's child: one setting measured through weitiao's own loss paths, next to its estimate."""
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import memory_grid  # noqa: E402
 from weitiao.memory.estimate import load_constants  # noqa: E402
@@ -22,9 +19,7 @@ def test_grid_setting_trains_three_steps_and_is_estimated(tiny_model_dir, loss):
                 loss=loss, folder=str(tiny_model_dir))
     # in a fresh process, as the grid runs each setting: a process's peak RSS only grows, so in this test
     # session's process the tiny model's peak would hide under what earlier tests left
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "memory_grid.py"), "--child", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=600)
-    result = next((json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")), None)
+    result, proc = memory_grid.run_child(spec, timeout=600)
     assert result is not None, proc.stderr[-2000:]
     # the tiny model may not raise the peak the imports set before loading (rss_before_load): >=, not >
     assert result["measured"] >= result["rss_before_load"] > 0 and result["trainable"] < result["total"]
