@@ -6,7 +6,8 @@
 The same model, rows, method, seed, batch and number of optimizer steps (one epoch over `--rows` rows, so every
 trainer trains on exactly the same examples) for three trainers, run in turn and interleaved (A B C A B C ...),
 each in a fresh process so its peak memory is its own:
-- `weitiao`: `weitiao train` at its defaults (padding-free batches, the fused head-and-loss pass); a trainer named
+- `weitiao`: `weitiao train` at its defaults (padding-free batches, attended one example at a time on a CPU, the
+  fused head-and-loss pass, and on a CPU under bf16 a LoRA run's frozen weights in bf16); a trainer named
   `weitiao+KEY=VALUE[+...]` is weitiao with those config overrides, a row of its own;
 - `baseline`: transformers `Trainer` + peft at default settings, written here: the chat template through
   `apply_chat_template`, prompt tokens masked, padded batches (`DataCollatorForSeq2Seq`) in random order;

@@ -63,29 +63,37 @@ def test_pad_collator():
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
 
 
+@pytest.mark.parametrize("segments", [False, True], ids=["mask", "segments"])
 @pytest.mark.parametrize("arch", ["llama", "glm", "glm4"])
-def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tiny_tokenizer, arch):
+def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tiny_tokenizer, arch, segments):
     """Three examples of different lengths: one padded batch (3, 24) vs one row (1, 39) with restarting position
-    ids. Same loss and same gradients: no example attends to another, no label crosses a boundary."""
+    ids. Same loss and same gradients: no example attends to another, no label crosses a boundary. Under sdpa's
+    block-diagonal mask (`mask`) and under weitiao's one-call-per-example attention (`segments`), which hands the
+    padded batch to sdpa."""
     import torch
 
     from weitiao.data.dataset import PaddingFreeCollator
     from weitiao.testing import build_model
     from weitiao.training.padding_free import keeps_examples_apart
+    from weitiao.training.segment_attention import NAME, training_attention
 
     model = build_model(len(tiny_tokenizer), arch=arch)
-    assert keeps_examples_apart(model, len(tiny_tokenizer))
     rows = [{"input_ids": list(range(5, 5 + n)), "labels": [-100] * 3 + list(range(8, 5 + n))} for n in (7, 12, 20)]
     padded, packed = PadCollator(tiny_tokenizer.pad_token_id)(rows), PaddingFreeCollator()(rows)
     assert packed["input_ids"].shape == (1, 39) and packed["use_cache"] is False
     assert packed["position_ids"][0].tolist() == list(range(7)) + list(range(12)) + list(range(20))
+    assert packed["cu_seq_lens_q"].tolist() == [0, 7, 19, 39]
     losses, grads = [], []
-    for batch in (padded, packed):
-        model.zero_grad()
-        loss = model(**batch).loss
-        loss.backward()
-        losses.append(loss.item())
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    with training_attention(model, segments):
+        assert (model.config._attn_implementation == NAME) == segments
+        assert keeps_examples_apart(model, len(tiny_tokenizer))
+        for batch in (padded, packed):
+            model.zero_grad()
+            loss = model(**batch).loss
+            loss.backward()
+            losses.append(loss.item())
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert model.config._attn_implementation == "sdpa"  # as loaded, once training is over
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
     assert float((grads[0] - grads[1]).abs().max()) < 1e-5
 
@@ -103,7 +111,7 @@ def test_a_model_that_mixes_packed_examples_is_found_out():
             super().__init__()
             self.embed = torch.nn.Embedding(50, 8)
 
-        def forward(self, input_ids, position_ids=None, use_cache=None):
+        def forward(self, input_ids, position_ids=None, use_cache=None, **variable_length_keywords):
             hidden = self.embed(input_ids).cumsum(dim=1)  # (B, T, 8): each position sums all earlier tokens
             return SimpleNamespace(logits=hidden)
 

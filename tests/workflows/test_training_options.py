@@ -78,8 +78,35 @@ def test_precision_auto_uses_bf16_only_where_it_is_native(monkeypatch):
     assert common.precision_warning("bf16", "cpu") is None
 
 
-def test_padding_free_training_matches_padded_training(tmp_path, tiny_model_dir, demo_data_dir, monkeypatch):
-    """The same run with padding-free batches and with padded ones: the same losses at every step (float noise).
+@pytest.mark.parametrize("native, precision, method, task, dtype, want", [
+    (True, "auto", "lora", "sft", "auto", "bfloat16"),      # frozen base under bf16 autocast: stored in bf16
+    (True, "bf16", "lora", "sft", "auto", "bfloat16"),
+    (True, "auto", "prefix", "sft", "auto", "float32"),     # frozen too, but not measured with bf16 weights
+    (True, "auto", "full", "sft", "auto", "float32"),       # trained weights keep fp32 master copies
+    (True, "auto", "freeze", "sft", "auto", "float32"),
+    (True, "auto", "qlora", "sft", "auto", "float32"),      # quantized; its own compute dtype
+    (True, "fp32", "lora", "sft", "auto", "float32"),       # fp32 asked for: fp32 weights
+    (True, "auto", "lora", "dpo", "auto", "float32"),       # measured for sft only
+    (False, "auto", "lora", "sft", "auto", "float32"),      # AVX2: no bf16 autocast, no bf16 weights
+    (False, "auto", "full", "sft", "bfloat16", "bfloat16"),  # an explicit dtype is kept
+])
+def test_weights_dtype_auto_on_a_cpu(monkeypatch, native, precision, method, task, dtype, want):
+    from weitiao.config import Config
+    from weitiao.memory.guard import settings_for
+    from weitiao.workflows import common
+
+    monkeypatch.setattr(common, "cpu_bf16_native", lambda: native)
+    cfg = Config()
+    cfg.task, cfg.method.name, cfg.model.dtype, cfg.train.precision = task, method, dtype, precision
+    assert common.weights_dtype(cfg, "cpu") == want
+    assert settings_for(cfg, "cpu", 64).weights_dtype == want  # the memory estimate assumes what will be loaded
+
+
+@pytest.mark.parametrize("packed_attention", ["segments", "mask"])
+def test_padding_free_training_matches_padded_training(tmp_path, tiny_model_dir, demo_data_dir, monkeypatch,
+                                                       packed_attention):
+    """The same run with padding-free batches and with padded ones: the same losses at every step (float noise),
+    with packed rows attended one example at a time (`segments`) or under sdpa's block mask (`mask`).
     LoRA dropout 0, because dropout masks of a (1, sum) row and a (B, longest) batch draw different numbers.
     Attention is made free in the batch cost model, so that every batch of the first run is packed."""
     monkeypatch.setattr(sft, "PAIR_PACKED", 0.0)
@@ -88,12 +115,15 @@ def test_padding_free_training_matches_padded_training(tmp_path, tiny_model_dir,
         name = "packed" if padding_free else "padded"
         cfg = write_config(tmp_path / f"{name}.yaml", tiny_model_dir, demo_data_dir, tmp_path / name,
                            method={"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}, eval=NO_EVAL,
-                           train={"max_steps": 6, "eval_steps": 3, "learning_rate": 1e-2, "padding_free": padding_free})
+                           train={"max_steps": 6, "eval_steps": 3, "learning_rate": 1e-2, "padding_free": padding_free,
+                                  "packed_attention": packed_attention})
         result = sft.run(load_config(cfg))
         state = json.loads((result.out_dir / "trainer_state.json").read_text())
         runs[name] = ([h["loss"] for h in state["log_history"] if "loss" in h],
-                      [v["loss"] for v in result.metrics["val"]], result.metrics["train"]["batches"])
+                      [v["loss"] for v in result.metrics["val"]], result.metrics["train"]["batches"],
+                      result.metrics["train"]["packed_attention"])
     assert runs["packed"][2] == "padding_free" and runs["padded"][2] == "padded"
+    assert runs["packed"][3] == packed_attention and runs["padded"][3] is None  # no packed rows: nothing to split
     assert len(runs["packed"][0]) == 6
     for a, b in zip(runs["packed"][0] + runs["packed"][1], runs["padded"][0] + runs["padded"][1]):
         assert a == pytest.approx(b, rel=1e-5)

@@ -210,12 +210,16 @@ class PaddingFreeCollator:
     example, and the loss over the label tokens is the padded batch's (tested). Without `use_cache=False` a cache is
     made in training forwards too and the examples are silently mixed. The concatenation is transformers'
     DataCollatorWithFlattening, which also sets each example's first label to -100 so that no example's last token
-    is trained to predict the next example's first."""
+    is trained to predict the next example's first. It also gives the examples' boundaries as transformers'
+    variable-length keywords (`cu_seq_lens_q/k`: cumulative lengths [0, t_1, t_1 + t_2, ...], `max_length_q/k`),
+    which the model passes down to its attention function: flash-attention's and weitiao's segment attention
+    (training.segment_attention) score each example alone; sdpa and eager ignore them and use the mask."""
 
     def __post_init__(self):
         from transformers import DataCollatorWithFlattening
 
-        self.flatten = DataCollatorWithFlattening(return_tensors="pt")  # made once, not for every batch
+        # made once, not for every batch
+        self.flatten = DataCollatorWithFlattening(return_tensors="pt", return_flash_attn_kwargs=True)
 
     def __call__(self, features: list[dict]):
         batch = self.flatten([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
@@ -231,7 +235,8 @@ class BatchCost:
     gets logits. A padded batch of B rows of width W scores B x W^2 / 2 pairs (a causal kernel skips the upper
     half). A packed row of T tokens is scored as one T x T matrix under a block-diagonal mask (transformers' sdpa
     and eager attention: nothing skips the masked blocks), T^2 pairs, unless the kernel takes the examples'
-    boundaries (`varlen`: flash-attention's variable-length kernels), where only each example's own t^2 / 2 count.
+    boundaries (`varlen`: flash-attention's variable-length kernels, or weitiao's segment attention,
+    training.segment_attention), where only each example's own t^2 / 2 count.
     So packing saves the padding's work and pays for the cross-example pairs: a win for short examples of mixed
     lengths, a heavy loss for long ones. With `labels_only` (label-position logits), a packed row gets logits at
     its label positions and a padded batch at every row of each column where some row has a label."""

@@ -15,11 +15,11 @@ OPTIMIZERS = {"adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit", "paged
 
 def settings_for(cfg: Config, device: str, seq: int) -> TrainSettings:
     t, m = cfg.train, cfg.method
-    from weitiao.workflows.common import fast_bf16
+    from weitiao.workflows.common import fast_bf16, weights_dtype
 
     precision = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(t.precision,
                                                                      "bf16" if fast_bf16(device) else "fp32")
-    weights = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    weights = weights_dtype(cfg, device)
     # a DPO or reward step runs chosen and rejected through the model as one batch of 2 x batch_size rows (a reward
     # model's head outputs one score per row, like a classifier's). KTO runs each row and, without gradients, its
     # KL row: counted as 2 trained rows, the estimate was +46% over the measured peak on SmolLM2 (as 1: -16%); the

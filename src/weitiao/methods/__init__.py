@@ -38,6 +38,12 @@ def continue_adapter(model, adapter_dir: str, cfg: MethodConfig, gradient_checkp
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
 
+def unwrapped(model):
+    """The transformers model under peft and distributed (DDP / accelerate) wrappers, or the model itself."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def weights_footprint(model) -> dict:
     """Bytes of the model's weights as stored (quantized weights packed), and what they would take in fp32."""
     logical = sum(logical_numel(p) for p in model.parameters())

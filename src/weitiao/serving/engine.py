@@ -15,6 +15,7 @@ from typing import Iterator
 
 import torch
 
+from weitiao.methods import unwrapped
 from weitiao.serving.loaded import Loaded
 
 
@@ -139,7 +140,7 @@ class Engine:
                     yield int(token[0])
                 return
             # logits (1, T, V) for the prompt, then (1, 1, V) per step, reusing the cache
-            inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+            inner = unwrapped(model)
             cache_arg = cache_kwarg(inner)  # `cache` in transformers >= 5.x, `past_key_values` before
             out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
             sequence = ids

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from weitiao.data.encode import IGNORE_INDEX
+from weitiao.methods import unwrapped
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -76,17 +77,11 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     return _LinearCrossEntropy.apply(hidden, weight, targets, max(1, int(chunk)))
 
 
-def _unwrap(model):
-    """The transformers model under peft and distributed wrappers."""
-    model = getattr(model, "module", model)  # DDP / accelerate wrapper
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 class FusedLinearLoss:
     """The Trainer's `compute_loss_func`: chunked linear cross-entropy from the decoder's kept output."""
 
     def __init__(self, model, chunk: int = 1024):
-        inner = _unwrap(model)
+        inner = unwrapped(model)
         self.head = inner.get_output_embeddings()
         self.chunk = chunk
         self._hidden = None
@@ -128,7 +123,7 @@ def usable(model) -> bool:
     the head, a head without bias), checked on two tokens; and whether the model takes `logits_to_keep`."""
     from weitiao.training.label_logits import supports_logits_to_keep
 
-    inner = _unwrap(model)
+    inner = unwrapped(model)
     try:
         head, decoder = inner.get_output_embeddings(), inner.get_decoder()
     except (AttributeError, NotImplementedError):

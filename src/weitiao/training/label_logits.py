@@ -22,6 +22,7 @@ import inspect
 import torch
 
 from weitiao.data.encode import IGNORE_INDEX
+from weitiao.methods import unwrapped
 
 
 class LabelPositionsCollator:
@@ -58,5 +59,5 @@ def label_positions_loss(outputs, labels: torch.Tensor, num_items_in_batch=None)
 
 def supports_logits_to_keep(model) -> bool:
     """Whether the (unwrapped) model's forward takes a `logits_to_keep` tensor."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrapped(model)
     return "logits_to_keep" in inspect.signature(type(inner).forward).parameters

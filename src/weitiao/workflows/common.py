@@ -121,6 +121,21 @@ def autocast_dtype(precision: str, device: str):
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def weights_dtype(cfg: Config, device: str) -> str:
+    """model.dtype as a training run resolves it (see its doc): `auto` is bfloat16 on a GPU that supports it, and
+    on a CPU for a LoRA SFT run (its base weights stay frozen) under bf16 autocast. Under autocast a frozen fp32
+    weight is cast to bf16 in every forward (autocast caches the casts of trainable weights only) and its bf16 copy
+    is kept for the backward; stored in bf16, neither happens, and the matmuls see the same bf16 values. The
+    virtual-token methods freeze the base too, but were not measured so; qlora quantizes it."""
+    if cfg.model.dtype != "auto":
+        return cfg.model.dtype
+    if device == "cuda":
+        return "bfloat16" if fast_bf16(device) else "float32"
+    frozen_base = cfg.task == "sft" and cfg.method.name == "lora"
+    return "bfloat16" if frozen_base and autocast_dtype(cfg.train.precision, device) == torch.bfloat16 \
+        and fast_bf16(device) else "float32"
+
+
 def fast_bf16(device: str) -> bool:
     """Whether bf16 matmuls run natively here: a CUDA GPU that supports bf16, or a CPU with avx512_bf16 or AMX.
 

@@ -24,15 +24,17 @@ from weitiao.evaluation.forgetting import general_text_losses
 from weitiao.evaluation import rephrase
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import (
-    ADAPTER_METHODS, PROMPT_LEARNING_METHODS, apply_method, count_parameters, load_kwargs, save_trained, weights_footprint,
+    ADAPTER_METHODS, PROMPT_LEARNING_METHODS, apply_method, count_parameters, load_kwargs, save_trained, unwrapped,
+    weights_footprint,
 )
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.training import distributed
 from weitiao.training.checkpoints import last_complete
+from weitiao.training.segment_attention import training_attention
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, forgetting_summary,
     log, plot_losses, precision_warning, prediction_rows, read_splits, remove_dir, score_split, write_json,
-    write_predictions, write_report, write_run_files,
+    weights_dtype, write_predictions, write_report, write_run_files,
 )
 from weitiao.workflows.evaluate import score_rephrased
 
@@ -97,7 +99,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     if precision_warning(cfg.train.precision, device):
         log(precision_warning(cfg.train.precision, device))
     t0 = time.time()
-    model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
+    model = load_model(folder, pick_dtype(weights_dtype(cfg, device), device), device, cfg.model.trust_remote_code,
                        cfg.model.attn_implementation, {**load_kwargs(cfg.method, device),
                                                        **distributed.load_kwargs(cfg, world)})
     log(f"model: {source.label} ({type(model).__name__}) on {device}, loaded in {time.time() - t0:.1f}s; "
@@ -161,13 +163,15 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, log)
     interrupt = SaveOnInterrupt(log)
     timer = StepTimer()
-    trainer = build_trainer(cfg, model, tokenizer, encoded, out_dir, device, amp, [guard, interrupt, timer])
+    segments = segment_attention_used(cfg, model, device)
+    trainer = build_trainer(cfg, model, tokenizer, encoded, out_dir, device, amp, [guard, interrupt, timer],
+                            segments)
     start = distributed.on_main(lambda: last_complete(out_dir / "checkpoints", log)) if mode == "resume" else None
     if mode == "resume":
         log(f"resuming from {start}" if start else "no complete checkpoint yet: training from the start")
     t0 = time.time()
     try:
-        with training_peak(device) as train_peak:
+        with training_peak(device) as train_peak, training_attention(unwrapped(model), segments):
             result = trainer.train(resume_from_checkpoint=str(start) if start else None)
     except (OSError, RuntimeError) as err:
         if not disk_full(err, out_dir):
@@ -217,14 +221,17 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     trained_tokens = splits.report["train_trained_tokens"]
     # the epochs this process trained (a resumed run's timer starts at its checkpoint), over the time they took
     epochs_run, step_seconds = (trainer.state.epoch or 0) - timer.start_epoch, max(timer.seconds, 1e-9)
+    batches = batch_kinds(getattr(trainer.data_collator, "inner", trainer.data_collator))
     metrics = {
         "method": cfg.method.name,
         "params": {"trainable": trainable, "total": total},
         "base_weights": footprint,
         "train": {
             "precision": precision_name(amp),
-            **batch_kinds(getattr(trainer.data_collator, "inner", trainer.data_collator)),
+            **batches,
             "logits": logits_kind(trainer.compute_loss_func),
+            # how padding-free rows kept their examples apart (train.packed_attention); none when none was made
+            "packed_attention": None if batches["batches"] == "padded" else "segments" if segments else "mask",
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
@@ -390,8 +397,10 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
                            f"({', '.join(changed)}); use the same config to resume, or --overwrite to start over")
 
 
-def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, device: str, amp, callbacks: list):
-    """transformers' Trainer with our collator, validation, best-checkpoint tracking and early stopping."""
+def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, device: str, amp, callbacks: list,
+                  segments: bool = False):
+    """transformers' Trainer with our collator, validation, best-checkpoint tracking and early stopping.
+    `segments`: padding-free rows will be trained under `weitiao_segments` attention (segment_attention_used)."""
     from transformers import EarlyStoppingCallback, Trainer
 
     t = cfg.train
@@ -415,7 +424,7 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
         trainer_class = PromptLearningTrainer
         callbacks.append(SaveTrainableState())
     fused, labels_only = fused_loss_usable(cfg, model), label_logits_only(cfg, model)
-    collator, loss_func = training_collator(cfg, model, tokenizer, labels_only=fused or labels_only), None
+    collator, loss_func = training_collator(cfg, model, tokenizer, fused or labels_only, segments), None
     if fused:
         from weitiao.training.fused_loss import FusedLinearLoss, NoLogitsCollator
 
@@ -471,17 +480,22 @@ def fused_loss_usable(cfg: Config, model) -> bool:
     return memory_guard.fused_loss_planned(cfg) and fused_loss.usable(model)
 
 
-def training_collator(cfg: Config, model, tokenizer, labels_only: bool):
-    """Padding-free batches where the config allows them, the loaded model keeps packed examples apart, and a
-    batch is cheaper packed than padded (`batch_cost`); padded batches otherwise."""
+def training_collator(cfg: Config, model, tokenizer, labels_only: bool, segments: bool = False):
+    """Padding-free batches where the config allows them, the loaded model keeps packed examples apart (checked
+    under the attention training will use), and a batch is cheaper packed than padded (`batch_cost`); padded
+    batches otherwise."""
     from weitiao.training.padding_free import keeps_examples_apart
 
     if not cfg.train.padding_free or cfg.method.name in PROMPT_LEARNING_METHODS:
         return PadCollator(tokenizer.pad_token_id)
-    if keeps_examples_apart(model, len(tokenizer)):
-        cost = batch_cost(model, labels_only)
-        log("batches: padding-free where cheaper than padded, batch by batch (train.padding_free; "
-            f"{'variable-length attention' if cost.varlen else 'a packed row attends over its whole length'})")
+    with training_attention(unwrapped(model), segments):
+        apart = keeps_examples_apart(model, len(tokenizer))
+    if apart:
+        cost = batch_cost(model, labels_only, segments)
+        attention = ("one attention call per example (train.packed_attention: segments)" if segments
+                     else "variable-length attention" if cost.varlen
+                     else "a packed row attends over its whole length")
+        log(f"batches: padding-free where cheaper than padded, batch by batch (train.padding_free; {attention})")
         return CheaperBatchCollator(tokenizer.pad_token_id, cost)
     log(f"batches: padded: {type(model).__name__} mixes examples packed into one row, so padding-free batches "
         "are not used")
@@ -496,10 +510,11 @@ def training_collator(cfg: Config, model, tokenizer, labels_only: bool):
 PAIR_PACKED, PAIR_PADDED = 1.3, 1.1
 
 
-def batch_cost(model, labels_only: bool) -> BatchCost:
+def batch_cost(model, labels_only: bool, segments: bool = False) -> BatchCost:
     """The cost model of `CheaperBatchCollator` for this model, from its shape (see data.dataset.BatchCost). A
     model whose config does not name its layers and heads the transformers way gets attention at no cost, so
-    every batch is packed (what train.padding_free did before the cost model)."""
+    every batch is packed (what train.padding_free did before the cost model). `segments`: packed rows are
+    trained under `weitiao_segments` attention, which scores each example's own pairs only."""
     config = model.config
     try:
         heads = config.num_attention_heads
@@ -512,9 +527,26 @@ def batch_cost(model, labels_only: bool) -> BatchCost:
     tied = head is not None and head.weight is embed
     n_linear = max(1, sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if tied else n_head))
     unit = 4 * layers * width / (2 * n_linear)
-    varlen = getattr(config, "_attn_implementation", None) in ("flash_attention_2", "flash_attention_3")
+    varlen = segments or getattr(config, "_attn_implementation", None) in ("flash_attention_2", "flash_attention_3")
     return BatchCost(pair_packed=PAIR_PACKED * unit, pair_padded=PAIR_PADDED * unit, head=n_head / n_linear,
                      labels_only=labels_only, varlen=varlen)
+
+
+def segment_attention_used(cfg: Config, model, device: str) -> bool:
+    """Whether padding-free rows are trained with one attention call per example (train.packed_attention; see
+    training.segment_attention): asked for, or `auto` on a CPU, for a model on transformers' sdpa attention."""
+    from weitiao.training import segment_attention
+
+    choice = cfg.train.packed_attention
+    if choice == "mask" or not cfg.train.padding_free or cfg.method.name in PROMPT_LEARNING_METHODS:
+        return False
+    if not segment_attention.usable(unwrapped(model)):
+        if choice == "segments":
+            log(f"train.packed_attention: segments needs the model on sdpa attention through transformers' "
+                f"AttentionInterface; {type(unwrapped(model)).__name__} uses "
+                f"{getattr(unwrapped(model).config, '_attn_implementation', None)!r}, so packed rows use its mask")
+        return False
+    return choice == "segments" or device == "cpu"
 
 
 def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: bool, n_train: int,
