@@ -138,8 +138,8 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                 base = score_split(base_model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
                                    "base").as_dict()
                 if cfg.eval.forgetting:  # the forgetting check's "before"
-                    base["general_text"] = general_text_losses(base_model, tokenizer,
-                                                               cfg.eval.generation.batch_size, amp)
+                    base["general_text"] = general_text_losses(base_model, tokenizer, cfg.train.batch_size,
+                                                               amp)
             if world.main:
                 write_json(base_file, base)
 
@@ -203,8 +203,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             tuned = score_split(trainer.model, tokenizer, template, splits.test, encoded["test"], cfg, amp,
                                 "tuned").as_dict()
             if cfg.eval.forgetting and base and "general_text" in base:
-                tuned["general_text"] = general_text_losses(trainer.model, tokenizer, cfg.eval.generation.batch_size,
-                                                            amp)
+                tuned["general_text"] = general_text_losses(trainer.model, tokenizer, cfg.train.batch_size, amp)
             if rephrasings:
                 rephrased = score_rephrased(cfg, trainer.model, tokenizer, template, splits.test[:tuned["rows"]],
                                             rephrasings, amp, "tuned", tuned["per_row"])
