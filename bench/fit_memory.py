@@ -52,54 +52,79 @@ def shape_of(row: dict, cache: dict):
 
 def row_settings(r: dict, device: str) -> TrainSettings:
     """The estimator's settings for one measured grid row."""
+    from bench.memory_grid import load_dtype
+
     return TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
-                         weights_dtype="bfloat16" if device == "cuda" else "float32", gradient_checkpointing=r["gc"],
+                         weights_dtype=r.get("weights") or load_dtype(device, r["method"], "fp32"),
+                         gradient_checkpointing=r["gc"],
                          device=device, virtual_tokens=16, loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0,
                          qlora_upcast=r.get("qlora_upcast", True))
+
+
+def family_key(s: TrainSettings) -> str:
+    """The constants a row fits: its family's, or on a CPU under bf16 the family's at bf16."""
+    family = activation_family(s)
+    return f"{family}@{s.precision}" if s.device == "cpu" and s.precision != "fp32" else family
 
 
 def fit(device: str) -> tuple[dict, list]:
     data = json.loads((REPO / "bench" / "results" / f"memory-{device}.json").read_text())
     rows = [r for r in data["rows"] if "measured" in r and "invalid" not in r]
     shapes: dict = {}
-    zero = {"layers": {f: [0.0, 0.0] for f in FAMILIES}, "logits": 0.0, "overhead": 0}
+    settings = [row_settings(r, device) for r in rows]
+    # on a CPU, bf16 autocast rows fit their own constants (`lora@bf16`, see estimate.layer_constants)
+    families = FAMILIES + sorted({family_key(s) for s in settings} - set(FAMILIES))
+    zero = {"layers": {f: [0.0, 0.0] for f in families}, "logits": 0.0, "overhead": 0, "checkpointing": 0.0}
     features, targets, known = [], [], []
-    for r in rows:
+    for r, s in zip(rows, settings):
         shape = shape_of(r, shapes)
-        s = row_settings(r, device)
         fixed = training_estimate(shape, s, zero)["total"]  # with the fused loss, its chunk's buffers too
         tokens, act = r["seq"] * r["batch"], DTYPE_BYTES[r["precision"]] / 2
         layers = min(2, shape.layers) if r["method"] == "freeze" else shape.layers
-        x = np.zeros(2 * len(FAMILIES) + 2)
-        k = FAMILIES.index(activation_family(s))
+        x = np.zeros(2 * len(families) + 3)
+        k = families.index(family_key(s))
         # with checkpointing only one layer's activations are alive at a time (plus the kept layer inputs)
         depth = 1 if r["gc"] else layers
         x[2 * k] = tokens * depth * shape.hidden * act
         x[2 * k + 1] = tokens * depth * shape.intermediate * act
+        x[-3] = tokens * layers * shape.hidden * act if r["gc"] else 0  # what checkpointing's recomputation leaves
         x[-2] = 0 if r.get("loss") == "fused" else tokens * shape.vocab  # whole logits: rows without the fused loss
         x[-1] = 1.0
         features.append(x)
         targets.append(r["measured"] - fixed)
         known.append((r, s, shape))
-    from scipy.optimize import nnls
-
     X, y = np.array(features), np.array(targets)
     w = 1.0 / np.array([r["measured"] for r, _, _ in known])
+    constants = solve(X, y, w, families, {family_key(s) for _, s, _ in known})
+    report = []
+    for i, (r, s, shape) in enumerate(known):
+        est = training_estimate(shape, s, constants)["total"]
+        # leave-one-out: the constants fitted without this row, so the error of a setting the fit has not seen
+        keep = np.arange(len(known)) != i
+        held_out = solve(X[keep], y[keep], w[keep], families, {family_key(k[1]) for k in known if k is not known[i]})
+        loo = training_estimate(shape, s, held_out)["total"]
+        report.append((r, est, 100 * (est - r["measured"]) / r["measured"],
+                       100 * (loo - r["measured"]) / r["measured"]))
+    return constants, report
+
+
+def solve(X, y, w, families: list[str], seen: set[str]) -> dict:
+    """Non-negative least squares of the relative error; a family without rows borrows a measured one's."""
+    from scipy.optimize import nnls
+
     coef, _ = nnls(X * w[:, None], y * w)
     constants = {"layers": {f: [round(float(coef[2 * i]), 3), round(float(coef[2 * i + 1]), 3)]
-                            for i, f in enumerate(FAMILIES)},
-                 "logits": round(float(coef[-2]), 3), "overhead": int(coef[-1])}
-    seen = {activation_family(s) for _, s, _ in known}
-    for family in FAMILIES:  # no measurement: borrow the closest family's (prompt tuning ~ prefix tuning)
+                            for i, f in enumerate(families)},
+                 "checkpointing": round(float(coef[-3]), 3), "logits": round(float(coef[-2]), 3),
+                 "overhead": int(coef[-1])}
+    for family in families:  # no measurement: the closest family's (prompt tuning ~ prefix tuning; bf16 ~ fp32)
         if family not in seen:
-            donor = next(f for f in DONORS.get(family, ("prefix", "lora", "full")) if f in seen)
+            base = family.split("@")[0]
+            donors = [base] if "@" in family else DONORS.get(family, ("prefix", "lora", "full"))
+            donor = next(f for f in donors if f in seen)
             constants["layers"][family] = list(constants["layers"][donor])
             constants.setdefault("borrowed", {})[family] = donor
-    report = []
-    for r, s, shape in known:
-        est = training_estimate(shape, s, constants)["total"]
-        report.append((r, est, 100 * (est - r["measured"]) / r["measured"]))
-    return constants, report
+    return constants
 
 
 def main(argv=None) -> int:
@@ -114,27 +139,30 @@ def main(argv=None) -> int:
         constants, report = fit(device)
         data = json.loads((REPO / "bench" / "results" / f"memory-{device}.json").read_text())
         measured = "peak RSS of the process" if device == "cpu" else "torch.cuda.max_memory_allocated"
-        lines = [f"**{device}** ({data.get('machine', device)}; measured: {measured}; "
+        machines = "; ".join(dict.fromkeys(r.get("machine", data.get("machine", device)) for r, *_ in report))
+        lines = [f"**{device}** ({machines}; measured: {measured}; "
                  f"`bench/memory_grid.py --device {device}`, fitted by `bench/fit_memory.py`)", "",
-                 "| model | method | seq x batch | precision | checkpointing | loss | measured | estimate | error |",
-                 "|---|---|---|---|---|---|---:|---:|---:|"]
-        for r, est, err in report:
+                 "| model | method | seq x batch | precision | checkpointing | loss | measured | estimate | error "
+                 "| left out |",
+                 "|---|---|---|---|---|---|---:|---:|---:|---:|"]
+        for r, est, err, loo in report:
             method = r["method"] + (" (fp32 upcast)" if activation_family(row_settings(r, device)) == "qlora_upcast"
                                     else "")
             lines.append(f"| {r['model']} | {method} | {r['seq']} x {r['batch']} | {r['precision']} | "
                          f"{'on' if r['gc'] else 'off'} | {r.get('loss', 'full')} | {r['measured'] / 2**30:.2f} GiB | "
-                         f"{est / 2**30:.2f} GiB | "
-                         f"{err:+.1f}% |")
+                         f"{est / 2**30:.2f} GiB | {err:+.1f}% | {loo:+.1f}% |")
         tables.append("\n".join(lines))
         print(f"== {device}: {json.dumps(constants)}")
-        print(f"{'model':22} {'method':7} {'seq':>5} {'b':>2} prec gc  measured  estimate  error")
-        for r, est, err in report:
+        print(f"{'model':22} {'method':7} {'seq':>5} {'b':>2} prec gc  measured  estimate  error  left out")
+        for r, est, err, loo in report:
             print(f"{r['model']:22} {r['method']:7} {r['seq']:5} {r['batch']:2} {r['precision']:4} {int(r['gc'])}  "
-                  f"{r['measured'] / 2**30:7.2f}G {est / 2**30:8.2f}G {err:+6.1f}%")
-        worst = max(abs(e) for _, _, e in report)
-        print(f"worst error {worst:.1f}% over {len(report)} settings")
+                  f"{r['measured'] / 2**30:7.2f}G {est / 2**30:8.2f}G {err:+6.1f}% {loo:+8.1f}%")
+        worst = max(abs(e) for _, _, e, _ in report)
+        worst_loo = max(abs(e) for *_, e in report)
+        print(f"worst error {worst:.1f}% over {len(report)} settings; {worst_loo:.1f}% with each left out of the fit")
         constants["fit"] = (f"bench/fit_memory.py on bench/results/memory-{device}.json, {time.strftime('%Y-%m-%d')}: "
-                            f"{len(report)} settings, worst error {worst:.1f}%")
+                            f"{len(report)} settings, worst error {worst:.1f}% ({worst_loo:.1f}% with each setting "
+                            "left out of the fit)")
         all_constants[device] = constants
     if args.readme:
         import re

@@ -2,6 +2,10 @@
 
     python bench/memory_grid.py --device cpu  [--out bench/results/memory-cpu.json] [--quick]
     python bench/memory_grid.py --device cuda [--out ...]
+    python bench/memory_grid.py --device cpu --precisions bf16 --merge   # add bf16 rows, keep the file's others
+
+On a CPU, bf16 rows run only where bf16 is native (avx512_bf16/AMX); each row names the machine it was measured on,
+and `--merge` keeps rows measured elsewhere (the fp32 rows of an AVX2 machine, say).
 
 The causal-LM methods that weitiao trains with its fused head-and-loss pass (train.fused_loss: full, freeze, lora,
 qlora) use it here too (`"loss": "fused"`, chunks of 1024 positions); prefix and prompt tuning, which do not, use
@@ -54,8 +58,14 @@ def settings(device: str, quick: bool) -> list[dict]:
                 for seq, batch in shapes[: 1 if method in ("freeze", "prompt") else None]:
                     grid.append(dict(model=model, method=method, seq=seq, batch=batch, precision="fp32", gc=False))
             grid.append(dict(model=model, method="lora", seq=256, batch=4, precision="fp32", gc=True))
-            if cpu_bf16_native():  # emulated bf16 (AVX2-only CPUs) is ~100x slower: 3 steps would take many minutes
-                grid.append(dict(model=model, method="lora", seq=256, batch=4, precision="bf16", gc=False))
+        if cpu_bf16_native():  # emulated bf16 (AVX2-only CPUs) is ~100x slower: 3 steps would take many minutes
+            # bf16 autocast, the default where bf16 is native: every method, at two token counts (1024 and 512)
+            for model in models:
+                for method in ("full", "freeze", "lora", "qlora", "prefix", "prompt"):
+                    for seq, batch in [(256, 4), (512, 1)][: 1 if method in ("freeze", "prompt") else None]:
+                        grid.append(dict(model=model, method=method, seq=seq, batch=batch, precision="bf16",
+                                         gc=False))
+                grid.append(dict(model=model, method="lora", seq=256, batch=4, precision="bf16", gc=True))
     else:
         for model in ("llama-1b", "llama-1b-v32k", "smollm2-135m-instruct"):
             for method in ("full", "lora", "qlora", "prefix"):
@@ -63,7 +73,23 @@ def settings(device: str, quick: bool) -> list[dict]:
                     grid.append(dict(model=model, method=method, seq=seq, batch=batch, precision="bf16", gc=False))
             grid.append(dict(model=model, method="lora", seq=2048, batch=2, precision="bf16", gc=True))
     # qlora_upcast: method.qlora.upcast_fp32's default (off): the unquantized weights stay in the load dtype
-    return [dict(g, loss="fused" if g["method"] in fused else "full", qlora_upcast=False) for g in grid]
+    return [dict(g, loss="fused" if g["method"] in fused else "full", qlora_upcast=False,
+                 weights=load_dtype(device, g["method"], g["precision"])) for g in grid]
+
+
+def load_dtype(device: str, method: str, precision: str) -> str:
+    """The dtype the base is loaded in, as model.dtype `auto` resolves it (workflows.common.weights_dtype): bf16 on
+    a GPU; on a CPU bf16 for LoRA under bf16 autocast (its frozen weights would otherwise be cast in every step),
+    else fp32. Rows measured before this field existed were all loaded so (fp32 on a CPU then)."""
+    if device == "cuda" or (method == "lora" and precision == "bf16"):
+        return "bfloat16"
+    return "float32"
+
+
+def setting_key(row: dict) -> tuple:
+    """What makes two grid rows the same setting (rows measured before `weights` was recorded: the default)."""
+    return (row["model"], row["method"], row["seq"], row["batch"], row["precision"], row["gc"], row.get("loss"),
+            row.get("qlora_upcast", True), row.get("weights") or load_dtype(row["device"], row["method"], "fp32"))
 
 
 def model_folder(name: str, work: Path, device: str) -> str:
@@ -106,7 +132,7 @@ def child(spec: dict) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     cfg = MethodConfig(name=spec["method"], qlora=QLoraMethodConfig(bits=4), prefix=PrefixMethodConfig(16),
                        prompt=PromptMethodConfig(16))
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = getattr(torch, spec.get("weights") or load_dtype(device, spec["method"], spec["precision"]))
     model = load_model(spec["folder"], dtype, device, extra=load_kwargs(cfg, device))
     model = apply_method(model, cfg, spec["gc"])
     model.train()  # as the Trainer does: checkpointing (and dropout) are active only in training mode
@@ -164,8 +190,9 @@ def estimate_for(spec: dict) -> dict:
     from weitiao.memory.shape import load_config_dict, model_shape
 
     shape = model_shape(load_config_dict(spec["folder"]))
+    weights = spec.get("weights") or load_dtype(spec["device"], spec["method"], spec["precision"])
     s = TrainSettings(method=spec["method"], seq=spec["seq"], batch=spec["batch"], precision=spec["precision"],
-                      weights_dtype="bfloat16" if spec["device"] == "cuda" else "float32",
+                      weights_dtype=weights,
                       gradient_checkpointing=spec["gc"], device=spec["device"], virtual_tokens=16,
                       loss_chunk=LOSS_CHUNK if spec.get("loss") == "fused" else 0,
                       qlora_upcast=spec.get("qlora_upcast", False))
@@ -191,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="/tmp/weitiao-memory-grid")
     parser.add_argument("--models", help="comma-separated subset of the grid's models")
     parser.add_argument("--methods", help="comma-separated subset of the grid's methods")
+    parser.add_argument("--precisions", help="comma-separated subset of the grid's precisions (fp32, bf16)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the output file's rows for settings this run does not measure (each row names "
+                             "the machine it was measured on)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -199,15 +230,23 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out or REPO / "bench" / "results" / f"memory-{args.device}.json")
-    rows = []
     grid = [g for g in settings(args.device, args.quick)
             if (not args.models or g["model"] in args.models.split(","))
-            and (not args.methods or g["method"] in args.methods.split(","))]
+            and (not args.methods or g["method"] in args.methods.split(","))
+            and (not args.precisions or g["precision"] in args.precisions.split(","))]
+    kept = []
+    if args.merge and out.is_file():
+        previous = json.loads(out.read_text())
+        measuring = {setting_key(g) for g in grid}
+        kept = [dict(r, machine=r.get("machine", previous.get("machine"))) for r in previous["rows"]
+                if setting_key(r) not in measuring]
+    here = machine(args.device)
+    rows = []
     for spec in grid:
         spec = dict(spec, device=args.device, folder=model_folder(spec["model"], work, args.device))
         t0 = time.time()
         result, proc = run_child(spec)
-        row = {k: v for k, v in spec.items() if k != "folder"}
+        row = {k: v for k, v in spec.items() if k != "folder"} | {"machine": here}
         if result is None:
             row["error"] = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]
         else:
@@ -222,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{row.get('estimate', 0) / 2**30:6.2f} GiB  error {row.get('error_pct', 'n/a')}%"
               + (f"  [{row['error']}]" if "error" in row else ""), flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"device": args.device, "machine": machine(args.device),
-                                   "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+        out.write_text(json.dumps({"device": args.device, "machine": here, "date": time.strftime("%Y-%m-%d"),
+                                   "rows": kept + rows}, indent=2) + "\n")
     worst = max((abs(r["error_pct"]) for r in rows if "error_pct" in r), default=None)
     print(f"worst error {worst}% over {sum('error_pct' in r for r in rows)} settings; written to {out}")
     return 0

@@ -107,6 +107,28 @@ def test_qlora_upcast_to_fp32_has_its_own_activation_constants_over_a_bf16_load(
     assert activation_family(replace(cast, device="cpu", weights_dtype="float32")) == "qlora"
 
 
+def test_cpu_bf16_rows_have_their_own_constants_and_checkpointing_what_it_leaves():
+    """On a CPU, bf16 autocast fits constants of its own (`lora@bf16`, measured on a Xeon with AMX), and
+    checkpointing adds what the allocator keeps of the freed recomputations (bench/fit_memory.py)."""
+    from weitiao.memory.estimate import layer_constants, load_constants
+
+    cpu = load_constants()["cpu"]
+    fp32 = TrainSettings(method="lora", seq=256, batch=4, precision="fp32", device="cpu")
+    bf16 = replace(fp32, precision="bf16", weights_dtype="bfloat16")
+    assert layer_constants(cpu, fp32) == cpu["layers"]["lora"]
+    assert layer_constants(cpu, bf16) == cpu["layers"]["lora@bf16"]
+    assert layer_constants(load_constants()["cuda"], replace(bf16, device="cuda")) == \
+        load_constants()["cuda"]["layers"]["lora"]  # on CUDA every row is bf16: no separate family
+    shape = model_shape(LLAMA_1B)
+    gc = replace(bf16, gradient_checkpointing=True)
+    kept_inputs = 256 * 4 * shape.layers * shape.hidden * 2  # each layer's bf16 input, exact
+    unfitted = {**cpu, "checkpointing": 0.0}
+    assert training_estimate(shape, gc, unfitted)["activations"] - kept_inputs == \
+        int(256 * 4 * (cpu["layers"]["lora@bf16"][0] * shape.hidden + cpu["layers"]["lora@bf16"][1]
+                       * shape.intermediate))  # plus one layer's recomputed activations
+    assert training_estimate(shape, gc)["activations"] > training_estimate(shape, gc, unfitted)["activations"]
+
+
 LLAMA_31_8B = dict(model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
                    num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False)
 

@@ -13,10 +13,12 @@ Training is the sum of
                 largest single part for small models with big vocabularies); with the fused, chunked loss
                 (train.fused_loss) only one chunk's fp32 logits, turned in place into their gradient, and its cast
                 copy: 8 bytes per (position, vocabulary entry) of a chunk. With gradient checkpointing only each
-                layer's input is kept, plus one layer's worth recomputed in backward.
+                layer's input is kept, plus one layer's worth recomputed in backward, plus a fitted share of the
+                freed recomputations that the allocator keeps ("checkpointing").
   overhead      a constant (CUDA: allocator slack; CPU: the Python + torch + transformers process itself)
-The a_* coefficients and the overhead are fitted per device type from measured runs (`bench/memory_grid.py` on
-CPU, `bench/cuda_check.py` on an H200); `CONSTANTS` records the fitted values and where they came from.
+The a_* coefficients and the overhead are fitted per device type (on a CPU, bf16 autocast apart: `lora@bf16`) from
+measured runs (`bench/memory_grid.py` on CPU, `bench/cuda_check.py` on an H200); `CONSTANTS` records the fitted
+values and where they came from.
 """
 from __future__ import annotations
 
@@ -136,10 +138,18 @@ def activation_family(s: TrainSettings) -> str:
     return METHOD_FAMILY[s.method]
 
 
+def layer_constants(constants: dict, s: TrainSettings) -> list:
+    """[a_h, a_i] for the settings: those fitted for the family at this precision where there are any (on a CPU,
+    `lora@bf16`: bf16 autocast there leaves norm outputs, the residual stream of an fp32 load and the adapters'
+    inputs in fp32 beside the bf16 matmul outputs, so half of the fp32 bytes undercounts), else the family's."""
+    family = activation_family(s)
+    return constants["layers"].get(f"{family}@{s.precision}", constants["layers"][family])
+
+
 def training_estimate(shape: ModelShape, s: TrainSettings, constants: dict | None = None) -> dict:
     """A breakdown of peak training memory in bytes, and the total."""
     c = constants or load_constants()[s.device]
-    a_h, a_i = c["layers"][activation_family(s)]
+    a_h, a_i = layer_constants(c, s)
     trainable = trainable_params(shape, s)
     # full/freeze train the base's own weights (in the load dtype); adapters and prompts are fp32 (peft upcasts)
     train_dtype = DTYPE_BYTES[s.weights_dtype] if s.method in ("full", "freeze") else 4
@@ -150,7 +160,10 @@ def training_estimate(shape: ModelShape, s: TrainSettings, constants: dict | Non
     if s.method == "freeze":
         layers = min(s.freeze_layers, shape.layers)  # backward stops at the first trained layer
     if s.gradient_checkpointing:
-        layer_acts = tokens * (layers * shape.hidden * act + per_layer)
+        # each layer's input, kept (exact), one layer's recomputed activations, and what the allocator keeps of
+        # the recomputations freed layer after layer (fitted: "checkpointing", in a_h's units; on a CPU, glibc
+        # keeps freed heap memory resident)
+        layer_acts = tokens * (layers * shape.hidden * (act + c.get("checkpointing", 0.0) * act / 2) + per_layer)
     else:
         layer_acts = tokens * layers * per_layer
     if s.task == "classify":

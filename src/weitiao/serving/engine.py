@@ -121,6 +121,7 @@ class Engine:
     @torch.no_grad()
     def _tokens(self, prompt_ids: list[int], sampling: Sampling) -> Iterator[int]:
         """Token ids, one per step, for a single unpadded prompt; the caller stops on a stop token."""
+        from weitiao.evaluation.generate import contiguous_head_input
         from weitiao.evaluation.virtual_tokens import cache_kwarg, decode_steps, returned_cache, uses_virtual_tokens
 
         model, amp = self.loaded.model, self.loaded.amp_dtype
@@ -131,7 +132,7 @@ class Engine:
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         pick = _picker(sampling, stop_ids)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None), contiguous_head_input(model):
             if uses_virtual_tokens(model):
                 steps = decode_steps(model, ids, torch.ones_like(ids), sampling.max_new_tokens,
                                      tuple(self.loaded.template.stop_ids), self.loaded.tokenizer.pad_token_id,

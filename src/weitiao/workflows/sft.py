@@ -336,6 +336,7 @@ def training_peak(device: str):
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    release_freed_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -343,17 +344,39 @@ def training_peak(device: str):
     except OSError:
         rss_reset = False
     peak: dict = {}
+    if rss_reset:
+        peak["train_start_rss_bytes"] = proc_status_bytes("VmRSS")
     try:
         yield peak
     finally:
-        if rss_reset:
-            with open("/proc/self/status", encoding="utf-8") as f:
-                hwm = next((line.split()[1] for line in f if line.startswith("VmHWM:")), None)
-            if hwm is not None:
-                peak["train_peak_rss_bytes"] = int(hwm) * 1024  # reported in kB
+        if rss_reset and (hwm := proc_status_bytes("VmHWM")) is not None:
+            peak["train_peak_rss_bytes"] = hwm
         if device == "cuda":
             peak.update(train_cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(),
                         train_cuda_max_reserved_bytes=torch.cuda.max_memory_reserved())
+
+
+def proc_status_bytes(field: str) -> int | None:
+    """A size from /proc/self/status (VmRSS, VmHWM; reported in kB), or None where there is none."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            value = next((line.split()[1] for line in f if line.startswith(field + ":")), None)
+    except OSError:
+        return None
+    return None if value is None else int(value) * 1024
+
+
+def release_freed_memory() -> None:
+    """Hands memory that earlier phases freed back to the OS (glibc's malloc_trim), so that training starts from
+    what is alive. glibc keeps freed heap memory resident: after the base model's generation on the test split,
+    the process held that phase's buffers, and the training phase's peak RSS counted them (measured on the
+    quickstart: see README "Memory"). A no-op where the C library is not glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def disk_full(err: Exception, out_dir: Path) -> bool:
