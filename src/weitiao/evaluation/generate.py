@@ -68,7 +68,8 @@ def contiguous_head_input(model):
     if head is None:
         yield
         return
-    handle = head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+    # a hook that returns None leaves the arguments as they are (a head called with keywords only)
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]) if args else None)
     try:
         yield
     finally:
