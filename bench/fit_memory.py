@@ -52,10 +52,10 @@ def shape_of(row: dict, cache: dict):
 
 def row_settings(r: dict, device: str) -> TrainSettings:
     """The estimator's settings for one measured grid row."""
-    from bench.memory_grid import load_dtype
+    from bench.memory_grid import row_weights
 
     return TrainSettings(method=r["method"], seq=r["seq"], batch=r["batch"], precision=r["precision"],
-                         weights_dtype=r.get("weights") or load_dtype(device, r["method"], "fp32"),
+                         weights_dtype=row_weights(r, device),
                          gradient_checkpointing=r["gc"],
                          device=device, virtual_tokens=16, loss_chunk=LOSS_CHUNK if r.get("loss") == "fused" else 0,
                          qlora_upcast=r.get("qlora_upcast", True))

@@ -80,16 +80,23 @@ def settings(device: str, quick: bool) -> list[dict]:
 def load_dtype(device: str, method: str, precision: str) -> str:
     """The dtype the base is loaded in, as model.dtype `auto` resolves it (workflows.common.weights_dtype): bf16 on
     a GPU; on a CPU bf16 for LoRA under bf16 autocast (its frozen weights would otherwise be cast in every step),
-    else fp32. Rows measured before this field existed were all loaded so (fp32 on a CPU then)."""
+    else fp32. Stated here rather than asked of weights_dtype, which checks this machine's bf16 support: the fit
+    also reads CUDA rows on a CPU."""
     if device == "cuda" or (method == "lora" and precision == "bf16"):
         return "bfloat16"
     return "float32"
 
 
+def row_weights(row: dict, device: str | None = None) -> str:
+    """The dtype a grid row's base was loaded in: its `weights`, or for a row measured before that field existed
+    what was loaded then (bf16 on CUDA, fp32 on a CPU)."""
+    return row.get("weights") or load_dtype(row.get("device", device), row["method"], "fp32")
+
+
 def setting_key(row: dict) -> tuple:
-    """What makes two grid rows the same setting (rows measured before `weights` was recorded: the default)."""
+    """What makes two grid rows the same setting."""
     return (row["model"], row["method"], row["seq"], row["batch"], row["precision"], row["gc"], row.get("loss"),
-            row.get("qlora_upcast", True), row.get("weights") or load_dtype(row["device"], row["method"], "fp32"))
+            row.get("qlora_upcast", True), row_weights(row))
 
 
 def model_folder(name: str, work: Path, device: str) -> str:
@@ -132,7 +139,7 @@ def child(spec: dict) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     cfg = MethodConfig(name=spec["method"], qlora=QLoraMethodConfig(bits=4), prefix=PrefixMethodConfig(16),
                        prompt=PromptMethodConfig(16))
-    dtype = getattr(torch, spec.get("weights") or load_dtype(device, spec["method"], spec["precision"]))
+    dtype = getattr(torch, row_weights(spec))
     model = load_model(spec["folder"], dtype, device, extra=load_kwargs(cfg, device))
     model = apply_method(model, cfg, spec["gc"])
     model.train()  # as the Trainer does: checkpointing (and dropout) are active only in training mode
@@ -190,9 +197,8 @@ def estimate_for(spec: dict) -> dict:
     from weitiao.memory.shape import load_config_dict, model_shape
 
     shape = model_shape(load_config_dict(spec["folder"]))
-    weights = spec.get("weights") or load_dtype(spec["device"], spec["method"], spec["precision"])
     s = TrainSettings(method=spec["method"], seq=spec["seq"], batch=spec["batch"], precision=spec["precision"],
-                      weights_dtype=weights,
+                      weights_dtype=row_weights(spec),
                       gradient_checkpointing=spec["gc"], device=spec["device"], virtual_tokens=16,
                       loss_chunk=LOSS_CHUNK if spec.get("loss") == "fused" else 0,
                       qlora_upcast=spec.get("qlora_upcast", False))

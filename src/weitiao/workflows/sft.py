@@ -559,14 +559,14 @@ def segment_attention_used(cfg: Config, model, device: str) -> bool:
     training.segment_attention): asked for, or `auto` on a CPU, for a model on transformers' sdpa attention."""
     from weitiao.training import segment_attention
 
-    choice = cfg.train.packed_attention
+    choice, inner = cfg.train.packed_attention, unwrapped(model)
     if choice == "mask" or not cfg.train.padding_free or cfg.method.name in PROMPT_LEARNING_METHODS:
         return False
-    if not segment_attention.usable(unwrapped(model)):
+    if not segment_attention.usable(inner):
         if choice == "segments":
             log(f"train.packed_attention: segments needs the model on sdpa attention through transformers' "
-                f"AttentionInterface; {type(unwrapped(model)).__name__} uses "
-                f"{getattr(unwrapped(model).config, '_attn_implementation', None)!r}, so packed rows use its mask")
+                f"AttentionInterface; {type(inner).__name__} uses "
+                f"{getattr(inner.config, '_attn_implementation', None)!r}, so packed rows use its mask")
         return False
     return choice == "segments" or device == "cpu"
 
