@@ -39,7 +39,7 @@ def test_every_error_is_reported_with_its_path():
 def test_semantic_checks():
     found = problems({"data": {"train": [], "val_ratio": 0.6, "test_ratio": 0.5},
                       "eval": {"metrics": ["count_lst"]}, "model": {"chat_template": "chatmll"},
-                      "train": {"lr_scheduler": "cosin", "optim": "adamw"}})
+                      "train": {"lr_scheduler": "cosin", "optim": "adamw", "padding_free_multiple": 0}})
     text = "\n".join(found)
     assert "data.train: no training data given" in text
     assert "data.val_ratio + data.test_ratio" in text
@@ -47,6 +47,7 @@ def test_semantic_checks():
     assert "model.chat_template: unknown template 'chatmll' (did you mean 'chatml'?)" in text
     assert "train.lr_scheduler: unknown schedule 'cosin' (did you mean 'cosine'?)" in text
     assert "train.optim: unknown optimizer 'adamw'" in text
+    assert "train.padding_free_multiple: must be at least 1, got 0" in text
 
 
 def test_preference_task_checks():

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from weitiao.config import DataConfig
-from weitiao.data.dataset import PadCollator, encode_split, load_splits
+from weitiao.data.dataset import PadCollator, PaddingFreeCollator, encode_split, load_splits
 from weitiao.data.encode import IGNORE_INDEX
 from weitiao.data.templates import resolve_template
 from weitiao.errors import DataError
@@ -63,30 +63,35 @@ def test_pad_collator():
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
 
 
+@pytest.mark.parametrize("multiple", [1, 16], ids=["exact", "rounded"])
 @pytest.mark.parametrize("segments", [False, True], ids=["mask", "segments"])
 @pytest.mark.parametrize("arch", ["llama", "glm", "glm4"])
-def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tiny_tokenizer, arch, segments):
+def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tiny_tokenizer, arch, segments, multiple):
     """Three examples of different lengths: one padded batch (3, 24) vs one row (1, 39) with restarting position
     ids. Same loss and same gradients: no example attends to another, no label crosses a boundary. Under sdpa's
     block-diagonal mask (`mask`) and under weitiao's one-call-per-example attention (`segments`), which hands the
-    padded batch to sdpa."""
+    padded batch to sdpa. `rounded`: the row is filled up to 48 tokens with a 9-token filler example of pad tokens
+    (train.padding_free_multiple), which changes neither."""
     import torch
 
-    from weitiao.data.dataset import PaddingFreeCollator
     from weitiao.testing import build_model
     from weitiao.training.padding_free import keeps_examples_apart
     from weitiao.training.segment_attention import NAME, training_attention
 
     model = build_model(len(tiny_tokenizer), arch=arch)
     rows = [{"input_ids": list(range(5, 5 + n)), "labels": [-100] * 3 + list(range(8, 5 + n))} for n in (7, 12, 20)]
-    padded, packed = PadCollator(tiny_tokenizer.pad_token_id)(rows), PaddingFreeCollator()(rows)
-    assert packed["input_ids"].shape == (1, 39) and packed["use_cache"] is False
-    assert packed["position_ids"][0].tolist() == list(range(7)) + list(range(12)) + list(range(20))
-    assert packed["cu_seq_lens_q"].tolist() == [0, 7, 19, 39]
+    pad = tiny_tokenizer.pad_token_id
+    padded, packed = PadCollator(pad)(rows), PaddingFreeCollator(pad, multiple)(rows)
+    fill = 9 if multiple == 16 else 0
+    assert packed["input_ids"].shape == (1, 39 + fill) and packed["use_cache"] is False
+    assert packed["position_ids"][0].tolist() == list(range(7)) + list(range(12)) + list(range(20)) + list(range(fill))
+    assert packed["cu_seq_lens_q"].tolist() == [0, 7, 19, 39] + ([48] if fill else [])
+    assert packed["max_length_q"] == 20
+    assert packed["input_ids"][0, 39:].tolist() == [pad] * fill and packed["labels"][0, 39:].tolist() == [-100] * fill
     losses, grads = [], []
     with training_attention(model, segments):
         assert (model.config._attn_implementation == NAME) == segments
-        assert keeps_examples_apart(model, len(tiny_tokenizer))
+        assert keeps_examples_apart(model, len(tiny_tokenizer), collator=PaddingFreeCollator(pad, multiple))
         for batch in (padded, packed):
             model.zero_grad()
             loss = model(**batch).loss
@@ -116,6 +121,7 @@ def test_a_model_that_mixes_packed_examples_is_found_out():
             return SimpleNamespace(logits=hidden)
 
     assert not keeps_examples_apart(Mixing(), 50)
+    assert not keeps_examples_apart(Mixing(), 50, collator=PaddingFreeCollator(0, 64))  # with a filler after them
 
 
 def _rows(lengths, answer=3):
@@ -137,6 +143,10 @@ def test_batch_cost_packs_short_mixed_rows_and_pads_long_even_ones():
     # a variable-length kernel scores no cross-example pair: packing is never the dearer one
     varlen = BatchCost(pair_packed=1.3 * unit, pair_padded=1.1 * unit, head=0.27, varlen=True)
     assert varlen.packed(long_even) < varlen.padded(long_even)
+    # a row rounded up to a multiple of 64 (3,038 -> 3,072 tokens) pays for its 34-token filler example
+    rounded = BatchCost(pair_packed=1.3 * unit, pair_padded=1.1 * unit, head=0.27, varlen=True, packed_multiple=64)
+    filler = rounded.packed(long_even) - varlen.packed(long_even)
+    assert filler == pytest.approx(34 + 1.1 * unit * 34 * 34 / 2)
     # label-position logits: a padded batch gets them at every row of each column where some row has a label
     assert cost.padded(_rows([8, 16])) - BatchCost(cost.pair_packed, cost.pair_padded, 0.0).padded(_rows([8, 16])) \
         == pytest.approx(cost.head * 2 * 6)  # 2 rows x columns 4-6 (the first row's labels) and 12-14 (the second's)

@@ -213,7 +213,16 @@ class PaddingFreeCollator:
     is trained to predict the next example's first. It also gives the examples' boundaries as transformers'
     variable-length keywords (`cu_seq_lens_q/k`: cumulative lengths [0, t_1, t_1 + t_2, ...], `max_length_q/k`),
     which the model passes down to its attention function: flash-attention's and weitiao's segment attention
-    (training.segment_attention) score each example alone; sdpa and eager ignore them and use the mask."""
+    (training.segment_attention) score each example alone; sdpa and eager ignore them and use the mask.
+
+    `multiple` > 1 rounds the row's length up to a multiple of it with a filler example after the last: `pad_id`
+    tokens, labels -100, its own positions and boundary, so it attends to nothing else, nothing attends to it, and
+    the loss and gradients are unchanged. Fewer distinct row shapes let the CPU allocator and oneDNN reuse their
+    buffers: a loop of random 300-1000-token rows grew to 4.05 GiB of RSS, 3.01 GiB with lengths rounded to 64
+    (train.padding_free_multiple)."""
+
+    pad_id: int = 0
+    multiple: int = 1
 
     def __post_init__(self):
         from transformers import DataCollatorWithFlattening
@@ -223,7 +232,22 @@ class PaddingFreeCollator:
 
     def __call__(self, features: list[dict]):
         batch = self.flatten([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
-        return {**batch, "use_cache": False}
+        fill = -batch["input_ids"].shape[1] % max(1, self.multiple)
+        return {**(self._with_filler(batch, fill) if fill else batch), "use_cache": False}
+
+    def _with_filler(self, batch: dict, fill: int) -> dict:
+        import torch
+
+        ids, labels, positions = batch["input_ids"], batch["labels"], batch["position_ids"]  # each (1, T)
+        out = dict(batch)
+        out["input_ids"] = torch.cat([ids, ids.new_full((1, fill), self.pad_id)], dim=1)
+        out["labels"] = torch.cat([labels, labels.new_full((1, fill), IGNORE_INDEX)], dim=1)
+        out["position_ids"] = torch.cat([positions, torch.arange(fill, dtype=positions.dtype)[None]], dim=1)
+        for side in ("q", "k"):  # cumulative lengths [0, t_1, ..., T] gain the filler's end, T + fill
+            bounds = batch[f"cu_seq_lens_{side}"]
+            out[f"cu_seq_lens_{side}"] = torch.cat([bounds, bounds.new_tensor([int(bounds[-1]) + fill])])
+            out[f"max_length_{side}"] = max(batch[f"max_length_{side}"], fill)
+        return out
 
 
 @dataclass(frozen=True)
@@ -247,9 +271,12 @@ class BatchCost:
     labels_only: bool = True
     varlen: bool = False
     multiple: int = 8  # PadCollator's width rounding
+    packed_multiple: int = 1  # PaddingFreeCollator's: its filler example is computed too
 
     def packed(self, features: list[dict]) -> float:
         lengths = [len(f["input_ids"]) for f in features]
+        fill = -sum(lengths) % max(1, self.packed_multiple)
+        lengths += [fill] if fill else []
         total = sum(lengths)
         if self.varlen:
             attention = self.pair_padded * sum(n * n for n in lengths) / 2
@@ -280,7 +307,8 @@ class CheaperBatchCollator:
     every batch made, validation batches included."""
 
     def __init__(self, pad_id: int, cost: BatchCost):
-        self.packed, self.padded = PaddingFreeCollator(), PadCollator(pad_id)
+        self.packed = PaddingFreeCollator(pad_id, cost.packed_multiple)
+        self.padded = PadCollator(pad_id)
         self.cost = cost
         self.counts = {"padding_free": 0, "padded": 0}
 

@@ -15,12 +15,14 @@ from weitiao.data.dataset import PaddingFreeCollator
 
 
 @torch.no_grad()
-def keeps_examples_apart(model, vocab_size: int, lengths=(6, 9), atol: float | None = None) -> bool:
-    """Whether `model` gives each of two random examples the same logits packed into one row (as
-    PaddingFreeCollator makes it) as alone, within `atol` of the largest logit: by default 1e-3, or four roundings
-    of the weights' dtype where that is coarser (bf16: 0.031; weitiao's segment attention computes a packed row's
-    short examples in fp32 on a CPU, and the lone examples go through sdpa in the weights' dtype). A model that
-    mixes examples misses by far more."""
+def keeps_examples_apart(model, vocab_size: int, lengths=(6, 9), atol: float | None = None,
+                         collator: PaddingFreeCollator | None = None) -> bool:
+    """Whether `model` gives each of two random examples the same logits packed into one row (as `collator`, by
+    default a plain PaddingFreeCollator, makes it: with its filler example where it rounds the row's length; the
+    filler's own logits are not compared) as alone, within `atol` of the largest logit: by default 1e-3, or four
+    roundings of the weights' dtype where that is coarser (bf16: 0.031; weitiao's segment attention computes a
+    packed row's short examples in fp32 on a CPU, and the lone examples go through sdpa in the weights' dtype). A
+    model that mixes examples misses by far more."""
     device = next(model.parameters()).device
     if atol is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)  # not 4-bit
@@ -32,9 +34,10 @@ def keeps_examples_apart(model, vocab_size: int, lengths=(6, 9), atol: float | N
     try:
         alone = [model(input_ids=x[None].to(device), use_cache=False).logits[0, -len(x):].float() for x in examples]
         # the row exactly as training gets it: PaddingFreeCollator's tensors and keywords, without the labels
-        row = PaddingFreeCollator()([{"input_ids": x.tolist(), "labels": x.tolist()} for x in examples])
+        row = (collator or PaddingFreeCollator())([{"input_ids": x.tolist(), "labels": x.tolist()} for x in examples])
         row.pop("labels")
         packed = model(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in row.items()}).logits[0].float()
+        packed = packed[:sum(lengths)]
     except (TypeError, ValueError, RuntimeError):  # a forward that takes no position ids
         return False
     finally:

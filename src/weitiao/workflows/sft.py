@@ -279,9 +279,11 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             log(comparison_table(f"tuned, {rephrased['questions']} questions asked {cfg.rephrase.k} other ways",
                                  {"original": tuned["metrics"], "rephrased": rephrased["metrics"]}))
     measured = train_peak.get("train_cuda_max_allocated_bytes", train_peak.get("train_peak_rss_bytes"))
-    if measured and estimate:
+    if measured and estimate:  # rank 0's peak, against one process's share in a multi-process run
+        share = estimate.get("per_process", estimate["total"])
         log(f"\nmemory while training: peak {measured / 2**30:.2f} GiB "
-            f"({'CUDA allocated' if device == 'cuda' else 'RSS'}), estimated {estimate['total'] / 2**30:.2f} GiB")
+            f"({'CUDA allocated' if device == 'cuda' else 'RSS'}{', rank 0' if 'per_process' in estimate else ''}), "
+            f"estimated {share / 2**30:.2f} GiB")
     log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
     if tuned and base and cfg.eval.report:
         write_report(out_dir)
@@ -510,10 +512,11 @@ def training_collator(cfg: Config, model, tokenizer, labels_only: bool, segments
 
     if not cfg.train.padding_free or cfg.method.name in PROMPT_LEARNING_METHODS:
         return PadCollator(tokenizer.pad_token_id)
+    cost = batch_cost(model, labels_only, segments, cfg.train.padding_free_multiple)
+    probe = PaddingFreeCollator(tokenizer.pad_token_id, cost.packed_multiple)  # the rows training will get
     with training_attention(unwrapped(model), segments):
-        apart = keeps_examples_apart(model, len(tokenizer))
+        apart = keeps_examples_apart(model, len(tokenizer), collator=probe)
     if apart:
-        cost = batch_cost(model, labels_only, segments)
         attention = ("one attention call per example (train.packed_attention: segments)" if segments
                      else "variable-length attention" if cost.varlen
                      else "a packed row attends over its whole length")
@@ -532,7 +535,7 @@ def training_collator(cfg: Config, model, tokenizer, labels_only: bool, segments
 PAIR_PACKED, PAIR_PADDED = 1.3, 1.1
 
 
-def batch_cost(model, labels_only: bool, segments: bool = False) -> BatchCost:
+def batch_cost(model, labels_only: bool, segments: bool = False, packed_multiple: int = 1) -> BatchCost:
     """The cost model of `CheaperBatchCollator` for this model, from its shape (see data.dataset.BatchCost). A
     model whose config does not name its layers and heads the transformers way gets attention at no cost, so
     every batch is packed (what train.padding_free did before the cost model). `segments`: packed rows are
@@ -544,14 +547,15 @@ def batch_cost(model, labels_only: bool, segments: bool = False) -> BatchCost:
         layers = config.num_hidden_layers
         embed, head = model.get_input_embeddings().weight, model.get_output_embeddings()
     except (AttributeError, NotImplementedError, TypeError):
-        return BatchCost(pair_packed=0.0, pair_padded=0.0, head=0.0, labels_only=labels_only)
+        return BatchCost(pair_packed=0.0, pair_padded=0.0, head=0.0, labels_only=labels_only,
+                         packed_multiple=packed_multiple)
     n_head = head.weight.numel() if head is not None else 0
     tied = head is not None and head.weight is embed
     n_linear = max(1, sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if tied else n_head))
     unit = 4 * layers * width / (2 * n_linear)
     varlen = segments or getattr(config, "_attn_implementation", None) in ("flash_attention_2", "flash_attention_3")
     return BatchCost(pair_packed=PAIR_PACKED * unit, pair_padded=PAIR_PADDED * unit, head=n_head / n_linear,
-                     labels_only=labels_only, varlen=varlen)
+                     labels_only=labels_only, varlen=varlen, packed_multiple=packed_multiple)
 
 
 def segment_attention_used(cfg: Config, model, device: str) -> bool:
