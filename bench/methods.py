@@ -94,7 +94,7 @@ def table(rows: list[dict], where: str) -> str:
         answer = f" / {r['trained_tokens_per_s']:.0f}" if r.get("trained_tokens_per_s") else ""
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(
-            f"| {r['example']} | {mark[r.get('machine', where)]} | {r.get('precision') or 'bf16'} | {r['method']} | "
+            f"| {r['example']} | {mark[r.get('machine', where)]} | {r.get('precision') or '?'} | {r['method']} | "
             f"{r['trainable'] / 1e6:.2f}M ({share:.2f}%) | "
             f"{r['base_weights_mib']:.0f} MiB | {r['peak_rss_gib']:.2f} GiB | {r['tokens_per_s']:.0f}{answer} | "
             f"{r['train_s']:.0f} s ({r['steps']} steps) | {r['wall_s']:.0f} s | {r['metric']} | {fmt(r['base'])} | "

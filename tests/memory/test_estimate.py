@@ -83,6 +83,31 @@ def test_breakdown_adds_up_and_sharding_divides_state():
     assert gc["activations"] < training_estimate(shape, TrainSettings(method="lora", seq=1024, batch=4))["activations"]
 
 
+def test_fsdp_on_a_cpu_adds_what_the_process_keeps_of_its_gathered_buffers():
+    """FSDP on a CPU: glibc keeps the per-layer gather and reduce-scatter buffers, fitted by bench/fsdp_memory.py
+    in units of the unsharded weights and gradients (full fine-tuning keeps more than LoRA, which reduce-scatters
+    almost no gradient). The other strategies, and CUDA, where it was not measured, get no such term."""
+    from weitiao.memory.estimate import fsdp_retained_bytes, load_constants
+
+    shape = model_shape(LLAMA_1B)
+    retained = load_constants()["cpu"]["fsdp_retained"]
+    assert retained["weights"] > 0 and retained["gradients"] > 0
+    for method in ("full", "lora"):
+        s = TrainSettings(method=method, seq=512, batch=4, precision="bf16", device="cpu")
+        parts = training_estimate(shape, s)
+        kept = retained["weights"] * (parts["weights"] + parts["trainable_weights"]) + \
+            retained["gradients"] * parts["gradients"]
+        assert fsdp_retained_bytes(parts, load_constants()["cpu"]) == pytest.approx(kept)
+        assert distributed_estimate(parts, s, 2, "fsdp") == pytest.approx(
+            distributed_estimate(parts, s, 2, "fsdp", constants={}) + kept, abs=1)
+        assert distributed_estimate(parts, s, 2, "zero3") == distributed_estimate(parts, s, 2, "fsdp", constants={})
+        on_gpu = replace(s, device="cuda")
+        assert distributed_estimate(parts, on_gpu, 2, "fsdp") == distributed_estimate(parts, on_gpu, 2, "zero3")
+    full = training_estimate(shape, TrainSettings(method="full", seq=512, batch=4, precision="bf16", device="cpu"))
+    lora = training_estimate(shape, TrainSettings(method="lora", seq=512, batch=4, precision="bf16", device="cpu"))
+    assert fsdp_retained_bytes(full, load_constants()["cpu"]) > fsdp_retained_bytes(lora, load_constants()["cpu"])
+
+
 def test_fused_loss_holds_one_chunk_of_logits():
     shape = model_shape(LLAMA_1B)
     whole = training_estimate(shape, TrainSettings(method="lora", seq=2048, batch=2, device="cuda"))

@@ -52,6 +52,7 @@ def test_trains_saves_head_and_reloads(tmp_path, intent_dir, tiny_encoder_dir, t
     result = classify.run(load_config(cfg))
     m = result.metrics
     assert m["labels"] == ["account", "billing", "returns", "shipping", "technical"]
+    assert m["train"]["precision"] == "fp32"  # as configured, recorded for bench/methods.py's table
     assert m["test"]["tuned"]["loss"] < m["test"]["base"]["loss"]
     confusion = json.loads((result.out_dir / "confusion_matrix.json").read_text())
     assert len(confusion["tuned"]) == 5 and sum(map(sum, confusion["tuned"])) == 20

@@ -25,7 +25,8 @@ from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, log, plot_losses, remove_dir,
     versions, write_json, write_report,
 )
-from weitiao.workflows.sft import TrainResult, build_training_args, check_same_config, peak_memory, training_peak
+from weitiao.workflows.sft import (TrainResult, build_training_args, check_same_config, peak_memory,
+                                    precision_name, training_peak)
 
 
 def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResult:
@@ -125,6 +126,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         "params": {"trainable": trainable, "total": total},
         "base_weights": footprint,
         "train": {
+            "precision": precision_name(amp),
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
