@@ -134,8 +134,11 @@ def main(argv=None) -> int:
     parser.add_argument("--readme", action="store_true", help="also put the error tables into README.md")
     args = parser.parse_args(argv)
     all_constants = json.loads(CONSTANTS_FILE.read_text())
+    fitted = args.device or ["cpu"]
+    # the README block holds every device's table: the others are refitted from their own grids, not written
+    shown = [d for d in ("cpu", "cuda") if d in fitted or (REPO / "bench" / "results" / f"memory-{d}.json").is_file()]
     tables = []
-    for device in args.device or ["cpu"]:
+    for device in shown:
         constants, report = fit(device)
         data = json.loads((REPO / "bench" / "results" / f"memory-{device}.json").read_text())
         measured = "peak RSS of the process" if device == "cpu" else "torch.cuda.max_memory_allocated"
@@ -152,6 +155,8 @@ def main(argv=None) -> int:
                          f"{'on' if r['gc'] else 'off'} | {r.get('loss', 'full')} | {r['measured'] / 2**30:.2f} GiB | "
                          f"{est / 2**30:.2f} GiB | {err:+.1f}% | {loo:+.1f}% |")
         tables.append("\n".join(lines))
+        if device not in fitted:
+            continue
         print(f"== {device}: {json.dumps(constants)}")
         print(f"{'model':22} {'method':7} {'seq':>5} {'b':>2} prec gc  measured  estimate  error  left out")
         for r, est, err, loo in report:
@@ -163,7 +168,8 @@ def main(argv=None) -> int:
         constants["fit"] = (f"bench/fit_memory.py on bench/results/memory-{device}.json, {time.strftime('%Y-%m-%d')}: "
                             f"{len(report)} settings, worst error {worst:.1f}% ({worst_loo:.1f}% with each setting "
                             "left out of the fit)")
-        all_constants[device] = constants
+        # keeps what other scripts fit into the device's section (bench/fsdp_memory.py: fsdp_retained)
+        all_constants[device] = {**all_constants.get(device, {}), **constants}
     if args.readme:
         import re
 

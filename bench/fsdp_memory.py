@@ -90,7 +90,7 @@ def table(rows: list[dict], constants: dict, where: str) -> str:
              f"full_shard over {rows[0]['processes']} processes, {rows[0]['steps']} steps, {rows[0]['precision']}; "
              f"fitted `fsdp_retained`: {constants['weights']} x the unsharded weights + {constants['gradients']} x "
              "the unsharded gradients.",
-             "", "| method | rows per process | measured | live tensors only | estimate | error |",
+             "", "| method | rows per process | measured | estimate without the FSDP term | estimate | error |",
              "|---|---:|---:|---:|---:|---:|"]
     for r, est, err in errors(rows, constants):
         lines.append(f"| {r['method']} | {r['batch']} | {r['measured'] / GIB:.2f} GiB | "
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for method, batch in SETTINGS:
             rows.append(measure(method, batch, args.processes, args.steps, work))
-            print(f"{method:5s} x {batch}: measured {rows[-1]['measured'] / GIB:.2f} GiB, live tensors' estimate "
-                  f"{live_estimate(rows[-1]) / GIB:.2f} GiB", flush=True)
+            print(f"{method:5s} x {batch}: measured {rows[-1]['measured'] / GIB:.2f} GiB, estimate without the "
+                  f"FSDP term {live_estimate(rows[-1]) / GIB:.2f} GiB", flush=True)
         results.write_text(json.dumps({"machine": where, "date": time.strftime("%Y-%m-%d"), "rows": rows},
                                       indent=2) + "\n")
     constants = fit(rows)
