@@ -29,6 +29,10 @@ machine measured at the start of the same run, with the FLOPs counted per exampl
     full     3 F                      (backward = 2x forward: activation and weight gradients)
     LoRA     2 F + 6 N_lora T         (backward for activations only; the adapters' own forward and backward)
 Counted the same for every trainer, so an implementation that computes logits it does not need gets no credit.
+The MFU ceiling printed after the table is the rate of the model's own decoder matmuls alone, at each dataset's
+typical packed row, as a share of the peak, next to that of large square products back to back
+(`decoder_matmul_share`): what the matmuls could reach with nothing else to do. The peak is the best single
+product, measured at the start and again at the end of the run; the higher of the two is used.
 
 A bf16 row runs only where bf16 is native (CUDA, or a CPU with avx512_bf16/AMX); elsewhere it is skipped with the
 measured bf16 and fp32 matmul rates, because emulated bf16 is many times slower than fp32 (`--force-bf16` runs it).
@@ -261,6 +265,51 @@ def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
     return best
 
 
+def decoder_matmul_share(folder: str, dtype_name: str, tokens: int, seconds: float = 4.0) -> dict:
+    """How fast this model's own decoder matmuls run alone, at rows of `tokens` tokens, and large square products
+    back to back, measured in turn. One sweep is every linear layer's forward product (tokens x in) @ (in x out)
+    in the model's order, each layer with its own weight as in the model (so a product does not find its weight in
+    cache from the previous one); sweeps and runs of square products alternate, so both see the machine in the
+    same state. Medians, where `matmul_peak` takes the best single product: on a shared 2-core Xeon the best
+    2048x2048 bf16 product measured 661-2,031 GFLOP/s from run to run, while products back to back held 500-610.
+    The decoder rate over the peak is a ceiling for the model FLOPs utilisation at that row length: a training
+    step also pays for attention, norms, activations, casts and the optimizer."""
+    import torch
+
+    from weitiao.memory.shape import load_config_dict, model_shape
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    shape = model_shape(load_config_dict(folder))
+    per_layer = [(d_in, d_out) for _, d_in, d_out, count in shape.linear_shapes for _ in range(count // shape.layers)]
+    weights = [torch.randn(d_out, d_in, device=device, dtype=dtype) for _ in range(shape.layers)
+               for d_in, d_out in per_layer]
+    inputs = {d_in: torch.randn(tokens, d_in, device=device, dtype=dtype) for d_in, _ in per_layer}
+    n = 2048
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sweep_flops = sum(2 * tokens * w.shape[0] * w.shape[1] for w in weights)
+    square_reps = max(1, round(sweep_flops / (2 * n ** 3)))  # about as many FLOPs as one sweep
+    rates = {"decoder": [], "square": []}
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(rates["decoder"]) < 3:
+        for name in ("decoder", "square"):
+            sync()
+            t0 = time.perf_counter()
+            if name == "decoder":
+                for w in weights:
+                    torch.nn.functional.linear(inputs[w.shape[1]], w)
+            else:
+                for _ in range(square_reps):
+                    a @ b
+            sync()
+            flops = sweep_flops if name == "decoder" else square_reps * 2 * n ** 3
+            rates[name].append(flops / (time.perf_counter() - t0))
+    decoder, square = statistics.median(rates["decoder"]), statistics.median(rates["square"])
+    return {"row_tokens": tokens, "decoder_flops_per_s": decoder, "square_flops_per_s": square,
+            "share": decoder / square}
+
+
 def flops_terms(folder: str) -> dict:
     """The FLOPs formula's parameter counts, from weitiao's config-only model shape (no weights loaded)."""
     from weitiao.memory.estimate import lora_params
@@ -396,6 +445,14 @@ def main(argv=None) -> int:
     sizes = {d: example_sizes(folder, path) for d, path in datasets.items()}
     flops = {(d, m): training_flops(sizes[d], m, shape) for d in datasets for m in methods}
     steps = math.ceil(args.rows / args.batch)
+    # the matmul ceiling at each dataset's typical packed row: a batch's tokens, rounded up to 64 as weitiao does
+    row_tokens = {d: int(statistics.median(64 * math.ceil(sum(t for t, _ in sizes[d][i:i + args.batch]) / 64)
+                                           for i in range(0, len(sizes[d]), args.batch))) for d in datasets}
+    ceilings = {(d, p): decoder_matmul_share(folder, p, row_tokens[d]) for d in datasets for p in precisions}
+    for (d, p), c in ceilings.items():
+        print(f"{p} {d}: this model's decoder matmuls alone, rows of {c['row_tokens']} tokens: "
+              f"{c['decoder_flops_per_s'] / 1e9:.1f} GFLOP/s; 2048x2048 products back to back, in turn with them: "
+              f"{c['square_flops_per_s'] / 1e9:.1f} GFLOP/s")
     print(f"model {args.model}: {shape['total'] / 1e6:.1f}M parameters; one epoch of {args.rows} rows in batches of "
           f"{args.batch} ({steps} optimizer steps); LoRA r={LORA['r']} all-linear ({shape['n_lora'] / 1e6:.2f}M); "
           f"{args.rounds} round(s)")
@@ -409,13 +466,24 @@ def main(argv=None) -> int:
                                 "folder": folder, "batch": args.batch, "precision": precision, "steps": steps,
                                 "workdir": str(work)}
                         results.setdefault((precision, data, method, trainer), []).append(run_child(spec))
+    # the peak again, now: on a shared machine it moves between minutes, and MFU is taken against the higher
+    peaks_end = {p: matmul_peak(p) for p in ("fp32", "bf16")}
+    print(f"matmul peak at the end: fp32 {peaks_end['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks_end['bf16'] / 1e9:.1f} "
+          "GFLOP/s; MFU is against the higher of the two measurements")
+    peaks_start, peaks = peaks, {p: max(peaks[p], peaks_end[p]) for p in peaks}
     lines = table(results, list(datasets), methods, precisions, trainers, peaks, flops)
     print("\n" + "\n".join(lines))
+    for (d, p), c in ceilings.items():
+        print(f"MFU ceiling, {p}/{d}: the model's decoder matmuls alone, at rows of {c['row_tokens']} tokens, ran at "
+              f"{100 * c['decoder_flops_per_s'] / peaks[p]:.0f}% of the {p} peak; 2048x2048 products back to back "
+              f"at {100 * c['square_flops_per_s'] / peaks[p]:.0f}%")
     if args.out:
         Path(args.out).write_text(json.dumps(
-            {"machine": machine(), "matmul_peak_flops": peaks, "args": {k: v for k, v in vars(args).items()
-                                                                        if k != "child"},
+            {"machine": machine(), "matmul_peak_flops": peaks,
+             "matmul_peak_flops_measured": {"start": peaks_start, "end": peaks_end},
+             "args": {k: v for k, v in vars(args).items() if k != "child"},
              "flops": {f"{d}/{m}": v for (d, m), v in flops.items()}, "table": lines,
+             "decoder_matmul_share": {f"{p}/{d}": c for (d, p), c in ceilings.items()},
              "runs": [{"precision": k[0], "data": k[1], "method": k[2], "trainer": k[3], "rounds": v}
                       for k, v in results.items()]}, indent=1))
     return 0

@@ -57,3 +57,52 @@ def test_lora_targets_dora_and_rslora():
     assert scaling == pytest.approx(8 / 4 ** 0.5)  # rsLoRA: alpha / sqrt(r)
     dora = apply_method(build_model(100), MethodConfig(name="lora", lora=LoraMethodConfig(r=4, use_dora=True)))
     assert any("lora_magnitude_vector" in n for n in trainable_names(dora))
+
+
+def test_lora_input_casts_skipped_under_autocast_are_bit_identical():
+    """bf16 base weights, fp32 adapters, bf16 autocast: peft's cast of each adapted layer's input to fp32 is a round
+    trip, so skipping it changes neither the loss nor any gradient, and the graph holds fewer copies."""
+    import torch
+
+    from weitiao.methods import lora
+
+    cfg = MethodConfig(name="lora", lora=LoraMethodConfig(r=4, alpha=8))
+    model = apply_method(build_model(100).to(torch.bfloat16), cfg)
+    for name, p in model.named_parameters():
+        if p.requires_grad:  # B starts at zero: give it values, so A's gradient is not trivially zero
+            p.data = torch.randn_like(p, dtype=torch.float32) * 0.1
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+
+    def loss_grads_copies(skip: bool):
+        model.zero_grad(set_to_none=True)
+        with lora.autocast_input_casts_skipped(model, cfg, torch.bfloat16 if skip else None, "single"), \
+                torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        copies, stack, seen = 0, [loss.grad_fn], set()
+        while stack:  # count the autograd graph's dtype casts
+            fn = stack.pop()
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            copies += type(fn).__name__.startswith("ToCopyBackward")
+            stack.extend(f for f, _ in fn.next_functions)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, copies
+
+    loss_cast, grads_cast, copies_cast = loss_grads_copies(False)
+    loss_skip, grads_skip, copies_skip = loss_grads_copies(True)
+    assert torch.equal(loss_cast, loss_skip)
+    assert grads_cast.keys() == grads_skip.keys()
+    assert all(torch.equal(grads_cast[n], grads_skip[n]) for n in grads_cast)
+    assert any(g.abs().sum() > 0 for n, g in grads_cast.items() if "lora_A" in n)
+    assert copies_cast - copies_skip >= 2 * 7  # 2 layers x 7 adapted linears: at least one input cast each is gone
+    # after the block peft casts again, and nothing is skipped for DoRA, under FSDP, or without autocast
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer.cast_input_dtype_enabled
+    dora = MethodConfig(name="lora", lora=LoraMethodConfig(r=4, use_dora=True))
+    for method, amp, strategy in ((dora, torch.bfloat16, "single"), (cfg, torch.bfloat16, "fsdp"),
+                                  (cfg, None, "single")):
+        with lora.autocast_input_casts_skipped(model, method, amp, strategy):
+            assert layer.cast_input_dtype_enabled
+    with lora.autocast_input_casts_skipped(model, cfg, torch.bfloat16, "ddp"):
+        assert not layer.cast_input_dtype_enabled

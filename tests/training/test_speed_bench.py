@@ -48,6 +48,11 @@ def test_speed_bench_trains_the_same_rows_and_steps_in_all_three_trainers(tmp_pa
     assert max(losses) / min(losses) - 1 < 0.01, losses  # the same training, however it is batched
     assert all(r["step_seconds"] > 0 and r["peak_bytes"] > 2**20 for r in runs.values())
     assert report["matmul_peak_flops"]["fp32"] > 1e8 and report["flops"]["demo/lora"] > 0
+    # the MFU ceiling: the tiny model's own matmuls at the demo's packed row of 4 examples, rounded up to 64 tokens
+    ceiling = report["decoder_matmul_share"]["fp32/demo"]
+    assert 0 < ceiling["share"] and ceiling["decoder_flops_per_s"] > 0
+    assert ceiling["row_tokens"] % 64 == 0 and ceiling["row_tokens"] >= 64
+    assert "MFU ceiling, fp32/demo" in proc.stdout
     table = report["table"]
     assert table[2].split()[0] == "fp32/demo/lora/baseline" and " 1.00x" in table[2]
     # an AVX2-only CPU has no bf16 row, and says why; where bf16 is native, it has one per trainer

@@ -142,3 +142,37 @@ def test_batch_cost_comes_from_the_model_shape():
     # a config that does not name its layers the transformers way: attention free, every batch packed as before
     odd = SimpleNamespace(config=SimpleNamespace(hidden_size=64))
     assert sft.batch_cost(odd, labels_only=True).pair_packed == 0.0
+
+
+def test_compiled_layers_train_like_eager_ones_and_the_run_is_usable_after(tmp_path, tiny_model_dir, demo_data_dir):
+    """train.compile: the same steps, compiled and eager, end at the same validation loss within float noise; the
+    run records it, the layers are eager again afterwards (the test split's generation ran), and the adapter saved
+    from the compiled run reloads."""
+    from peft import PeftModel
+
+    from weitiao.models.loading import load_model
+
+    results = {}
+    for compiled in (False, True):
+        cfg = write_config(tmp_path / f"{compiled}.yaml", tiny_model_dir, demo_data_dir, tmp_path / str(compiled),
+                           train={"max_steps": 4, "eval_steps": 4, "learning_rate": 1e-2, "precision": "fp32",
+                                  "compile": compiled},
+                           eval={"metrics": ["exact_match"], "compare_base": False, "max_samples": 2})
+        results[compiled] = sft.run(load_config(cfg))
+    eager, fast = (results[c].metrics for c in (False, True))
+    assert eager["train"]["compiled_layers"] == 0 and fast["train"]["compiled_layers"] == 2
+    assert fast["val"][-1]["loss"] == pytest.approx(eager["val"][-1]["loss"], rel=1e-4)
+    assert "exact_match" in fast["test"]["tuned"]
+    layer = results[True].model.base_model.model.model.layers[0]
+    assert layer._compiled_call_impl is None
+    reloaded = PeftModel.from_pretrained(load_model(str(tiny_model_dir), None, "cpu"), tmp_path / "True" / "adapter")
+    assert sum(p.numel() for n, p in reloaded.named_parameters() if "lora_" in n) > 0
+
+
+def test_compile_is_refused_where_it_does_not_apply(tmp_path, tiny_model_dir, demo_data_dir):
+    from weitiao.errors import ConfigError
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run",
+                       method={"name": "prefix"}, train={"compile": True})
+    with pytest.raises(ConfigError, match="train.compile: applies to task sft with full, freeze, lora or qlora"):
+        load_config(cfg)

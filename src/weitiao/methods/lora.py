@@ -25,3 +25,21 @@ def apply(model, cfg: MethodConfig):
         use_rslora=lc.use_rslora,
     )
     return get_peft_model(model, peft_config)
+
+
+def autocast_input_casts_skipped(model, cfg: MethodConfig, amp, strategy: str):
+    """A context in which peft does not cast each LoRA layer's input to the adapter's dtype, when that cast is a
+    round trip: under autocast to `amp`, a bf16 (or fp16) input x of shape (B, T, d_in) is cast to the fp32 adapter
+    weight's dtype by peft, then straight back to `amp` by autocast for lora_A's matmul, and autograd keeps both
+    casts for the backward. Skipping them leaves the loss and gradients bit-identical (the round trip is exact) and
+    saves those copies of every adapted layer's input, forward and backward (bench/step_ab.py, variant `casts`:
+    SmolLM2-135M on a 2-core Xeon, see the README's speed section).
+
+    Active for plain LoRA on a single process or DDP, where accelerate runs every training forward under autocast.
+    Not for DoRA (its variant computes on x outside the adapter's matmuls), nor under FSDP or ZeRO, whose own
+    mixed-precision policies decide the dtypes, nor without autocast (an fp32 run, where no cast happens anyway).
+    QLoRA needs nothing: peft's 4-bit layers skip the cast under autocast themselves."""
+    from peft.helpers import disable_input_dtype_casting
+
+    active = amp is not None and cfg.name == "lora" and not cfg.lora.use_dora and strategy in ("single", "ddp")
+    return disable_input_dtype_casting(model, active=active)

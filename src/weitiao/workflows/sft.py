@@ -27,9 +27,11 @@ from weitiao.methods import (
     ADAPTER_METHODS, PROMPT_LEARNING_METHODS, apply_method, count_parameters, load_kwargs, save_trained, unwrapped,
     weights_footprint,
 )
+from weitiao.methods import lora
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.training import distributed
 from weitiao.training.checkpoints import last_complete
+from weitiao.training.compile import compiled_layers
 from weitiao.training.segment_attention import training_attention
 from weitiao.workflows.common import (
     RUN_FILE, autocast_dtype, base_model_context, check_output_dir, comparison_table, find_model, forgetting_summary,
@@ -171,7 +173,12 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         log(f"resuming from {start}" if start else "no complete checkpoint yet: training from the start")
     t0 = time.time()
     try:
-        with training_peak(device) as train_peak, training_attention(unwrapped(model), segments):
+        with training_peak(device) as train_peak, training_attention(unwrapped(model), segments), \
+                lora.autocast_input_casts_skipped(model, cfg.method, amp, strategy), \
+                compiled_layers(unwrapped(model), cfg.train.compile) as compiled:
+            if cfg.train.compile:
+                log(f"train.compile: {compiled} decoder layers compiled; the first steps include the compilation"
+                    if compiled else "train.compile: no repeated decoder layers found; training uncompiled")
             result = trainer.train(resume_from_checkpoint=str(start) if start else None)
     except (OSError, RuntimeError) as err:
         if not disk_full(err, out_dir):
@@ -231,6 +238,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
             "logits": logits_kind(trainer.compute_loss_func),
             # how padding-free rows kept their examples apart (train.packed_attention); none when none was made
             "packed_attention": None if batches["batches"] == "padded" else "segments" if segments else "mask",
+            "compiled_layers": compiled,  # train.compile: decoder layers run compiled (0: eager)
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 4),
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
@@ -513,15 +521,15 @@ def training_collator(cfg: Config, model, tokenizer, labels_only: bool, segments
     if not cfg.train.padding_free or cfg.method.name in PROMPT_LEARNING_METHODS:
         return PadCollator(tokenizer.pad_token_id)
     cost = batch_cost(model, labels_only, segments, cfg.train.padding_free_multiple)
-    probe = PaddingFreeCollator(tokenizer.pad_token_id, cost.packed_multiple)  # the rows training will get
-    with training_attention(unwrapped(model), segments):
-        apart = keeps_examples_apart(model, len(tokenizer), collator=probe)
+    collator = CheaperBatchCollator(tokenizer.pad_token_id, cost)
+    with training_attention(unwrapped(model), segments):  # the check runs on the packed rows training will get
+        apart = keeps_examples_apart(model, len(tokenizer), collator=collator.packed)
     if apart:
         attention = ("one attention call per example (train.packed_attention: segments)" if segments
                      else "variable-length attention" if cost.varlen
                      else "a packed row attends over its whole length")
         log(f"batches: padding-free where cheaper than padded, batch by batch (train.padding_free; {attention})")
-        return CheaperBatchCollator(tokenizer.pad_token_id, cost)
+        return collator
     log(f"batches: padded: {type(model).__name__} mixes examples packed into one row, so padding-free batches "
         "are not used")
     return PadCollator(tokenizer.pad_token_id)
