@@ -4,7 +4,8 @@
 #      full / LoRA / QLoRA at 512x4 and 2048x2 and LoRA with gradient checkpointing, now with the fused loss and
 #      QLoRA's unquantized weights in bf16 (the CUDA constants were fitted before either existed: a held-out check);
 #   2. bench/speed.py in bf16: weitiao, the transformers + peft baseline and TRL's SFTTrainer, LoRA r=16
-#      all-linear, on a SmolLM2-135M-shaped model (demo and varied data) and the 1B shape (varied data).
+#      all-linear, on a SmolLM2-135M-shaped model (demo and varied data) and the 1B shape (varied data);
+#   3. bench/step_ab.py on the 1B shape: train.compile and the LoRA input casts, each against its opposite.
 # Models have random weights built from configs (SmolLM2's config and tokenizer travel in .gpu/smollm2-config;
 # the 1B shape uses the same tokenizer): speed and memory do not depend on the weights' values.
 # What the machine lacks travels as wheels in .whl/ (transformers 5.24, peft, trl, datasets, bitsandbytes, ...):
@@ -44,4 +45,8 @@ timeout 180 python3 bench/speed.py --model "$WORK/smollm2-135m-random" --methods
 timeout 140 python3 bench/speed.py --model "$WORK/llama-1b-random" --methods lora --data varied \
   --rows 256 --batch 8 --rounds 1 --precision bf16 --workdir "$WORK/speed-1b" \
   --out "$OUT/speed-cuda-llama1b.json" 2>&1 | tee "$OUT/speed-llama1b.log"
+# 3. (added 2026-11-30, not yet run on a GPU) one bf16 LoRA step of the 1B shape, eager against compiled decoder
+#    layers (train.compile) and peft's input casts against none, side by side in one process
+timeout 150 python3 bench/step_ab.py --model "$WORK/llama-1b-random" --variants casts,compile --batches 4 \
+  --rounds 2 --out "$OUT/step-ab-cuda-llama1b.json" 2>&1 | tee "$OUT/step-ab-llama1b.log"
 echo "done in ${SECONDS} s"

@@ -1,5 +1,6 @@
 """bench/speed.py compares like with like: the three trainers train the same rows for the same steps, and their
-step clock leaves out what happens between steps (validation, checkpoints, logging)."""
+step clock leaves out what happens between steps (validation, checkpoints, logging); bench/step_ab.py runs two
+versions of one step on the same batches."""
 from __future__ import annotations
 
 import json
@@ -71,3 +72,17 @@ def test_heldout_loss_scores_each_answer_through_its_end_of_turn_token_not_the_n
     labels = [-100, -100, -100] + answer
     assert scored_length(tokenizer, labels) == len(labels) - 1  # the newline the template adds is not scored
     assert scored_length(tokenizer, labels[:-1]) == len(labels) - 1  # nothing after the end-of-turn: all scored
+
+
+def test_step_ab_runs_both_versions_on_the_same_batches(tmp_path, tiny_model_dir):
+    """bench/step_ab.py, variant casts: the two versions of the step alternate on the same batches and weights, so
+    their losses agree exactly (skipping peft's round trip through fp32 changes no bit)."""
+    out = tmp_path / "ab.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "step_ab.py"), "--model", str(tiny_model_dir), "--variants", "casts",
+         "--batches", "2", "--rounds", "2", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    casts = json.loads(out.read_text())["results"]["casts"]
+    assert casts["steps_each"] == 4 and casts["max_rel_loss_diff"] == 0.0
+    assert casts["speedup"] > 0 and all(t > 0 for t in casts["median_step_s"].values())
+    assert "casts: baseline" in proc.stdout
