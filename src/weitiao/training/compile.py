@@ -6,11 +6,13 @@ kernel that reads and writes a (T, d) tensor; inductor fuses runs of them into o
 
 Compiling the repeated layer class rather than the whole model (PyTorch's regional compilation recipe) compiles
 one graph that every layer reuses, so the first step pays for one layer's compilation, not thirty. `dynamic=True`
-keeps the row length symbolic, so padding-free rows of new lengths do not recompile. `nn.Module.compile` compiles
+keeps the row length symbolic, so padding-free rows of new lengths need not each compile their own graph. `nn.Module.compile` compiles
 in place: the module tree, the parameter names and so the saved weights are unchanged. The layers are compiled for
 training only: afterwards, generation with a KV cache (a different graph per layer index) runs them eagerly.
 
-What it costs and buys is measured by bench/step_ab.py (the same steps eager and compiled, in one process).
+What it costs and buys is measured by bench/step_ab.py (the same steps eager and compiled, in one process): for
+SmolLM2-135M LoRA in bf16 on a 2-core Xeon, 1.14x faster steps after a 44 s first pass, so about 177 steps to
+break even; a 145-step bench/speed.py run came out at 0.98x the eager tokens/s, compilation included.
 """
 from __future__ import annotations
 
