@@ -81,3 +81,21 @@ def test_qlora_export_merges_into_a_dequantized_copy(tmp_path, tiny_model_dir, d
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path, tiny_model_dir):
     with pytest.raises(Exception, match="not a weitiao run folder"):
         export.run(str(tiny_model_dir), str(tmp_path / "x"))
+
+
+def test_a_full_disk_stops_the_export_with_one_message_and_nothing_written(lora_run_dir, tmp_path):
+    """A real full disk (a tmpfs smaller than the merged model): one message, exit 2, no traceback, and neither
+    the folder nor its temporary sibling left behind."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        proc = run_cli("export", lora_run_dir, "--out", mount / "export")
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and "is full" in proc.stderr and "nothing was written" in proc.stderr
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mount)])

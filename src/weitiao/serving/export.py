@@ -198,6 +198,18 @@ def staged(out_dir: Path):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(err):
+            raise WeitiaoError(f"the disk holding {out_dir.parent} is full ({str(err).strip()[:200]}); nothing was "
+                               f"written to {out_dir}. Free some space, or export to another disk with --out") from None
         raise
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether a write error means the disk is full: an OSError with ENOSPC/EDQUOT, or safetensors' own error
+    (not an OSError), which carries the operating system's message."""
+    import errno
+
+    return (getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            or "No space left on device" in str(err) or "Disk quota exceeded" in str(err))
