@@ -5,6 +5,8 @@ and exits non-zero without a traceback; every other exception is a bug in weitia
 """
 from __future__ import annotations
 
+import errno
+
 
 class WeitiaoError(Exception):
     """An error caused by the user's input; `str(err)` is the whole message shown to the user."""
@@ -47,3 +49,10 @@ class Interrupted(WeitiaoError):
     """The user pressed Ctrl-C; a checkpoint was saved."""
 
     exit_code = 130
+
+
+def disk_full_error(err: BaseException) -> bool:
+    """Whether a write error says the disk is full: an OSError with ENOSPC/EDQUOT, or an error that is not an
+    OSError but carries the operating system's message (safetensors' SafetensorError)."""
+    return (getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            or "No space left on device" in str(err) or "Disk quota exceeded" in str(err))

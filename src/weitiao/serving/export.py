@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from weitiao.errors import WeitiaoError
+from weitiao.errors import WeitiaoError, disk_full_error
 from weitiao.serving import template_check
 from weitiao.serving.loaded import Loaded, is_run, load
 
@@ -200,16 +200,8 @@ def staged(out_dir: Path):
             os.replace(tmp, out_dir)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if disk_full(err):
+        if disk_full_error(err):
             raise WeitiaoError(f"the disk holding {out_dir.parent} is full ({str(err).strip()[:200]}); nothing was "
                                f"written to {out_dir}. Free some space, or export to another disk with --out") from None
         raise
 
-
-def disk_full(err: BaseException) -> bool:
-    """Whether a write error means the disk is full: an OSError with ENOSPC/EDQUOT, or safetensors' own error
-    (not an OSError), which carries the operating system's message."""
-    import errno
-
-    return (getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-            or "No space left on device" in str(err) or "Disk quota exceeded" in str(err))

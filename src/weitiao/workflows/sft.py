@@ -6,7 +6,6 @@ library versions, the chat template, the trainer state, metrics and a loss curve
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import time
@@ -19,7 +18,7 @@ from weitiao.config import Config, dump_config, resolved
 from weitiao.data.dataset import (BatchCost, CheaperBatchCollator, PadCollator, PaddingFreeCollator, encode_split,
                                   to_hf_dataset)
 from weitiao.data.encode import IGNORE_INDEX
-from weitiao.errors import Interrupted, WeitiaoError
+from weitiao.errors import Interrupted, WeitiaoError, disk_full_error
 from weitiao.evaluation.forgetting import general_text_losses
 from weitiao.evaluation import rephrase
 from weitiao.memory import guard as memory_guard
@@ -394,7 +393,7 @@ def disk_full(err: Exception, out_dir: Path) -> bool:
     failed") without an errno, so the free space is checked too: less than the largest checkpoint means full."""
     import shutil
 
-    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+    if disk_full_error(err):
         return True
     ckpt_sizes = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
                   for p in (out_dir / "checkpoints").glob("checkpoint-*")]
