@@ -28,14 +28,17 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def weitiao(*args) -> None:
+def weitiao(*args, cwd=REPO) -> tuple[str, float]:
+    """Run `weitiao ARGS` in a fresh process; (its output, seconds), or exit with its error."""
     started = time.time()
     print("$ weitiao " + " ".join(map(str, args)), flush=True)
-    proc = subprocess.run([sys.executable, "-m", "weitiao", *map(str, args)], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "weitiao", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True)
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    print(f"  ({time.time() - started:.0f} s)", flush=True)
+    seconds = time.time() - started
+    print(f"  ({seconds:.0f} s)", flush=True)
+    return proc.stdout, seconds
 
 
 def main() -> None:

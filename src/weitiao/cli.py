@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def _quiet() -> None:
     # bitsandbytes looks for an optional kernel package on import and logs when it is absent; it then uses its
     # own CPU kernels, so there is nothing for a user to do (and a config error should print one line only)
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # bitsandbytes asks the `kernels` package (a transformers dependency since 5.25) for a hub kernel on import;
+    # offline, `kernels` warns that it skips the publisher check and bitsandbytes uses its own kernels: nothing
+    # for a user to do, and it would come before a config error's one line
+    logging.getLogger("kernels").setLevel(logging.ERROR)
 
     # transformers 5 renames (gradient -> activation checkpointing) that peft still reads; nothing for a user to do
     warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*", category=FutureWarning)
@@ -302,11 +307,12 @@ def cmd_data_augment(args) -> int:
 
 
 def cmd_data_demo(args) -> int:
-    from weitiao.demo import count_list, support_intent
+    from weitiao.demo import count_list, person_extraction, support_intent
 
     write = {"count_list": count_list.write_splits, "count_list_preference": count_list.write_preference_splits,
              "count_list_one_phrasing": count_list.write_one_phrasing_splits,
-             "support_intent": support_intent.write_splits}[args.task]
+             "support_intent": support_intent.write_splits, "person_extraction": person_extraction.write_splits
+             }[args.task]
     for name, path in write(args.out_dir, args.seed).items():
         print(f"{name}: {path}")
     return 0
@@ -550,21 +556,42 @@ def build_parser() -> argparse.ArgumentParser:
                                         "messages rows), `count_list_preference` (the same prompts as "
                                         "prompt/chosen/rejected pairs, for `task: dpo`/`reward`), "
                                         "`count_list_one_phrasing` (every question asked one way, for the "
-                                        "rephrasing demo) or `support_intent` (5-way message classification, "
-                                        "text/label rows).")
+                                        "rephrasing demo), `support_intent` (5-way message classification, "
+                                        "text/label rows) or `person_extraction` (alpaca rows: an instruction, a "
+                                        "paragraph about a person, a JSON answer).")
     q.add_argument("out_dir", help="folder for train.jsonl, val.jsonl and test.jsonl")
     q.add_argument("--task", choices=["count_list", "count_list_preference", "count_list_one_phrasing",
-                                      "support_intent"], default="count_list",
+                                      "support_intent", "person_extraction"], default="count_list",
                    help="which demo dataset (default count_list)")
     q.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
     q.set_defaults(func=cmd_data_demo)
     return parser
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse's parse, with config overrides (section.key=value) accepted anywhere on the command line: argparse
+    takes a positional list only before the first flag, so `eval RUN --rephrase rephrase.k=3` would leave
+    `rephrase.k=3` unrecognised. Such leftovers join the command's overrides, in order; anything else left is the
+    usual usage error."""
+    args, rest = parser.parse_known_args(argv)
+    late = [a for a in rest if OVERRIDE.match(a)]
+    unknown = [a for a in rest if not OVERRIDE.match(a)]
+    if late and not hasattr(args, "overrides"):
+        unknown = rest  # this command takes no overrides
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if late:
+        args.overrides = list(args.overrides) + late
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     _offline()
     _quiet()
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         return args.func(args)
     except WeitiaoError as err:

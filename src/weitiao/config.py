@@ -286,13 +286,18 @@ class GenerationConfig:
     do_sample: bool = doc("Sample instead of greedy decoding (greedy keeps base/tuned comparable).", False)
     temperature: float = doc("Sampling temperature (only with `do_sample`).", 0.7)
     top_p: float = doc("Nucleus sampling (only with `do_sample`).", 0.9)
+    repetition_penalty: float = doc(
+        "Divides the logit of every token already in the prompt or the answer by this (multiplies a negative one), "
+        "greedy or sampled (Keskar et al. 2019, arXiv:1909.05858; transformers' `repetition_penalty`). 1: off. "
+        "The same setting decodes every model compared.", 1.0)
 
 
 @dataclass
 class EvalConfig:
     metrics: list[str] = doc(
         "Generation metrics on the test split: `exact_match`, `exact_match_loose` (ignoring case, punctuation and "
-        "spacing), `count_list` (the demo task), `rouge-1`, `rouge-2`, `rouge-l`, `bleu-4` (jieba word "
+        "spacing), `count_list` (the demo task's format and count), `list_correct` (the demo task as a reader checks "
+        "it: the count, and distinct items that belong to the category), `rouge-1`, `rouge-2`, `rouge-l`, `bleu-4` (jieba word "
         "segmentation, as ChatGLM and LLaMA-Factory score; Chinese-aware), `chrf`, `json_valid`, `json_fields`, "
         "or `module:function` for your own (prediction, reference) -> float. Empty: loss only.",
         default_factory=lambda: ["exact_match"],
@@ -331,7 +336,13 @@ class RephraseConfig:
     model: Optional[str] = doc(
         "Instead of rules, a chat model writes the rephrasings: `base` (the config's `model.name_or_path`), a "
         "local model folder, or a bundled model name. Each candidate is checked (one line, not the question "
-        "itself, every number kept, a sensible length) and the accepted ones are cached.", None)
+        "itself, every number and every answer value the question states kept, a sensible length) and the "
+        "accepted ones are cached after every batch.", None)
+    target: Literal["instruction", "whole_turn"] = doc(
+        "What is reworded in the last user turn. `instruction`: the instruction only, never the data it applies "
+        "to: of a turn with paragraphs separated by a blank line (an alpaca row's instruction and input, or a "
+        "question with pasted context), the first paragraph, or the last when it is a question and the first is "
+        "not; a one-paragraph turn whole. `whole_turn`: the whole turn, data included.", "instruction")
     k: int = doc("Rephrasings per question.", 2)
     prompt: str = doc("What the rephrasing model is asked; `{question}` is replaced by the question.",
                       REPHRASE_PROMPT)
@@ -678,6 +689,8 @@ def semantic_problems(cfg: Config) -> list[str]:
         p.append("eval.generation.max_new_tokens: must be at least 1")
     if e.generation.batch_size < 1:
         p.append("eval.generation.batch_size: must be at least 1")
+    if not e.generation.repetition_penalty > 0:
+        p.append(f"eval.generation.repetition_penalty: must be above 0 (1: off), got {e.generation.repetition_penalty}")
     from weitiao.data.templates import BUILTIN_TEMPLATES
 
     if cfg.model.chat_template != "auto" and cfg.model.chat_template not in BUILTIN_TEMPLATES:

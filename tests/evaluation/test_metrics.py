@@ -95,3 +95,65 @@ def test_user_metric_by_module_and_function(tmp_path, monkeypatch):
         user_metric("my_metrics:nope")
     with pytest.raises(ValueError, match="cannot import"):
         user_metric("no_such_module_xyz:f")
+
+
+# ---------------------------------------------------------------- list_correct: what a reader would check
+
+VEHICLES9 = "1. Car\n2. Bus\n3. Truck\n4. Boat\n5. Van\n6. Train\n7. Tram\n8. Plane\n9. Ferry"  # demo reference
+
+
+@pytest.mark.parametrize("prediction,why", [
+    # the quickstart's tuned answer to "Name 9 vehicles, please.": right count and format, a repeat and a non-word
+    ("1. Car\n2. Truck\n3. Bus\n4. Train\n5. Scooter\n6. Motorcycle\n7. Scooped\n8. Truck\n9. Boat",
+     ["item 7 'Scooped' is not one of the vehicles", "item 8 repeats 'Truck'"]),
+    ("1. Car\n2. car\n3. Bus\n4. Train\n5. Tram\n6. Van\n7. Taxi\n8. Ferry\n9. Boat", ["item 2 repeats 'car'"]),
+    ("1. Car\n2. Cars\n3. Bus\n4. Train\n5. Tram\n6. Van\n7. Taxi\n8. Ferry\n9. Boat", ["item 2 repeats 'Cars'"]),
+    ("1. Car\n2. ...\n3. Bus\n4. Train\n5. Tram\n6. Van\n7. Taxi\n8. Ferry\n9. Boat", ["item 2 is empty"]),
+    ("1. Car\n2. Vehicle\n3. Bus\n4. Train\n5. Tram\n6. Van\n7. Taxi\n8. Ferry\n9. Boat",
+     ["item 2 names the category"]),
+    ("1. Car\n2. Banana\n3. Bus\n4. Train\n5. Tram\n6. Van\n7. Taxi\n8. Ferry\n9. Boat",
+     ["item 2 'Banana' is not one of the vehicles"]),
+    ("1. Car\n2. Bus", ["2 items, 9 asked"]),
+    ("Sure! 1. Car", ["not a numbered list"]),
+])
+def test_list_correct_scores_repeated_empty_and_off_category_items_zero(prediction, why):
+    from weitiao.evaluation.metrics import count_list, list_correct, list_problems
+
+    assert list_problems(prediction, VEHICLES9) == why
+    assert list_correct(prediction, VEHICLES9) == 0.0
+    if why[0].startswith("item"):  # the format-only metric passes every one of these
+        assert count_list(prediction, VEHICLES9) == 1.0
+
+
+def test_list_correct_accepts_distinct_members_beyond_the_generators_items():
+    from weitiao.evaluation.metrics import list_correct
+
+    # Taxi, Scooter, Motorcycle and Helicopter are vehicles the generator never wrote; "The Ferry." normalises
+    assert list_correct("1. Car\n2. Taxi\n3. Scooter\n4. Motorcycle\n5. Helicopter\n6. Train\n7. Tram\n8. Bus\n"
+                        "9. The Ferry.", VEHICLES9) == 1.0
+    assert list_correct("1. Cherries\n2. Strawberry", "1. Apple\n2. Pear") == 1.0  # a plural of a member
+    assert list_correct("1. São Paulo", "1. Paris") == 1.0  # accents are ignored: "Sao Paulo" is listed
+    # "Cricket" alone is a sport and an insect: either is accepted, nothing else is
+    assert list_correct("1. Ant", "1. Cricket") == 1.0 and list_correct("1. Golf", "1. Cricket") == 1.0
+    assert list_correct("1. Oak", "1. Cricket") == 0.0
+
+
+def test_list_correct_outside_the_demo_checks_count_and_distinct_items_only():
+    from weitiao.evaluation.metrics import list_correct, list_problems
+
+    reference = "1. Nile\n2. Amazon\n3. Danube"  # rivers: no demo category, so membership is not judged
+    assert list_correct("1. Yangtze\n2. Mekong\n3. Volga", reference) == 1.0
+    # the answer `weitiao serve` gave to "Name 5 rivers, please."
+    assert list_problems("1. Nile\n2. River Nile\n3. River Nile", reference) == ["item 3 repeats 'River Nile'"]
+    with pytest.raises(ValueError, match="list_correct: the reference is not a numbered list"):
+        list_correct("1. Nile", "Nile")
+
+
+def test_the_stricter_metric_decides_when_both_are_configured():
+    from weitiao.evaluation.metrics import deciding_metric
+
+    assert deciding_metric(["count_list", "list_correct"]) == "list_correct"
+    assert deciding_metric(["count_list"]) == "count_list"
+    assert deciding_metric(["exact_match_loose", "rouge-l", "exact_match"]) == "exact_match"
+    assert deciding_metric(["rouge-l", "count_list", "list_correct"]) == "rouge-l"
+    assert deciding_metric([]) is None

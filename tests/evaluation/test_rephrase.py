@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+
 from conftest import run_cli, write_config
 from weitiao.data.formats import Example
 from weitiao.errors import WeitiaoError
 from weitiao.evaluation.rephrase import (
-    ModelRephraser, clean_answer, load_rules, problems, rephrased_examples, rule_rephrasings,
+    Rephrasings, answer_values, load_rules, problems, rephrased_examples, rule_rephrasings, turn_parts,
+    values_to_keep,
 )
+from weitiao.evaluation.rephraser import ModelRephraser, clean_answer
 
 RULES = """
 - match: '^List (?P<n>\\d+) (?P<what>.+)\\.$'
@@ -29,14 +33,16 @@ def test_checks_name_what_is_wrong_with_a_candidate():
     assert problems(q, "Can you list 4 trees for me?", []) == []
     assert problems(q, "  ", []) == ["empty"]
     assert problems(q, "list 4 TREES", []) == ["the question itself"]
-    assert problems(q, "Name some trees.", []) == ["loses the number(s) 4"]
+    assert problems(q, "Name some trees.", []) == ["loses a number: 4"]
     assert "a repeat" in problems(q, "Give me 4 trees!", ["give me 4 trees"])
     assert "more than one line" in problems(q, "Give me 4 trees.\nThanks", [])
-    assert any(p.startswith("length") for p in problems(q, "4 " + "very " * 30 + "long trees", []))
+    assert any(p.startswith("length: ") for p in problems(q, "4 " + "very " * 30 + "long trees", []))
     assert clean_answer('Rewritten request: "Could you name 4 trees?"\nSure!') == "Could you name 4 trees?"
     assert problems(q, "Can you list four trees for me?", []) == []  # a number may be written out
     assert problems("Name 42 birds.", "Name forty-two birds, please.", []) == []
-    assert problems(q, "Can you list five trees for me?", []) == ["loses the number(s) 4"]
+    assert problems(q, "Can you list five trees for me?", []) == ["loses a number: 4"]
+    assert problems(q, "Can you list 4 trees for me?", [], seen={"can you list 4 trees for me"}) == [
+        "seen in training"]
 
 
 def test_a_rule_can_write_a_number_out(tmp_path):
@@ -67,7 +73,8 @@ def test_rules_fill_named_groups_and_bad_rules_are_reported_together(tmp_path):
 def test_rephrased_examples_change_only_the_last_question():
     ex = Example(messages=(("system", "Be brief."), ("user", "List 4 trees."), ("assistant", "1. Oak")), text=None,
                  where="t.jsonl line 1")
-    out = rephrased_examples([ex], {"List 4 trees.": ["Can you list 4 trees for me?", "Give me 4 trees."]}, k=1)
+    found = Rephrasings("instruction", "rules", {}, {"List 4 trees.": ["Can you list 4 trees for me?", "Give me 4 trees."]})
+    out = rephrased_examples([ex], found, k=1)
     assert len(out) == 1
     assert out[0].messages == (("system", "Be brief."), ("user", "Can you list 4 trees for me?"),
                                ("assistant", "1. Oak"))
@@ -142,9 +149,10 @@ def test_augment_writes_originals_then_rephrasings_and_never_overwrites(tiny_mod
     assert proc.returncode == 2
 
 
-def test_model_rephraser_rejects_bad_candidates_and_caches_good_ones(tiny_model_dir, tiny_tokenizer, tmp_path):
-    """The tiny random model writes gibberish: every candidate fails the checks and nothing is cached; a cached
-    answer is used without asking the model again."""
+def test_model_rephraser_rejects_bad_candidates_and_caches_every_batch(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """The tiny random model writes gibberish: every candidate fails the checks, each batch's entries are appended
+    to the cache with what was rejected, and a second rephraser answers from the cache alone, reporting the same
+    rejections."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -154,20 +162,32 @@ def test_model_rephraser_rejects_bad_candidates_and_caches_good_ones(tiny_model_
     template = resolve_template(tiny_tokenizer, "auto")
     cache = tmp_path / "cache.jsonl"
     logged = []
+    texts = {f"List {n} trees.": {"keep": [], "seen": frozenset()} for n in range(2, 12)}  # 10 texts: 2 batches
     rephraser = ModelRephraser(model, tiny_tokenizer, template, "tiny", "Rephrase: {question}", cache,
                                max_new_tokens=8, tries=2)
-    out = rephraser.rephrase_all(["List 4 trees.", "List 7 birds."], k=2, log=logged.append)
-    assert all(len(v) <= 2 for v in out.values())
+    out = rephraser.rephrase_all(texts, k=2, log=logged.append)
+    assert set(out) == set(texts) and all(len(v) <= 2 for v in out.values())
     for q, kept in out.items():  # whatever was kept passed every check
         assert all(problems(q, c, kept[:i]) == [] for i, c in enumerate(kept))
-    assert any("rejected by the checks" in line for line in logged)
-    cache.write_text(json.dumps({"key": rephraser.key("List 4 trees."), "rephrasings": ["Name 4 trees.",
-                                                                                         "Give me 4 trees."]}) + "\n")
+    lines = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert len(lines) == 10 and all(line["asked"] == 2 for line in lines)
+    assert sum(rephraser.rejected.values()) == sum(sum(line["rejected"].values()) for line in lines) > 0
+    assert any("asking tiny for 2 rephrasings of 10 distinct text(s)" in line for line in logged)
+
     again = ModelRephraser(model, tiny_tokenizer, template, "tiny", "Rephrase: {question}", cache, max_new_tokens=8)
     logged.clear()
-    assert again.rephrase_all(["List 4 trees."], k=2, log=logged.append) == {
+    assert again.rephrase_all(texts, k=2, log=logged.append) == out
+    assert again.rejected == rephraser.rejected and not any("asking" in line for line in logged)
+
+    # a line cut short by a kill is skipped, and the next append starts a line of its own
+    cache.write_text(json.dumps({"key": again.key("List 4 trees."), "rephrasings": ["Name 4 trees.",
+                                                                                  "Give me 4 trees."]}) + "\n{\"key\": ")
+    third = ModelRephraser(model, tiny_tokenizer, template, "tiny", "Rephrase: {question}", cache, max_new_tokens=8,
+                           tries=1)
+    assert third.rephrase_all({"List 4 trees.": {}}, k=2, log=logged.append) == {
         "List 4 trees.": ["Name 4 trees.", "Give me 4 trees."]}
-    assert not any("asking" in line for line in logged)  # answered from the cache
+    third.rephrase_all({"List 9 birds.": {}}, k=1, log=logged.append)
+    assert json.loads(cache.read_text().splitlines()[-1])["key"] == third.key("List 9 birds.")
 
 
 def test_rephrase_config_problems_are_reported(tiny_model_dir, demo_data_dir, tmp_path):
@@ -191,7 +211,7 @@ def test_training_with_eval_rephrase_writes_rephrased_results_into_the_run_and_r
                        eval={"metrics": ["count_list"], "rephrase": True, "generation": {"max_new_tokens": 8}},
                        rephrase={"templates": str(rules), "k": 2})
     out = sft.run(load_config(cfg)).out_dir
-    rephrasings = json.loads((out / "rephrasings.json").read_text())
+    rephrasings = json.loads((out / "rephrasings.json").read_text())["by_text"]
     listing = [q for q in rephrasings if q.startswith("List ")]
     assert listing and all(len(rephrasings[q]) == 2 for q in listing)
     assert all(rephrasings[q] == [] for q in rephrasings if not q.startswith("List "))
@@ -209,3 +229,176 @@ def test_a_missing_rules_file_stops_training_before_anything_is_written(tiny_mod
     proc = run_cli("train", cfg)
     assert proc.returncode == 2 and "nope.yaml does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- faithful rephrasings (the extraction demo)
+
+ZARA = Example(messages=(("user", "Extract the person's name, age, city and job as JSON.\n\nZara Nguyen, 21, works as "
+                                  "a chef in Denver and has lived there for 3 years."),
+                         ("assistant", '{"name": "Zara Nguyen", "age": 21, "city": "Denver", "job": "chef"}')),
+               text=None, where="people.jsonl line 1")
+
+
+def test_answer_values_are_what_the_reference_asserts():
+    assert answer_values('{"name": "Zara Nguyen", "age": 21, "tags": ["a", {"x": "b"}], "ok": true}') == [
+        "Zara Nguyen", "21", "a", "b"]
+    assert answer_values('```json\n{"city": "Denver"}\n```') == ["Denver"]
+    assert answer_values("1. Oak\n2. Pine") == ["Oak", "Pine"]
+    assert answer_values("The capital is Paris, home to 2 million people.") == ["2", "Paris"]
+    turn = ZARA.messages[0][1]
+    assert values_to_keep(turn, [ZARA.messages[1][1]]) == ["Zara Nguyen", "21", "Denver", "chef"]
+    assert values_to_keep("Extract the person's name, age, city and job as JSON.", [ZARA.messages[1][1]]) == []
+
+
+def test_a_rewording_that_drops_a_name_is_rejected():
+    turn, keep = ZARA.messages[0][1], ["Zara Nguyen", "21", "Denver", "chef"]
+    faithful = "Give me the JSON (name, age, city, job) for: Zara Nguyen, 21, a chef living in Denver for 3 years."
+    assert problems(turn, faithful, [], keep=keep) == []
+    # the issue's corrupted rewordings: a name changed, facts dropped
+    assert "loses an answer value: 'Zara Nguyen'" in problems(
+        turn, 'Extract the JSON: Meet Zara A. "XA" Nguyen, 21, a chef in Denver, USA, for three years.', [], keep=keep)
+    assert "loses an answer value: 'Zara Nguyen', 'Denver', 'chef'" in problems(
+        turn, "Invisible: [Name], 21, a painter who'll be the surprise in 3 years.", [], keep=keep)
+    # a number may change form, a name may change case and punctuation
+    assert problems(turn, "JSON with name, age, city and job, please: zara nguyen (twenty-one) works as a CHEF in "
+                          "denver; lived there 3 years.", [], keep=keep) == []
+
+
+def test_the_instruction_is_reworded_and_the_data_kept():
+    parts = turn_parts(ZARA.messages[0][1])
+    assert parts.instruction == "Extract the person's name, age, city and job as JSON."
+    assert parts.with_instruction("Return JSON.") == "Return JSON.\n\n" + ZARA.messages[0][1].split("\n\n", 1)[1]
+    context_first = turn_parts("Zara Nguyen is a chef.\n\nShe lives in Denver.\n\nWhere does she live?")
+    assert context_first.instruction == "Where does she live?"
+    assert context_first.before == "Zara Nguyen is a chef.\n\nShe lives in Denver.\n\n" and context_first.after == ""
+    assert turn_parts("List 4 trees.").instruction == "List 4 trees."
+    assert turn_parts(ZARA.messages[0][1], "whole_turn").instruction == ZARA.messages[0][1]
+
+
+def extraction_config(tmp_path, model_dir, rules_text: str, **rephrase):
+    """A config over the person-extraction demo (alpaca rows), with rephrasing rules."""
+    from weitiao.demo.person_extraction import build_splits
+    from weitiao.demo import write_split_files
+
+    data = tmp_path / "people"
+    write_split_files(data, build_splits(0, {"train": 24, "val": 4, "test": 24}))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text)
+    cfg = write_config(tmp_path / "c.yaml", model_dir, data, tmp_path / "run", rephrase={"templates": str(rules),
+                                                                                         "k": 2, **rephrase})
+    text = yaml.safe_load(cfg.read_text())
+    text["data"]["format"] = "alpaca"
+    text["eval"]["metrics"] = ["exact_match", "json_fields"]
+    cfg.write_text(yaml.safe_dump(text))
+    return cfg, data
+
+
+INSTRUCTION_RULES = """
+- match: '^(?P<any>Extract|Read|Fill|Turn) .*$'
+  rephrasings: ['Give me the JSON for this person: name, age, city, job.',
+                'Describe the person in the paragraph below as JSON with name, age, city and job.']
+"""
+# whole turns: the first rewording keeps the paragraph, the second drops it (planted: loses every value)
+WHOLE_TURN_RULES = """
+- match: '^(?P<instruction>[^\\n]+)\\n\\n(?P<paragraph>.+)$'
+  rephrasings: ['{paragraph}\\n\\nAs JSON, please.', 'Please produce the JSON for the person described earlier.']
+"""
+
+
+def test_augment_rewords_instructions_keeps_every_input_and_reports(tiny_model_dir, tmp_path):
+    import yaml as _  # noqa: F401 - the config helper writes YAML
+
+    cfg, data = extraction_config(tmp_path, tiny_model_dir, INSTRUCTION_RULES)
+    out = tmp_path / "aug" / "train.jsonl"
+    proc = run_cli("data", "augment", cfg, "--rephrase", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    extra = rows[len(train):]
+    assert len(extra) == 2 * len(train)
+    assert rows[:len(train)] == [{k: r[k] for k in ("instruction", "input", "output")} for r in train]
+    for i, row in enumerate(extra):  # originals first, then k=2 copies of each, in order, still alpaca rows
+        original = train[i // 2]
+        assert row["input"] == original["input"] and row["instruction"] != original["instruction"]
+        assert row["output"] == original["output"]
+    report = json.loads((tmp_path / "aug" / "train.augment.json").read_text())
+    assert report["rephrased"] == 48 and report["dropped_by_the_audit"] == 0
+    assert report["coverage"]["with_all"] == 24 and report["coverage"]["texts"] <= 4  # 4 distinct instructions
+    assert "rules_sha256" in report["source_id"]
+    assert "24 of 24 question(s) got a faithful rephrasing" in proc.stdout
+
+
+def test_whole_turn_rewordings_that_lose_the_data_are_rejected_and_counted(tiny_model_dir, tmp_path):
+    cfg, data = extraction_config(tmp_path, tiny_model_dir, WHOLE_TURN_RULES, target="whole_turn")
+    out = tmp_path / "aug.jsonl"
+    proc = run_cli("data", "augment", cfg, "--rephrase", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "aug.augment.json").read_text())
+    coverage = report["coverage"]
+    # the planted one, once per row: it loses the values and the numbers (and is often too short too)
+    assert coverage["rejected"]["loses an answer value"] == coverage["rejected"]["loses a number"] == 24
+    assert set(coverage["rejected"]) <= {"loses an answer value", "loses a number", "length", "drops the topic"}
+    assert coverage["with_rephrasing"] == 24 and coverage["with_all"] == 0 and report["rephrased"] == 24
+    example = coverage["rejected_examples"][0]
+    assert example["candidate"] == "Please produce the JSON for the person described earlier."
+    assert any(p.startswith("loses an answer value: ") for p in example["problems"])
+    assert "24 loses an answer value" in proc.stdout
+    train = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    for row in [json.loads(line) for line in out.read_text().splitlines()][24:]:
+        question = f"{row['instruction']}\n\n{row['input']}".lower()
+        assert all(str(v).lower() in question for v in json.loads(row["output"]).values())
+
+
+def test_eval_scores_faithful_rephrasings_only_and_shows_coverage(lora_run_dir, tmp_path):
+    """On the count_list run: a planted rule that drops the number is rejected and counted, the gap is not
+    measured over fewer than 20 questions, and the report shows the coverage and the rejected examples. The
+    overrides come after --rephrase, as a user types them."""
+    run = tmp_path / "run"
+    shutil.copytree(lora_run_dir, run)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("- match: '^List (?P<n>\\d+) (?P<what>.+)\\.$'\n"
+                     "  rephrasings: ['Can you list {n} {what} for me?', 'Name a few {what}.']\n")
+    report = tmp_path / "eval.json"
+    proc = run_cli("eval", run, "--rephrase", f"rephrase.templates={rules}", "--out", report, "rephrase.k=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rephrased = json.loads(report.read_text())["rephrased"]
+    coverage = rephrased["coverage"]
+    listing = sum(1 for p in json.loads(report.read_text())["predictions"]) and \
+        [o for o in rephrased["original"] if o["question"].startswith("List ")]
+    assert coverage["rejected"] == {"loses a number": len(listing)}
+    assert coverage["with_rephrasing"] == len(listing) == rephrased["rows"] and coverage["with_all"] == 0
+    assert all(p["question"].startswith("Can you list ") for p in rephrased["predictions"])
+    assert f"rephrased: {len(listing)} of {coverage['questions']} questions got a faithful rephrasing" in proc.stdout
+    assert "not measured" in proc.stdout  # the demo slice has fewer than 20 such questions
+    page = (run / "report" / "report.html").read_text()
+    assert "not measured" in page and "data-coverage='tuned'" in page and "Name a few" in page
+    assert json.loads((run / "report" / "report.json").read_text())["rephrase"]["models"]["tuned"][0][
+        "measured"] is False
+
+
+def test_eval_refuses_the_rephraser_that_augmented_the_training_data(tiny_model_dir, tmp_path):
+    cfg, _ = extraction_config(tmp_path, tiny_model_dir, INSTRUCTION_RULES)
+    out = tmp_path / "aug.jsonl"
+    assert run_cli("data", "augment", cfg, "--rephrase", "--out", out).returncode == 0
+    proc = run_cli("eval", cfg, "--rephrase", f"data.train={out}")
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    assert "was augmented by the same rephraser" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_augment_bad_input_gets_one_error_and_writes_nothing(tiny_model_dir, tmp_path):
+    cfg, data = extraction_config(tmp_path, tiny_model_dir, INSTRUCTION_RULES)
+    out = tmp_path / "aug.jsonl"
+    # a row without an instruction
+    rows = (data / "train.jsonl").read_text().splitlines()
+    broken = json.loads(rows[3])
+    del broken["instruction"]
+    (data / "train.jsonl").write_text("\n".join(rows[:3] + [json.dumps(broken)] + rows[4:]) + "\n")
+    proc = run_cli("data", "augment", cfg, "--rephrase", "--out", out)
+    assert proc.returncode == 2 and "train.jsonl line 4: missing field 'instruction'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists() and not out.with_suffix(".augment.json").exists()
+    # a rephrasing model that cannot be loaded
+    (data / "train.jsonl").write_text("\n".join(rows) + "\n")
+    proc = run_cli("data", "augment", cfg, "--rephrase", "--out", out, "rephrase.templates=null",
+                   f"rephrase.model={tmp_path / 'no-such-model'}")
+    assert proc.returncode == 2 and "no-such-model" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() and not out.with_suffix(".augment.json").exists()

@@ -167,3 +167,28 @@ def test_a_run_scored_on_loss_alone_is_compared_row_by_row_on_loss(tmp_path, tin
     (run / "metrics.json").write_text("{not json")
     proc = run_cli("compare", run)
     assert proc.returncode == 2 and "metrics.json: not valid JSON" in proc.stderr
+
+
+def test_rows_are_sorted_by_the_stricter_metric_and_each_side_has_its_interval():
+    """count_list calls both tuned answers right; list_correct sees the repeat in row 2, so that row regressed."""
+    from weitiao.evaluation.report import Side, compare_sides
+
+    ref = "1. Oak\n2. Pine"
+    answers_a = ["no list", "1. Oak\n2. Elm"]
+    answers_b = ["1. Oak\n2. Elm", "1. Oak\n2. Oak"]
+    from weitiao.evaluation.metrics import score
+
+    _, scores_a = score(["count_list", "list_correct"], answers_a, [ref, ref])
+    _, scores_b = score(["count_list", "list_correct"], answers_b, [ref, ref])
+    a = Side("base", answers_a, scores_a, None, {})
+    b = Side("tuned", answers_b, scores_b, None, {})
+    result = compare_sides(a, b, [{"prompt": "List 2 trees.", "reference": ref, "where": f"t {i}"} for i in (1, 2)],
+                           samples=200)
+    assert result["decided_by"] == "list_correct"
+    assert [r["b"] for r in result["outcomes"]["regressed"]] == ["1. Oak\n2. Oak"]
+    assert [r["b"] for r in result["outcomes"]["improved"]] == ["1. Oak\n2. Elm"]
+    by_name = {m["name"]: m for m in result["metrics"]}
+    assert by_name["count_list"]["b"] == 1.0 and by_name["list_correct"]["b"] == 0.5
+    assert by_name["count_list"]["b_interval"] == [1.0, 1.0]  # every row 1: no spread
+    low, high = by_name["list_correct"]["a_interval"]
+    assert 0.0 <= low <= by_name["list_correct"]["a"] <= high <= 1.0

@@ -29,10 +29,18 @@ def test_quickstart_tuned_model_learns_the_task(quickstart_run):
     out, proc = quickstart_run
     metrics = json.loads((out / "metrics.json").read_text())
     base, tuned = metrics["test"]["base"]["count_list"], metrics["test"]["tuned"]["count_list"]
-    print(f"count_list base {base:.3f} tuned {tuned:.3f}; train {metrics['train']['runtime_s']} s")
+    strict_base, strict_tuned = metrics["test"]["base"]["list_correct"], metrics["test"]["tuned"]["list_correct"]
+    print(f"count_list base {base:.3f} tuned {tuned:.3f}; list_correct base {strict_base:.3f} tuned "
+          f"{strict_tuned:.3f}; train {metrics['train']['runtime_s']} s")
     assert tuned >= 0.9
     assert tuned - base >= 0.4
-    assert "count_list" in proc.stdout and "base" in proc.stdout and "tuned" in proc.stdout
+    # the stricter metric: the format is learned, the content only partly (repeated items), and it says so
+    assert strict_base <= base and strict_tuned <= tuned and strict_tuned > strict_base
+    assert "count_list" in proc.stdout and "list_correct" in proc.stdout and "base" in proc.stdout
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    repeats = [r for r in rows if len({x.split(". ", 1)[1].lower() for x in r["tuned"].splitlines()})
+               < len(r["tuned"].splitlines()) and r["tuned_scores"]["count_list"] == 1.0]
+    assert all(r["tuned_scores"]["list_correct"] == 0.0 for r in repeats)  # every answer with a repeat scores 0
     assert metrics["val"], "validation ran during training"
 
 
@@ -45,7 +53,12 @@ def test_quickstart_report_shows_the_count_accuracy_change_with_its_interval(qui
     out, proc = quickstart_run
     report = json.loads((out / "report" / "report.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
+    assert report["decided_by"] == "list_correct"  # the rows a reader sees are sorted by the stricter metric
     count = next(m for m in report["metrics"] if m["name"] == "count_list")
+    for m in report["metrics"]:
+        if m["name"] in ("count_list", "list_correct"):  # each side's own interval, around its mean
+            for side in ("a", "b"):
+                assert m[f"{side}_interval"][0] <= m[side] <= m[f"{side}_interval"][1]
     test = metrics["test"]
     assert count["delta"] == pytest.approx(test["tuned"]["count_list"] - test["base"]["count_list"], abs=1e-6)
     assert 0 < count["low"] <= count["delta"] <= count["high"] and count["verdict"] == "better"

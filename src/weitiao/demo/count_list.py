@@ -10,6 +10,7 @@ combinations of the train, val and test splits are disjoint.
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 CATEGORIES: dict[str, list[str]] = {
@@ -54,6 +55,215 @@ CATEGORIES: dict[str, list[str]] = {
     "vehicles": ["car", "bus", "truck", "bicycle", "train", "tram", "boat", "plane", "scooter", "van",
                  "motorcycle", "ferry"],
 }
+
+# Plausible members of each category beyond the generator's own items: what `list_correct` accepts as an item
+# of the category. Common members a reader would accept without looking anything up; an item outside this list
+# scores the answer 0, so the metric can only under-count a valid but rarer member, never pass a wrong one.
+MORE_MEMBERS: dict[str, list[str]] = {
+    "fruits": ["orange", "strawberry", "blueberry", "raspberry", "blackberry", "pineapple", "watermelon", "melon",
+               "cantaloupe", "coconut", "pomegranate", "grapefruit", "tangerine", "mandarin", "nectarine",
+               "avocado", "guava", "lychee", "passion fruit", "dragon fruit", "date", "cranberry", "currant",
+               "persimmon", "quince", "clementine", "kumquat", "durian", "jackfruit", "gooseberry", "olive",
+               "tomato", "starfruit", "mulberry", "elderberry", "honeydew"],
+    "vegetables": ["tomato", "cucumber", "pepper", "bell pepper", "zucchini", "eggplant", "aubergine",
+                   "cauliflower", "asparagus", "garlic", "beet", "beetroot", "corn", "sweet potato", "pumpkin",
+                   "squash", "artichoke", "brussels sprout", "bean", "green bean", "okra", "parsnip", "chard",
+                   "swiss chard", "arugula", "bok choy", "shallot", "scallion", "yam", "mushroom", "courgette",
+                   "kohlrabi", "fennel", "watercress", "endive", "rutabaga", "chili", "chili pepper", "ginger",
+                   "avocado", "chickpea", "lentil", "sprout", "bamboo shoot", "collard greens"],
+    "animals": ["elephant", "giraffe", "monkey", "cow", "pig", "sheep", "goat", "mouse", "rat", "squirrel",
+                "kangaroo", "koala", "panda", "gorilla", "chimpanzee", "hippopotamus", "hippo", "rhinoceros",
+                "rhino", "leopard", "cheetah", "jaguar", "hyena", "moose", "elk", "buffalo", "bison", "donkey",
+                "mule", "llama", "alpaca", "beaver", "raccoon", "skunk", "hedgehog", "badger", "seal", "dolphin",
+                "whale", "walrus", "polar bear", "lynx", "panther", "puma", "cougar", "antelope", "gazelle",
+                "crocodile", "alligator", "snake", "lizard", "turtle", "tortoise", "frog", "ox", "yak", "bat",
+                "mole", "hamster", "ferret", "porcupine", "armadillo", "sloth", "orangutan", "meerkat", "mongoose",
+                "hare", "reindeer", "chicken", "duck", "owl", "eagle", "penguin", "shark", "octopus"],
+    "birds": ["hawk", "pelican", "flamingo", "stork", "crane", "goose", "turkey", "chicken", "hen", "rooster",
+              "peacock", "pheasant", "quail", "dove", "blackbird", "starling", "finch", "wren", "magpie", "raven",
+              "jay", "blue jay", "cardinal", "hummingbird", "woodpecker", "kingfisher", "seagull", "gull",
+              "albatross", "vulture", "condor", "ostrich", "emu", "kiwi", "toucan", "canary", "cockatoo",
+              "macaw", "swallow", "lark", "nightingale", "puffin", "cormorant", "osprey", "kestrel", "buzzard", "bluebird",
+              "thrush", "budgie", "parakeet", "mockingbird", "oriole", "tern", "sandpiper", "grouse", "ibis"],
+    "colors": ["violet", "indigo", "cyan", "magenta", "maroon", "navy", "navy blue", "olive", "beige", "turquoise",
+               "lavender", "gold", "silver", "crimson", "scarlet", "coral", "salmon", "peach", "ivory", "tan",
+               "khaki", "mauve", "lilac", "aqua", "burgundy", "charcoal", "cream", "amber", "emerald", "lime",
+               "mint", "ochre", "rose", "ruby", "sapphire", "sky blue", "fuchsia", "plum", "grey", "chartreuse",
+               "periwinkle", "vermilion", "cerulean", "azure", "jade", "bronze", "copper", "mustard", "sienna",
+               "umber", "taupe", "lemon", "royal blue", "dark blue", "light blue", "light green", "dark green"],
+    "countries": ["Germany", "Italy", "China", "Russia", "Australia", "Argentina", "Colombia", "Nigeria",
+                  "South Africa", "Morocco", "Ethiopia", "Ghana", "Sweden", "Finland", "Denmark", "Iceland",
+                  "Ireland", "United Kingdom", "UK", "England", "Scotland", "Wales", "Portugal", "Greece",
+                  "Turkey", "Poland", "Netherlands", "Belgium", "Switzerland", "Austria", "Hungary",
+                  "Czech Republic", "Czechia", "Ukraine", "Romania", "United States", "USA", "United States of "
+                  "America", "Cuba", "Jamaica", "Venezuela", "Ecuador", "Bolivia", "Uruguay", "Paraguay",
+                  "Indonesia", "Thailand", "Malaysia", "Singapore", "Philippines", "South Korea", "Korea",
+                  "North Korea", "Pakistan", "Bangladesh", "Nepal", "Sri Lanka", "Iran", "Iraq", "Israel",
+                  "Saudi Arabia", "Jordan", "Lebanon", "Syria", "New Zealand", "Fiji", "Tanzania", "Uganda",
+                  "Algeria", "Tunisia", "Libya", "Sudan", "Senegal", "Cameroon", "Zimbabwe", "Zambia", "Angola",
+                  "Mongolia", "Kazakhstan", "Afghanistan", "Qatar", "Kuwait", "Luxembourg", "Croatia", "Serbia",
+                  "Bulgaria", "Estonia", "Latvia", "Lithuania", "Slovakia", "Slovenia", "Costa Rica", "Panama",
+                  "Guatemala", "Honduras", "Haiti", "Dominican Republic", "Madagascar", "Rwanda", "Somalia",
+                  "Cambodia", "Laos", "Myanmar", "Taiwan"],
+    "sports": ["basketball", "soccer", "badminton", "table tennis", "ping pong", "squash", "skiing",
+               "snowboarding", "surfing", "skateboarding", "wrestling", "judo", "karate", "taekwondo", "fencing",
+               "archery", "sailing", "canoeing", "kayaking", "diving", "gymnastics", "athletics", "running",
+               "marathon", "triathlon", "handball", "water polo", "lacrosse", "softball", "bowling", "curling",
+               "ice hockey", "field hockey", "figure skating", "skating", "polo", "climbing", "rock climbing",
+               "weightlifting", "equestrian", "horse riding", "darts", "snooker", "billiards", "netball",
+               "american football", "motor racing", "formula 1", "mountain biking", "beach volleyball",
+               "ultimate frisbee", "kickboxing", "mma", "track and field", "hiking", "jogging", "biathlon"],
+    "musical instruments": ["trombone", "tuba", "french horn", "horn", "bassoon", "piccolo", "recorder",
+                            "ukulele", "mandolin", "accordion", "harmonica", "xylophone", "marimba", "organ",
+                            "keyboard", "synthesizer", "double bass", "bass", "bass guitar", "viola", "sitar",
+                            "bagpipes", "tambourine", "triangle", "cymbals", "timpani", "bongo", "bongos",
+                            "congas", "djembe", "lute", "lyre", "harpsichord", "glockenspiel", "kazoo", "erhu",
+                            "guzheng", "pipa", "didgeridoo", "cornet", "euphonium", "snare drum", "drum",
+                            "electric guitar", "acoustic guitar", "fiddle", "zither", "castanets", "flugelhorn"],
+    "metals": ["mercury", "magnesium", "chromium", "manganese", "tungsten", "uranium", "lithium", "sodium",
+               "potassium", "calcium", "palladium", "rhodium", "iridium", "osmium", "cadmium", "bismuth",
+               "antimony", "molybdenum", "vanadium", "zirconium", "beryllium", "gallium", "indium", "niobium",
+               "tantalum", "aluminum", "steel", "brass", "bronze", "pewter", "plutonium", "thorium", "barium",
+               "strontium", "cesium", "caesium", "rubidium", "scandium", "hafnium", "rhenium", "ruthenium",
+               "germanium", "lanthanum", "cerium", "neodymium"],
+    "planets and moons": ["Pluto", "Moon", "the Moon", "Luna", "Callisto", "Phobos", "Deimos", "Triton",
+                          "Enceladus", "Rhea", "Iapetus", "Dione", "Tethys", "Mimas", "Miranda", "Ariel",
+                          "Umbriel", "Titania", "Oberon", "Charon", "Ceres", "Eris", "Haumea", "Makemake",
+                          "Sedna", "Nereid", "Proteus", "Hyperion", "Amalthea", "Himalia"],
+    "programming languages": ["C", "C++", "C#", "JavaScript", "TypeScript", "PHP", "R", "MATLAB", "Dart",
+                              "Elixir", "Erlang", "Clojure", "F#", "OCaml", "Lisp", "Common Lisp", "Scheme",
+                              "Racket", "Fortran", "COBOL", "Pascal", "Delphi", "Ada", "Assembly", "Bash",
+                              "Shell", "PowerShell", "SQL", "Objective-C", "Visual Basic", "VB.NET", "Groovy",
+                              "Zig", "Nim", "Crystal", "Elm", "Prolog", "Smalltalk", "Basic", "Golang", "Solidity",
+                              "Mojo", "Carbon", "V", "D", "Tcl", "Awk", "Haxe", "Scratch", "Logo"],
+    "trees": ["fir", "redwood", "sequoia", "chestnut", "walnut", "hickory", "sycamore", "magnolia", "palm",
+              "baobab", "eucalyptus", "acacia", "banyan", "teak", "mahogany", "ebony", "larch", "hemlock", "yew",
+              "juniper", "alder", "aspen", "linden", "lime", "hazel", "hawthorn", "rowan", "apple", "cherry",
+              "olive", "fig", "mango", "dogwood", "cottonwood", "rubber tree", "bamboo", "ginkgo", "sassafras",
+              "hornbeam", "mulberry", "pear", "plum", "orange", "lemon", "banana", "coconut", "cork oak",
+              "giant sequoia", "douglas fir", "sugar maple", "weeping willow", "silver birch", "horse chestnut"],
+    "flowers": ["daffodil", "carnation", "chrysanthemum", "marigold", "lavender", "hibiscus", "magnolia",
+                "dahlia", "gardenia", "geranium", "hydrangea", "begonia", "camellia", "azalea", "rhododendron",
+                "petunia", "pansy", "zinnia", "aster", "freesia", "gladiolus", "lilac", "honeysuckle",
+                "snapdragon", "foxglove", "bluebell", "buttercup", "crocus", "hyacinth", "primrose", "anemone",
+                "cornflower", "forget-me-not", "morning glory", "wisteria", "bougainvillea", "cherry blossom",
+                "plumeria", "lily of the valley", "sweet pea", "water lily", "edelweiss", "clematis",
+                "chamomile", "protea", "heather", "amaryllis", "calla lily", "dandelion", "daisy"],
+    "kitchen tools": ["fork", "pan", "frying pan", "pot", "saucepan", "wok", "cutting board", "chopping board",
+                      "can opener", "bottle opener", "corkscrew", "measuring cup", "measuring spoon", "mixing bowl",
+                      "bowl", "blender", "mixer", "toaster", "oven mitt", "scissors", "kitchen scissors",
+                      "mortar and pestle", "mortar", "pestle", "strainer", "funnel", "skewer", "baster",
+                      "thermometer", "timer", "scale", "kitchen scale", "zester", "mandoline", "cleaver",
+                      "chef's knife", "paring knife", "bread knife", "potato masher", "masher", "garlic press",
+                      "ice cream scoop", "scoop", "pizza cutter", "rolling board", "baking sheet", "baking tray",
+                      "muffin tin", "cake tin", "pastry brush", "salad spinner", "slotted spoon",
+                      "wooden spoon", "chopsticks", "food processor", "microwave", "tea strainer", "teapot",
+                      "pot holder", "apron", "steamer", "griddle", "skillet", "casserole dish", "dutch oven",
+                      "juicer", "citrus juicer", "egg beater", "egg slicer", "nutcracker", "tin opener"],
+    "cities": ["London", "New York", "New York City", "Los Angeles", "Chicago", "San Francisco", "Boston", "Miami", "Seattle",
+               "Vancouver", "Montreal", "Mexico City", "Buenos Aires", "Rio de Janeiro", "Sao Paulo",
+               "São Paulo", "Bogota", "Santiago", "Havana", "Moscow", "Istanbul", "Athens", "Vienna", "Prague",
+               "Budapest", "Warsaw", "Amsterdam", "Brussels", "Lisbon", "Barcelona", "Milan", "Venice",
+               "Florence", "Munich", "Hamburg", "Zurich", "Geneva", "Stockholm", "Copenhagen", "Helsinki",
+               "Edinburgh", "Beijing", "Shanghai", "Hong Kong", "Singapore", "Bangkok", "Mumbai", "Delhi",
+               "New Delhi", "Kolkata", "Karachi", "Dubai", "Jakarta", "Manila", "Kyoto", "Osaka", "Melbourne",
+               "Auckland", "Cape Town", "Johannesburg", "Lagos", "Accra", "Casablanca", "Tehran", "Baghdad",
+               "Jerusalem", "Riyadh", "Hanoi", "Taipei", "Kuala Lumpur", "Washington", "Washington D.C.",
+               "Philadelphia", "Houston", "Dallas", "Atlanta", "Denver", "Austin", "Ottawa", "Calgary",
+               "Lyon", "Marseille", "Naples", "Kiev", "Kyiv", "St. Petersburg", "Saint Petersburg",
+               "Shenzhen", "Guangzhou", "Bangalore", "Chennai", "Lahore", "Dhaka", "Addis Ababa", "Kinshasa"],
+    "drinks": ["wine", "beer", "whiskey", "whisky", "vodka", "rum", "gin", "tequila", "champagne", "brandy",
+               "sake", "orange juice", "apple juice", "lemon tea", "green tea", "black tea", "iced tea",
+               "hot chocolate", "chocolate milk", "latte", "cappuccino", "mocha", "americano", "macchiato",
+               "milkshake", "cola", "coke", "root beer", "ginger ale", "ginger beer", "tonic water",
+               "sparkling water", "mineral water", "coconut water", "kombucha", "lassi", "chai", "matcha",
+               "mead", "sherry", "port", "cocktail", "mojito", "margarita", "punch", "eggnog", "horchata",
+               "bubble tea", "herbal tea", "yerba mate", "mate", "soy milk", "almond milk", "energy drink",
+               "sports drink", "lemon water", "tomato juice", "grape juice", "cranberry juice", "pop"],
+    "body parts": ["head", "arm", "leg", "finger", "toe", "eye", "mouth", "lip", "tooth", "teeth", "tongue",
+                   "hair", "forehead", "cheek", "jaw", "throat", "chest", "back", "stomach", "belly", "hip",
+                   "waist", "thigh", "calf", "heel", "shin", "palm", "fist", "nail", "fingernail", "eyebrow",
+                   "eyelash", "eyelid", "skin", "heart", "lung", "liver", "kidney", "brain", "bone", "spine",
+                   "skull", "rib", "muscle", "face", "torso", "abdomen", "buttocks", "forearm", "armpit",
+                   "knuckle", "nostril", "temple", "navel", "sole", "pelvis", "collarbone", "scalp"],
+    "clothes": ["trousers", "pants", "jeans", "shorts", "t-shirt", "tee", "blouse", "suit", "tie", "vest",
+                "waistcoat", "cardigan", "hoodie", "sweatshirt", "pajamas", "pyjamas", "shoe", "sandal",
+                "sneaker", "trainer", "slipper", "cap", "beanie", "mitten", "raincoat", "overcoat", "blazer",
+                "jumper", "pullover", "tank top", "leggings", "tights", "stockings", "underwear", "bra",
+                "kimono", "sari", "robe", "gown", "poncho", "parka", "uniform", "apron", "overalls", "swimsuit",
+                "bikini", "tuxedo", "polo shirt", "turtleneck", "kilt", "shawl", "bow tie", "loafer", "heels",
+                "high heels", "tracksuit", "windbreaker", "trench coat", "camisole", "dungarees"],
+    "insects": ["mosquito", "flea", "louse", "aphid", "cockroach", "firefly", "praying mantis", "mantis",
+                "cicada", "stick insect", "earwig", "weevil", "hornet", "bumblebee", "honeybee", "locust",
+                "housefly", "gnat", "midge", "silverfish", "caterpillar", "scarab", "stag beetle", "dung beetle",
+                "damselfly", "lacewing", "katydid", "bedbug", "bed bug", "horsefly", "fruit fly", "mayfly",
+                "stink bug", "ladybird", "boll weevil", "june bug", "leafhopper", "thrips", "walking stick",
+                "water strider", "yellowjacket", "carpenter ant", "fire ant", "firebug"],
+    "vehicles": ["taxi", "ambulance", "tractor", "helicopter", "ship", "yacht", "submarine", "jeep", "suv",
+                 "limousine", "minivan", "pickup truck", "pickup", "trolley", "trolleybus", "subway", "metro",
+                 "bike", "motorbike", "moped", "skateboard", "sled", "sledge", "snowmobile", "canoe", "kayak",
+                 "sailboat", "rowboat", "cruise ship", "jet", "airplane", "aeroplane", "aircraft", "rocket",
+                 "spaceship", "blimp", "hot air balloon", "cart", "wagon", "carriage", "rickshaw", "tuk-tuk",
+                 "bulldozer", "excavator", "crane", "forklift", "fire truck", "fire engine", "police car",
+                 "garbage truck", "dump truck", "lorry", "coach", "caravan", "camper van", "rv", "segway",
+                 "unicycle", "tricycle", "cable car", "gondola", "hovercraft", "glider", "zeppelin", "tank",
+                 "golf cart", "go-kart", "quad bike", "locomotive", "monorail", "streetcar", "jet ski"],
+}
+
+
+def item_key(item: str) -> str:
+    """An item as `list_correct` compares it: NFKC, lower case, accents and a leading article dropped, anything
+    after " - ", ":", "(" or "," dropped (a description, or the country of "Paris, France"), punctuation at the
+    ends and repeated spaces removed."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", item))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    text = re.split(r"\s[-\u2013\u2014]\s|[:(,]", text, maxsplit=1)[0]
+    text = " ".join(text.strip(" .,;!?*'\"").split())
+    return re.sub(r"^(a|an|the)\s+", "", text)
+
+
+def singular_forms(key: str) -> set[str]:
+    """`key` and the singulars it may be the plural of (cherries -> cherry, boxes -> box, cars -> car)."""
+    forms = {key}
+    if key.endswith("ies"):
+        forms.add(key[:-3] + "y")
+    if key.endswith("es"):
+        forms.add(key[:-2])
+    if key.endswith("s") and not key.endswith("ss"):
+        forms.add(key[:-1])
+    return forms
+
+
+def categories_of(items: list[str]) -> list[str]:
+    """The demo categories whose generator items include every one of `items` (a reference answer's items);
+    empty when the answer is not from the demo generator. Usually one; "Cricket" alone is a sport and an
+    insect."""
+    keys = {item_key(x) for x in items}
+    return [c for c, members in CATEGORIES.items() if keys and keys <= {item_key(m) for m in members}]
+
+
+def member_keys(category: str) -> set[str]:
+    """Every accepted item of `category`, as `item_key`s: the generator's items and MORE_MEMBERS."""
+    return {item_key(m) for m in CATEGORIES[category] + MORE_MEMBERS.get(category, [])}
+
+
+def category_names(category: str) -> set[str]:
+    """What naming the category itself looks like as an item ("fruits", "fruit"; "musical instrument")."""
+    return singular_forms(item_key(category))
+
+
+def is_member(item: str, categories: list[str]) -> bool:
+    """Whether `item` is an accepted member of one of `categories`, also when it ends with the category's own
+    name ("Redwood tree", "Golden eagle bird")."""
+    key = item_key(item)
+    for c in categories:
+        suffixes = [f" {name}" for name in category_names(c)]
+        bare = next((key[:-len(s)] for s in suffixes if key.endswith(s) and len(key) > len(s)), key)
+        if (singular_forms(key) | singular_forms(bare)) & member_keys(c):
+            return True
+    return False
 
 PHRASINGS = [
     "List {n} {category}.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from weitiao.config import GenerationConfig
 from weitiao.evaluation.virtual_tokens import generate_ids, uses_virtual_tokens
@@ -12,8 +13,11 @@ from weitiao.methods import unwrapped
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig, stop_ids: tuple[int, ...],
-             autocast_dtype=None, progress=None) -> list[str]:
+             autocast_dtype=None, progress=None, first_line: bool = False) -> list[str]:
     """Complete each prompt; prompts are left-padded in batches and decoded without special tokens.
+
+    `first_line`: a row also stops once its answer holds a non-empty line and a newline after it (a one-line
+    answer, such as a rephrasing, needs nothing more); not for prompt-learning adapters.
 
     Rows are processed longest-first so each batch holds similar lengths (less padding); the output keeps
     the input order. Prompt-learning adapters (prefix, prompt, ptuning) decode through weitiao's own cached loop,
@@ -37,10 +41,16 @@ def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig, stop_i
                     kwargs.update(temperature=gen.temperature, top_p=gen.top_p)
                 else:
                     kwargs.update(temperature=None, top_p=None, top_k=None)
+                if gen.repetition_penalty != 1.0:
+                    kwargs.update(repetition_penalty=gen.repetition_penalty)
+                if first_line:
+                    kwargs.update(stopping_criteria=StoppingCriteriaList([FirstLineDone(tokenizer,
+                                                                             batch["input_ids"].shape[1])]))
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     if uses_virtual_tokens(model):
                         out = generate_ids(model, batch["input_ids"], batch["attention_mask"], gen.max_new_tokens,
-                                           tuple(stop_ids), tokenizer.pad_token_id, sampling_warpers(gen))
+                                           tuple(stop_ids), tokenizer.pad_token_id, logits_processors(gen),
+                                           gen.do_sample)
                     else:
                         out = model.generate(**batch, **kwargs)
                 new = out[:, batch["input_ids"].shape[1]:]
@@ -51,6 +61,18 @@ def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig, stop_i
     finally:
         tokenizer.padding_side = old_side
     return outputs
+
+
+class FirstLineDone(StoppingCriteria):
+    """A transformers stopping criterion: per row, True once the new text holds a non-empty line followed by a
+    newline. Decoding only the new tokens of each row costs little next to a forward pass."""
+
+    def __init__(self, tokenizer, prompt_length: int):
+        self.tokenizer, self.prompt_length = tokenizer, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
+        return torch.tensor(["\n" in t.lstrip() for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
 @contextmanager
@@ -76,10 +98,14 @@ def contiguous_head_input(model):
         handle.remove()
 
 
-def sampling_warpers(gen: GenerationConfig):
-    """The temperature and top-p warpers `generate()` would use; None for greedy decoding."""
-    if not gen.do_sample:
-        return None
-    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+def logits_processors(gen: GenerationConfig):
+    """The processors `generate()` would apply for these settings, in its order (the repetition penalty, then
+    the temperature and top-p warpers when sampling); None when there are none."""
+    from transformers import (
+        LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper,
+    )
 
-    return LogitsProcessorList([TemperatureLogitsWarper(gen.temperature), TopPLogitsWarper(gen.top_p)])
+    found = [RepetitionPenaltyLogitsProcessor(gen.repetition_penalty)] if gen.repetition_penalty != 1.0 else []
+    if gen.do_sample:
+        found += [TemperatureLogitsWarper(gen.temperature), TopPLogitsWarper(gen.top_p)]
+    return LogitsProcessorList(found) if found else None

@@ -144,10 +144,52 @@ def count_list(prediction: str, reference: str) -> float:
     return float(got is not None and len(got) == len(want))
 
 
+
+def list_problems(prediction: str, reference: str) -> list[str]:
+    """Why a reader would not accept `prediction` as the list the reference asks for (empty: they would).
+
+    The format and count of `count_list`, then the content: every item distinct after normalising case, accents
+    and spacing (demo.count_list.item_key; "Cars" repeats "car"), none empty or naming the category itself, and,
+    when the reference's items come from one of the demo generator's categories, every item a member of it: one of
+    the generator's items or of its list of further plausible members (demo.count_list.MORE_MEMBERS). An item
+    outside both is counted wrong, so a rare but valid member can only lower the score, never raise it."""
+    from weitiao.demo.count_list import categories_of, category_names, is_member, item_key, singular_forms
+
+    want = parse_numbered_list(reference)
+    if want is None:
+        raise ValueError(f"list_correct: the reference is not a numbered list: {reference!r}")
+    got = parse_numbered_list(prediction)
+    if got is None:
+        return ["not a numbered list"]
+    found = [] if len(got) == len(want) else [f"{len(got)} items, {len(want)} asked"]
+    categories = categories_of(want)
+    own_names = set().union(*(category_names(c) for c in categories)) if categories else set()
+    seen: set[str] = set()
+    for k, item in enumerate(got, start=1):
+        forms = singular_forms(item_key(item))
+        if not item_key(item):
+            found.append(f"item {k} is empty")
+        elif forms & seen:
+            found.append(f"item {k} repeats {item!r}")
+        elif forms & own_names:
+            found.append(f"item {k} names the category")
+        elif categories and not is_member(item, categories):
+            found.append(f"item {k} {item!r} is not one of the {' or '.join(categories)}")
+        seen |= forms
+    return found
+
+
+def list_correct(prediction: str, reference: str) -> float:
+    """The demo task as a reader checks it: 1 when `list_problems` finds nothing (the right count of distinct,
+    real members of the category in the numbered format), else 0. `count_list` is the format-only score."""
+    return float(not list_problems(prediction, reference))
+
+
 METRICS: dict[str, Callable[[str, str], float]] = {
     "exact_match": exact_match,
     "exact_match_loose": exact_match_loose,
     "count_list": count_list,
+    "list_correct": list_correct,
     "rouge-1": rouge_1,
     "rouge-2": rouge_2,
     "rouge-l": rouge_l,
@@ -156,6 +198,21 @@ METRICS: dict[str, Callable[[str, str], float]] = {
     "json_valid": json_valid,
     "json_fields": json_fields,
 }
+
+# A format-only or lenient metric -> the metric that also checks what it lets through. When a config names both,
+# the stricter one decides which rows improved or regressed in the report, so a reader sees the rows it fails.
+STRICTER = {"count_list": "list_correct", "exact_match_loose": "exact_match", "json_valid": "json_fields"}
+
+
+def deciding_metric(names: list[str]) -> str | None:
+    """The metric that sorts rows into improved/regressed: the first of `names` (in the config's order), or
+    the stricter counterpart of it that `names` also holds."""
+    if not names:
+        return None
+    first = names[0]
+    while STRICTER.get(first) in names:
+        first = STRICTER[first]
+    return first
 
 
 def user_metric(name: str) -> Callable[[str, str], float]:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from weitiao.evaluation.metrics import deciding_metric
+from weitiao.evaluation.rephrase import MIN_GAP_QUESTIONS, rejected_summary
+
 LOWER_IS_BETTER = {"loss", "perplexity"}
 CHUNK = 256  # resamples drawn at once: CHUNK x n row indices in memory
 
@@ -104,12 +107,14 @@ def compare_sides(a: Side, b: Side, rows: list[dict], samples: int = 2000, seed:
         vb = np.array([s[name] for s in b.scores])
         delta, low, high = bootstrap_mean_delta(va, vb, samples, seed)
         metrics.append({"name": name, "a": float(va.mean()), "b": float(vb.mean()), "delta": delta, "low": low,
-                        "high": high, "per_row": True})
+                        "high": high, "per_row": True, "a_interval": mean_interval(va, samples, seed),
+                        "b_interval": mean_interval(vb, samples, seed)})
     for m in metrics:
         m["verdict"] = verdict(m["name"], m["delta"], m["low"], m["high"])
 
-    # rows: the first generation metric decides (the one the config lists first); with none, the row's loss
-    key = names[0] if names else ("loss" if a.losses and b.losses else None)
+    # rows: the first generation metric decides (the one the config lists first, or its stricter counterpart when
+    # that is configured too: list_correct over count_list); with none, the row's loss
+    key = deciding_metric(names) if names else ("loss" if a.losses and b.losses else None)
     outcomes = {"improved": [], "regressed": [], "unchanged": []}
     for i, row in enumerate(rows):
         if key is None:
@@ -137,6 +142,12 @@ def compare_sides(a: Side, b: Side, rows: list[dict], samples: int = 2000, seed:
             "forgetting": forgetting}
 
 
+def mean_interval(values: np.ndarray, samples: int, seed: int) -> list[float]:
+    """[low, high]: the 95% percentile bootstrap interval of one side's mean over the rows."""
+    _, low, high = bootstrap_mean_delta(np.zeros_like(values), values, samples, seed)
+    return [low, high]
+
+
 def mean_of(rows: list[tuple[float, int]]) -> float:
     return sum(s for s, _ in rows) / max(sum(t for _, t in rows), 1)
 
@@ -148,7 +159,7 @@ def row_loss(row: tuple[float, int]) -> float:
 def rephrase_gaps(original: list[dict], rephrased: list[list[dict]], samples: int, seed: int) -> list[dict]:
     """Per metric: the mean on the original questions, on their rephrasings, and the gap (rephrased - original)
     with a paired bootstrap interval over questions. `rephrased[i]` holds the scores of question i's rephrasings;
-    a question with none is left out."""
+    a question with none is left out. `measured` is false under MIN_GAP_QUESTIONS questions: too few to show."""
     keep = [i for i, r in enumerate(rephrased) if r]
     if not keep:
         return []
@@ -160,8 +171,17 @@ def rephrase_gaps(original: list[dict], rephrased: list[list[dict]], samples: in
         b = np.array([np.mean([s[name] for s in rephrased[i]]) for i in keep])
         gap, low, high = bootstrap_mean_delta(a, b, samples, seed)
         out.append({"name": name, "questions": len(keep), "original": float(a.mean()), "rephrased": float(b.mean()),
-                    "gap": gap, "low": low, "high": high})
+                    "gap": gap, "low": low, "high": high, "measured": len(keep) >= MIN_GAP_QUESTIONS})
     return out
+
+
+def rephrased_gaps(rephrased: dict, samples: int = 2000, seed: int = 0) -> list[dict]:
+    """`rephrase_gaps` of one `score_rephrased` result (`weitiao eval --rephrase`'s "rephrased" section)."""
+    by_row: dict[int, list[dict]] = {}
+    for p in rephrased["predictions"]:
+        by_row.setdefault(p["row"], []).append(p["scores"])
+    original = [o["scores"] for o in rephrased["original"]]
+    return rephrase_gaps(original, [by_row.get(i, []) for i in range(len(original))], samples, seed)
 
 
 def gap_change(first: tuple[list[dict], list[list[dict]]], second: tuple[list[dict], list[list[dict]]],
@@ -290,11 +310,14 @@ def render_html(result: dict, title: str, facts: list[tuple[str, str]], charts: 
     for m in result["metrics"]:
         interval = (f"[{signed(m['low'])}, {signed(m['high'])}]" if np.isfinite(m["low"]) else "-")
         cls = {"better": "better", "worse": "worse"}.get(m["verdict"], "")
-        out.append(f"<tr data-metric='{e(m['name'])}'><td class='l'>{e(m['name'])}</td><td>{fmt(m['a'])}</td>"
-                   f"<td>{fmt(m['b'])}</td><td class='{cls}'>{signed(m['delta'])}</td><td>{interval}</td>"
+        side_a, side_b = (fmt(m[k]) + (f" <small>[{fmt(m[f'{k}_interval'][0])}, {fmt(m[f'{k}_interval'][1])}]"
+                                       "</small>" if m.get(f"{k}_interval") else "") for k in ("a", "b"))
+        out.append(f"<tr data-metric='{e(m['name'])}'><td class='l'>{e(m['name'])}</td><td>{side_a}</td>"
+                   f"<td>{side_b}</td><td class='{cls}'>{signed(m['delta'])}</td><td>{interval}</td>"
                    f"<td class='l {cls}'>{e(m['verdict'])}</td></tr>")
     out.append("</table>")
-    out.append(f"<p class='note'>Change = {b} - {a}. Intervals: paired percentile bootstrap over the test rows "
+    out.append(f"<p class='note'>Change = {b} - {a}; under each model's mean, its own 95% interval. Intervals: "
+               "paired percentile bootstrap over the test rows "
                f"({result['samples']} resamples, seed {result['seed']}); loss is token-weighted in every resample. "
                "A verdict is given only when the interval excludes zero.</p>")
     if "deltas" in charts:
@@ -358,11 +381,13 @@ def rephrase_html(rephrase: dict | None) -> list[str]:
            "<th>original</th><th>rephrased</th><th>gap</th><th>95% interval</th></tr>"]
     for label, gaps in rephrase["models"].items():
         for g in gaps:
+            gap, interval = ((signed(g["gap"]), f"[{signed(g['low'])}, {signed(g['high'])}]") if g.get("measured", True)
+                             else ("not measured", f"fewer than {MIN_GAP_QUESTIONS} questions"))
             out.append(f"<tr data-rephrase='{e(label)}:{e(g['name'])}'><td class='l'>{e(label)}</td>"
                        f"<td class='l'>{e(g['name'])}</td><td>{g['questions']}</td><td>{fmt(g['original'])}</td>"
-                       f"<td>{fmt(g['rephrased'])}</td><td>{signed(g['gap'])}</td>"
-                       f"<td>[{signed(g['low'])}, {signed(g['high'])}]</td></tr>")
+                       f"<td>{fmt(g['rephrased'])}</td><td>{gap}</td><td>{interval}</td></tr>")
     out.append("</table>")
+    out += coverage_html(rephrase.get("coverage") or {})
     if rephrase.get("change"):
         out.append("<table id='gap-change'><tr><th class='l'>metric</th><th>questions</th><th>gap A</th>"
                    "<th>gap B</th><th>B - A</th><th>95% interval</th></tr>")
@@ -372,6 +397,32 @@ def rephrase_html(rephrase: dict | None) -> list[str]:
                        f"<td>[{signed(c['low'])}, {signed(c['high'])}]</td></tr>")
         out.append("</table><p class='note'>B - A above zero: the second model loses less when the question is "
                    "rephrased.</p>")
+    return out
+
+
+def coverage_html(coverage: dict) -> list[str]:
+    """Per model: how many questions got a faithful rephrasing, the rejected candidates by kind, and examples."""
+    e = html.escape
+    out = []
+    for label, c in coverage.items():
+        if not c:
+            continue
+        kinds = e(rejected_summary(c["rejected"]))
+        out.append(f"<p class='note' data-coverage='{e(label)}'>{e(label)}: {c['with_rephrasing']} of "
+                   f"{c['questions']} questions got a faithful rephrasing ({e(c['target'])} reworded by "
+                   f"{e(c['source'])}); rejected candidates: {kinds}.</p>")
+        if c["rejected_examples"]:
+            out.append("<table class='rejected'><tr><th class='l'>reworded text</th><th class='l'>rejected "
+                       "candidate</th><th class='l'>why</th></tr>")
+            out += [f"<tr><td class='l'>{e(x['text'])}</td><td class='l'>{e(x['candidate'])}</td>"
+                    f"<td class='l'>{e('; '.join(x['problems']))}</td></tr>" for x in c["rejected_examples"][:5]]
+            out.append("</table>")
+        if c.get("accepted_examples"):  # what was scored: a reader checks that these still ask the same thing
+            out.append("<table class='accepted'><tr><th class='l'>reworded text</th><th class='l'>accepted "
+                       "rephrasing</th></tr>")
+            out += [f"<tr><td class='l'>{e(x['text'])}</td><td class='l'>{e(x['rephrasing'])}</td></tr>"
+                    for x in c["accepted_examples"][:5]]
+            out.append("</table>")
     return out
 
 

@@ -79,21 +79,25 @@ def first_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
 
 @torch.no_grad()
 def generate_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                 stop_ids: tuple[int, ...], pad_id: int, logits_processor=None) -> torch.Tensor:
-    """Greedy (or, with `logits_processor` warpers, sampled) decoding with the KV cache; returns (B, T+new).
+                 stop_ids: tuple[int, ...], pad_id: int, logits_processor=None, sample: bool | None = None
+                 ) -> torch.Tensor:
+    """Greedy (or sampled) decoding with the KV cache, `logits_processor` applied to each step's logits first;
+    returns (B, T+new). `sample` None: sample exactly when there is a processor (temperature/top-p warpers).
 
     A row stops at its first stop token; later positions hold `pad_id`. The loop ends when every row stopped.
     """
     sequence = input_ids
-    for token in decode_steps(model, input_ids, attention_mask, max_new_tokens, stop_ids, pad_id, logits_processor):
+    for token in decode_steps(model, input_ids, attention_mask, max_new_tokens, stop_ids, pad_id, logits_processor,
+                              sample):
         sequence = torch.cat([sequence, token[:, None]], dim=1)
     return sequence
 
 
 @torch.no_grad()
 def decode_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                 stop_ids: tuple[int, ...], pad_id: int, logits_processor=None):
+                 stop_ids: tuple[int, ...], pad_id: int, logits_processor=None, sample: bool | None = None):
     """Yields the next token of every row, (B,), one decoding step at a time (streaming uses it directly).
+    `logits_processor` and `sample` as in `generate_ids`.
 
     A row that has stopped yields `pad_id`; the generator ends when every row stopped or after max_new_tokens.
     """
@@ -104,12 +108,11 @@ def decode_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, m
     stops = torch.tensor(list(stop_ids), device=input_ids.device)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     sequence = input_ids
+    sample = logits_processor is not None if sample is None else sample
     for _ in range(max_new_tokens):
         if logits_processor is not None:
             logits = logits_processor(sequence, logits)
-            token = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
-        else:
-            token = logits.argmax(dim=-1)
+        token = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1) if sample else logits.argmax(dim=-1)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         sequence = torch.cat([sequence, token[:, None]], dim=1)
         done |= torch.isin(token, stops)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from weitiao.errors import WeitiaoError
+from weitiao.evaluation.rephrase import rejected_summary
 from weitiao.evaluation.report import Side, compare_sides, delta_chart, loss_chart, render_html, signed
 from weitiao.workflows.common import RUN_FILE, log, write_json
 
@@ -91,9 +92,10 @@ def read_run(run_dir: Path) -> dict:
 
     config_file = run_dir / "config.yaml"  # only described in the report: a run without it still compares
     config = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}) if config_file.is_file() else {}
-    rephrased = run_dir / "rephrased.json"
+    rephrased = read_json(run_dir / "rephrased.json") if (run_dir / "rephrased.json").is_file() else None
     return {"dir": run_dir, "name": run_dir.name, "rows": rows, "metrics": metrics, "config": config,
-            "rephrased": rephrased_by_question(read_json(rephrased)) if rephrased.is_file() else None,
+            "rephrased": rephrased_by_question(rephrased) if rephrased else None,
+            "rephrase_coverage": (rephrased.get("rephrased") or {}).get("coverage") if rephrased else None,
             "history": read_json(state).get("log_history", []) if state.is_file() else []}
 
 
@@ -182,13 +184,14 @@ def rephrase_section(runs: list[dict], labels: list[str], samples: int, seed: in
         return None
     models = {label: rephrase_gaps([v[0] for v in by_q.values()], [v[1] for v in by_q.values()], samples, seed)
               for label, by_q in found}
+    coverage = {label: r.get("rephrase_coverage") for label, r in zip(labels, runs) if r.get("rephrased")}
     change = []
     if len(found) == 2:
         first, second = found[0][1], found[1][1]
         common = [q for q in first if q in second]
         change = gap_change(([first[q][0] for q in common], [first[q][1] for q in common]),
                             ([second[q][0] for q in common], [second[q][1] for q in common]), samples, seed)
-    return {"models": models, "change": change}
+    return {"models": models, "change": change, "coverage": coverage}
 
 
 def run_facts(runs: list[dict]) -> list[tuple[str, str]]:
@@ -209,6 +212,10 @@ def test_files(cfg: dict) -> str:
     return ", ".join(map(str, test)) if isinstance(test, list) else str(test)
 
 
+def span(interval: list[float]) -> str:
+    return f"[{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
 def summary_table(result: dict) -> str:
     lines = [f"{result['b']} vs {result['a']} on {result['rows']} test rows "
              f"({result['counts']['improved']} improved, {result['counts']['regressed']} regressed, "
@@ -217,15 +224,22 @@ def summary_table(result: dict) -> str:
     for m in result["metrics"] + ([{**result["forgetting"], "name": "general-text loss"}]
                                   if result["forgetting"] else []):
         interval = f"[{signed(m['low'])}, {signed(m['high'])}]" if m["low"] == m["low"] else ""
+        sides = (f"  ({result['a']} {span(m['a_interval'])}, {result['b']} {span(m['b_interval'])})"
+                 if m.get("a_interval") else "")  # each side's own 95% interval
         lines.append(f"  {m['name']:<{width}}{m['a']:>10.4f}{m['b']:>10.4f}{signed(m['delta']):>10}  "
-                     f"{interval:<26}{m['verdict']}")
+                     f"{interval:<26}{m['verdict']:<16}{sides}".rstrip())
     rephrase = result.get("rephrase")
     if rephrase:
         for label, gaps in rephrase["models"].items():
             for g in gaps:
+                gap = (f"gap {signed(g['gap'])} [{signed(g['low'])}, {signed(g['high'])}]" if g.get("measured", True)
+                       else "gap not measured (too few questions)")
                 lines.append(f"  rephrased questions, {label}: {g['name']} {g['original']:.4f} original, "
-                             f"{g['rephrased']:.4f} rephrased, gap {signed(g['gap'])} "
-                             f"[{signed(g['low'])}, {signed(g['high'])}] on {g['questions']} questions")
+                             f"{g['rephrased']:.4f} rephrased, {gap} on {g['questions']} questions")
+            c = (rephrase.get("coverage") or {}).get(label)
+            if c:
+                lines.append(f"  rephrased questions, {label}: {c['with_rephrasing']} of {c['questions']} questions "
+                             f"got a faithful rephrasing; rejected candidates: {rejected_summary(c['rejected'])}")
         for c in rephrase["change"]:
             lines.append(f"  gap change ({result['b']} - {result['a']}): {c['name']} {signed(c['change'])} "
                          f"[{signed(c['low'])}, {signed(c['high'])}]")

@@ -12,7 +12,10 @@ from pathlib import Path
 from weitiao.config import Config
 from weitiao.data.dataset import encode_split, load_splits
 from weitiao.errors import WeitiaoError
-from weitiao.evaluation.rephrase import check_source, last_question, rephrased_examples, rephrasings_for
+from weitiao.evaluation.rephrase import (
+    Rephrasings, check_source, last_question, refuse_the_augmenters_rephraser, rejected_summary, rephrased_examples,
+    rephrasings_for, seen_texts,
+)
 from weitiao.methods import load_kwargs
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.workflows.common import autocast_dtype, comparison_table, find_model, log, score_split, write_json
@@ -28,6 +31,7 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
                            f"(set data.{split} or data.{split}_ratio)")
     if rephrase:
         check_source(cfg)
+        refuse_the_augmenters_rephraser(cfg, splits.report.get("train_files", []))
     if cfg.task == "classify":
         if rephrase:
             raise WeitiaoError("--rephrase: rephrased questions are for chat tasks (sft, dpo, kto), not classify")
@@ -44,8 +48,8 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     rephrasings = None
     if rephrase:
         n = cfg.eval.max_samples or len(examples)
-        rephrasings = rephrasings_for(cfg, [last_question(ex) for ex in examples[:n]], log,
-                                      base=None if model_dir else (model, tokenizer, template))
+        rephrasings = rephrasings_for(cfg, examples[:n], log, base=None if model_dir else (model, tokenizer, template),
+                                      seen=seen_texts(splits.train, cfg.rephrase.target))
     model, label = attach_adapter(model, adapter)
 
     # ---- score
@@ -60,6 +64,8 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
         columns = {"original": scores.metrics, "rephrased": result["rephrased"]["metrics"]}
     log("")
     log(comparison_table(f"{split} split ({scores.rows} rows)", columns))
+    if rephrasings is not None:
+        log(gap_lines(result["rephrased"]))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out), result)
@@ -67,10 +73,11 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     return result
 
 
-def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasings: dict, amp, label: str,
+def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasings: Rephrasings, amp, label: str,
                     original_scores: list[dict]) -> dict:
-    """The same rows asked again in other words: metrics, each answer, and the original questions' own scores
-    (`original_scores`, per example) next to them, for the gap."""
+    """The same rows asked again in other words: metrics, each answer, the original questions' own scores
+    (`original_scores`, per example) next to them for the gap, and the coverage: how many questions got a
+    faithful rephrasing, and what was rejected."""
     import dataclasses
 
     rows, source = [], []  # source[j]: the index of the original row that rows[j] rephrases
@@ -78,16 +85,33 @@ def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasin
         more = rephrased_examples([ex], rephrasings, cfg.rephrase.k)
         rows += more
         source += [i] * len(more)
+    coverage = rephrasings.coverage(examples, cfg.rephrase.k)
     if not rows:
-        raise WeitiaoError("--rephrase: no question got a valid rephrasing (see the rephrase lines above)")
+        raise WeitiaoError(f"--rephrase: no question got a faithful rephrasing ({coverage['rejected'] or 'none'} "
+                           "rejected; see the rephrase lines above)")
     encoded = encode_split(rows, template, tokenizer, cfg.data, "rephrased", {})
     every_row = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_samples=0))
     scores = score_split(model, tokenizer, template, rows, encoded, every_row, amp, f"{label}, rephrased")
     return {"rows": len(rows), "questions": len(examples), "per_question": cfg.rephrase.k,
-            "metrics": scores.metrics,
+            "metrics": scores.metrics, "coverage": coverage,
             "predictions": [{"row": i, "where": ex.where, "question": last_question(ex), "prediction": p,
                              "scores": s} for i, ex, p, s in zip(source, rows, scores.predictions, scores.per_row)],
             "original": [{"question": last_question(ex), "scores": s} for ex, s in zip(examples, original_scores)]}
+
+
+def gap_lines(rephrased: dict, samples: int = 2000, seed: int = 0) -> str:
+    """The coverage and, per metric, the paired gap (rephrased - original) on the questions that got a faithful
+    rephrasing; a gap over fewer than MIN_GAP_QUESTIONS questions is shown as not measured."""
+    from weitiao.evaluation.report import rephrased_gaps, signed
+
+    c = rephrased["coverage"]
+    lines = [f"rephrased: {c['with_rephrasing']} of {c['questions']} questions got a faithful rephrasing "
+             f"({c['rephrased_rows']} rows); rejected candidates: {rejected_summary(c['rejected'])}"]
+    for g in rephrased_gaps(rephrased, samples, seed):
+        lines.append(f"  gap {g['name']}: " + (f"{signed(g['gap'])} [{signed(g['low'])}, {signed(g['high'])}] "
+                                               f"({g['original']:.4f} -> {g['rephrased']:.4f})" if g["measured"]
+                                               else "not measured") + f" on {g['questions']} questions")
+    return "\n".join(lines)
 
 
 def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, out) -> dict:

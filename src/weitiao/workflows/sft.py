@@ -37,7 +37,7 @@ from weitiao.workflows.common import (
     log, plot_losses, precision_warning, prediction_rows, read_splits, remove_dir, score_split, write_json,
     weights_dtype, write_predictions, write_report, write_run_files,
 )
-from weitiao.workflows.evaluate import score_rephrased
+from weitiao.workflows.evaluate import gap_lines, score_rephrased
 
 
 @dataclass
@@ -71,6 +71,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     splits, skipped = read_splits(cfg)
     if cfg.eval.rephrase:
         rephrase.check_source(cfg)
+        rephrase.refuse_the_augmenters_rephraser(cfg, splits.report.get("train_files", []))
 
     # ---- tokenizer and template, then token ids and labels
     source, folder, tokenizer, template = find_model(cfg)
@@ -147,14 +148,15 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         # ---- rephrasings of the test questions (eval.rephrase), made before training so that `rephrase.model:
         # base` is the model before training; kept across a resume
         rephrasings_file = out_dir / "rephrasings.json"
-        rephrasings = distributed.on_main(
-            lambda: json.loads(rephrasings_file.read_text()) if rephrasings_file.is_file() else None)
+        rephrasings = distributed.on_main(lambda: rephrase.Rephrasings.from_dict(json.loads(
+            rephrasings_file.read_text())) if rephrasings_file.is_file() else None)
         if rephrasings is None and cfg.eval.rephrase and splits.test:
-            questions = [rephrase.last_question(ex) for ex in splits.test[:cfg.eval.max_samples or None]]
             with base_model_context(model) as base_model, distributed.gathered_for_inference(model, device, log):
-                rephrasings = rephrase.rephrasings_for(cfg, questions, log, base=(base_model, tokenizer, template))
+                rephrasings = rephrase.rephrasings_for(cfg, splits.test[:cfg.eval.max_samples or None], log,
+                                                       base=(base_model, tokenizer, template),
+                                                       seen=rephrase.seen_texts(splits.train, cfg.rephrase.target))
             if world.main:
-                write_json(rephrasings_file, rephrasings)
+                write_json(rephrasings_file, rephrasings.as_dict())
     except WeitiaoError:
         if fresh and world.main:
             remove_dir(out_dir)
@@ -210,9 +212,12 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
                                 "tuned").as_dict()
             if cfg.eval.forgetting and base and "general_text" in base:
                 tuned["general_text"] = general_text_losses(trainer.model, tokenizer, cfg.train.batch_size, amp)
-            if rephrasings:
-                rephrased = score_rephrased(cfg, trainer.model, tokenizer, template, splits.test[:tuned["rows"]],
-                                            rephrasings, amp, "tuned", tuned["per_row"])
+            asked = splits.test[:tuned["rows"]]
+            if rephrasings and rephrasings.coverage(asked, cfg.rephrase.k)["rephrased_rows"]:
+                rephrased = score_rephrased(cfg, trainer.model, tokenizer, template, asked, rephrasings, amp,
+                                            "tuned", tuned["per_row"])
+            elif rephrasings:  # the run is not failed for it: the rejections were logged before training
+                log("rephrased questions: none got a faithful rephrasing, so the rephrased gap is not measured")
 
     # ---- save: weights, state, metrics, curve, predictions. Every process takes part in saving the weights
     # (FSDP gathers each tensor's shards); rank 0 alone writes
@@ -285,6 +290,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
         if rephrased:
             log(comparison_table(f"tuned, {rephrased['questions']} questions asked {cfg.rephrase.k} other ways",
                                  {"original": tuned["metrics"], "rephrased": rephrased["metrics"]}))
+            log(gap_lines(rephrased))
     measured = train_peak.get("train_cuda_max_allocated_bytes", train_peak.get("train_peak_rss_bytes"))
     if measured and estimate:  # rank 0's peak, against one process's share in a multi-process run
         share = estimate.get("per_process", estimate["total"])

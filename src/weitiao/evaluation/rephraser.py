@@ -1,0 +1,167 @@
+"""A chat model that writes rephrasings: sampled in batches, checked, appended to a cache after every batch.
+
+The distinct texts to reword are sorted by length and cut into fixed batches once, from the whole list, before
+anything is asked. A batch is asked again only while it has a text with no finished cache entry, and each batch's
+sampling is seeded from its own texts. So a run that was killed half-way and started again skips the batches it
+had finished, asks the rest exactly as an uninterrupted run would, and ends with the same rephrasings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+from weitiao.evaluation.rephrase import problem_kind, problems
+
+ROWS_PER_CALL = 16  # generated rows per batch (each text is sampled as often as it still needs rephrasings)
+
+
+class ModelRephraser:
+    """Samples rephrasings of texts from a chat model. A text's cache entry holds its accepted rephrasings, how
+    many were asked for, and what was rejected on the way, so a cached text reports the same as a fresh one."""
+
+    def __init__(self, model, tokenizer, template, model_id: str, prompt: str, cache: Path | None,
+                 max_new_tokens: int = 64, tries: int = 4, amp_dtype=None):
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.model_id, self.prompt, self.cache = model_id, prompt, cache
+        self.max_new_tokens, self.tries, self.amp = max_new_tokens, tries, amp_dtype
+        self.cached = read_cache(cache)
+        self.rejected: Counter = Counter()  # problem kind -> candidates rejected, over the texts of the last call
+        self.rejected_examples: list[dict] = []
+
+    def key(self, text: str) -> str:
+        return hashlib.sha256(json.dumps([self.model_id, self.prompt, text]).encode()).hexdigest()[:24]
+
+    def done(self, text: str, k: int) -> bool:
+        entry = self.cached.get(self.key(text))
+        return entry is not None and (len(entry["rephrasings"]) >= k or entry["asked"] >= k)
+
+    def rephrase_all(self, texts: dict[str, dict], k: int, log) -> dict[str, list[str]]:
+        """text -> up to k accepted rephrasings. `texts` maps each text to its checks' keyword arguments
+        (`keep`: answer values it must still state; `seen`: texts it must not become)."""
+        from tqdm.auto import tqdm
+
+        order = sorted(texts, key=lambda t: (len(t), t))
+        per_batch = max(1, ROWS_PER_CALL // k)
+        todo = [t for t in order if not self.done(t, k)]
+        if todo:
+            log(f"rephrase: asking {self.model_id} for {k} rephrasings of {len(todo)} distinct text(s) "
+                f"({len(order) - len(todo)} cached)")
+        bar = tqdm(total=len(order), initial=len(order) - len(todo), unit="text", desc="rephrase", disable=not todo)
+        accepted = rejected = 0
+        for start in range(0, len(order), per_batch):
+            asked = [t for t in order[start:start + per_batch] if not self.done(t, k)]
+            if not asked:
+                continue
+            entries = {self.key(t): entry for t, entry in self.ask_batch(asked, texts, k).items()}
+            append_cache(self.cache, entries)
+            self.cached.update(entries)
+            accepted += sum(len(e["rephrasings"]) for e in entries.values())
+            rejected += sum(sum(e["rejected"].values()) for e in entries.values())
+            bar.update(len(asked))
+            bar.set_postfix(accepted=accepted, rejected=rejected)
+        bar.close()
+        return self.collect(order, texts, k)
+
+    def collect(self, order: list[str], texts: dict[str, dict], k: int) -> dict[str, list[str]]:
+        """Each text's cached rephrasings, checked again (the rows behind a text, or `seen`, may differ from when
+        they were cached), and the rejections of all of them added up."""
+        self.rejected, self.rejected_examples = Counter(), []
+        out = {}
+        for t in order:
+            entry = self.cached[self.key(t)]
+            self.rejected.update(entry["rejected"])
+            self.rejected_examples += entry["examples"][:max(0, 10 - len(self.rejected_examples))]
+            kept: list[str] = []
+            for candidate in entry["rephrasings"]:
+                why = problems(t, candidate, kept, **texts[t])
+                if why:
+                    self.rejected.update(problem_kind(p) for p in why)
+                    if len(self.rejected_examples) < 10:
+                        self.rejected_examples.append({"text": t, "candidate": candidate, "problems": why})
+                else:
+                    kept.append(candidate)
+            out[t] = kept[:k]
+        return out
+
+    def ask_batch(self, batch: list[str], texts: dict[str, dict], k: int) -> dict[str, dict]:
+        """Up to `tries` rounds of sampling for the texts of one batch, seeded from the batch itself; each text's
+        cache entry."""
+        import torch
+
+        from weitiao.config import GenerationConfig
+        from weitiao.evaluation.generate import generate
+
+        entries = {t: {"rephrasings": [], "asked": k, "rejected": Counter(), "examples": []} for t in batch}
+        gen = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=ROWS_PER_CALL, do_sample=True,
+                               temperature=0.9, top_p=0.95)
+        for attempt in range(self.tries):
+            asked = [t for t in batch for _ in range(k - len(entries[t]["rephrasings"]))]
+            if not asked:
+                break
+            prompts = [self.template.render(self.tokenizer, [{"role": "user", "content": self.prompt.format(
+                question=t)}], add_generation_prompt=True) for t in asked]
+            with torch.random.fork_rng():  # sampled, the same on every run, and the caller's RNG untouched
+                torch.manual_seed(batch_seed(batch, attempt))
+                answers = generate(self.model, self.tokenizer, prompts, gen, self.template.stop_ids, self.amp,
+                                   first_line=True)
+            for t, answer in zip(asked, answers):
+                entry, candidate = entries[t], clean_answer(answer)
+                if len(entry["rephrasings"]) >= k:
+                    continue  # the text's earlier samples in this round were enough
+                why = problems(t, candidate, entry["rephrasings"], **texts[t])
+                if not why:
+                    entry["rephrasings"].append(candidate)
+                    continue
+                entry["rejected"].update(problem_kind(p) for p in why)
+                if len(entry["examples"]) < 2:
+                    entry["examples"].append({"text": t, "candidate": candidate, "problems": why})
+        return {t: {**e, "rejected": dict(e["rejected"])} for t, e in entries.items()}
+
+
+def batch_seed(batch: list[str], attempt: int) -> int:
+    return int(hashlib.sha256(json.dumps([batch, attempt]).encode()).hexdigest()[:8], 16)
+
+
+def clean_answer(text: str) -> str:
+    """A model's reply reduced to the rephrased question: the first non-empty line, without quotes or a label."""
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    label = re.match(r"^([\w' -]{0,40}):\s*", line)  # "Rewrite request: ...", "Re: ...", "Rephrased question: ..."
+    if label and re.search(r"rephras|rewrit|paraphras|request|question|version|^re$", label.group(1).strip(), re.I):
+        line = line[label.end():]
+    return line.strip().strip('"“”\'').strip()
+
+
+def read_cache(path: Path | None) -> dict[str, dict]:
+    """key -> {"rephrasings", "asked", "rejected", "examples"}; a later line for the same key wins. Lines from
+    before `asked` was recorded count as asked for as many as they hold."""
+    if path is None or not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            found = [str(x) for x in row["rephrasings"]]
+            out[row["key"]] = {"rephrasings": found, "asked": int(row.get("asked", len(found))),
+                               "rejected": {str(k): int(v) for k, v in row.get("rejected", {}).items()},
+                               "examples": list(row.get("examples", []))}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            continue  # a damaged line (a write cut short) is asked again, not trusted
+    return out
+
+
+def append_cache(path: Path | None, entries: dict[str, dict]) -> None:
+    """One batch's entries appended and flushed to disk, so a kill loses at most the batch in flight."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps({"key": key, **entry}, ensure_ascii=False) + "\n" for key, entry in entries.items())
+    with open(path, "a+b") as f:
+        if f.seek(0, os.SEEK_END) and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+            lines = "\n" + lines  # a line cut short by a kill stays on its own line, and is skipped on reading
+        f.write(lines.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
