@@ -14,7 +14,7 @@ from weitiao.data.formats import Example
 from weitiao.errors import WeitiaoError
 from weitiao.evaluation.rephrase import (
     Rephrasings, answer_values, load_rules, problems, rephrased_examples, rule_rephrasings, turn_parts,
-    values_to_keep,
+    values_to_keep, with_question,
 )
 from weitiao.evaluation.rephraser import ModelRephraser, clean_answer
 
@@ -402,3 +402,40 @@ def test_augment_bad_input_gets_one_error_and_writes_nothing(tiny_model_dir, tmp
                    f"rephrase.model={tmp_path / 'no-such-model'}")
     assert proc.returncode == 2 and "no-such-model" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and not out.with_suffix(".augment.json").exists()
+
+
+def test_a_model_right_on_every_faithful_rephrasing_gets_a_gap_interval_containing_zero(tmp_path):
+    """The measurement itself, with the model replaced by an oracle that answers every question right: on the
+    extraction demo, whole-turn rules that plant a fact-dropping rewording next to a faithful one. The planted ones
+    are rejected, so the oracle's gap is 0 with an interval containing 0; scored as before (every candidate kept),
+    the same oracle would be marked wrong wherever the question no longer states the answer."""
+    from weitiao.config import load_config
+    from weitiao.data.dataset import load_splits
+    from weitiao.evaluation.metrics import score
+    from weitiao.evaluation.rephrase import rephrasings_for
+    from weitiao.evaluation.rephrase import last_question
+    from weitiao.evaluation.report import rephrased_gaps
+
+    cfg_path, _ = extraction_config(tmp_path, tmp_path / "no-model-needed", WHOLE_TURN_RULES, target="whole_turn")
+    cfg = load_config(cfg_path)
+    test = load_splits(cfg.data, cfg.base_dir).test
+    found = rephrasings_for(cfg, test, log=lambda _: None)
+    assert found.coverage(test, 2)["rejected"]["loses an answer value"] == len(test)
+
+    def oracle(examples):  # the reference when the question states every answer value, else a wrong answer
+        return [ex.messages[-1][1] if all(v.lower() in last_question(ex).lower()
+                                          for v in map(str, json.loads(ex.messages[-1][1]).values())) else "{}"
+                for ex in examples]
+
+    rows = rephrased_examples(test, found, 2)
+    _, original = score(["exact_match"], oracle(test), [ex.messages[-1][1] for ex in test])
+    _, rephrased = score(["exact_match"], oracle(rows), [ex.messages[-1][1] for ex in rows])
+    source = [i for i, ex in enumerate(test) for _ in found.turns(ex, 2)]
+    result = {"original": [{"question": last_question(ex), "scores": s} for ex, s in zip(test, original)],
+              "predictions": [{"row": i, "scores": s} for i, s in zip(source, rephrased)]}
+    (gap,) = rephrased_gaps(result, samples=500)
+    assert gap["measured"] and gap["questions"] == len(test) == 24
+    assert gap["gap"] == 0.0 and gap["low"] <= 0.0 <= gap["high"]
+    # the planted rewording, had it been scored, asks a question whose answer it no longer states
+    planted = "Please produce the JSON for the person described earlier."
+    assert oracle([with_question(test[0], planted, "planted")]) == ["{}"]
