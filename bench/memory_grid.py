@@ -46,7 +46,7 @@ SHAPES = {  # random-weight Llama shapes (config kwargs)
 
 
 def settings(device: str, quick: bool) -> list[dict]:
-    from weitiao.workflows.common import cpu_bf16_native
+    from weitiao.models.precision import cpu_bf16_native
 
     grid = []
     fused = {"full", "freeze", "lora", "qlora"}
@@ -78,7 +78,7 @@ def settings(device: str, quick: bool) -> list[dict]:
 
 
 def load_dtype(device: str, method: str, precision: str) -> str:
-    """The dtype the base is loaded in, as model.dtype `auto` resolves it (workflows.common.weights_dtype): bf16 on
+    """The dtype the base is loaded in, as model.dtype `auto` resolves it (models.precision.weights_dtype): bf16 on
     a GPU; on a CPU bf16 for LoRA under bf16 autocast (its frozen weights would otherwise be cast in every step),
     else fp32. Stated here rather than asked of weights_dtype, which checks this machine's bf16 support: the fit
     also reads CUDA rows on a CPU."""

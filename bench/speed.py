@@ -421,7 +421,7 @@ def main(argv=None) -> int:
         return 0
 
     from weitiao.models.loading import local_folder, resolve_source
-    from weitiao.workflows.common import fast_bf16
+    from weitiao.models.precision import fast_bf16
 
     import torch
 

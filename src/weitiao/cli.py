@@ -80,6 +80,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from weitiao.config import load_config
+    from weitiao.runs import load_run
     from weitiao.workflows import evaluate
 
     target = Path(args.target)
@@ -87,7 +88,7 @@ def cmd_eval(args) -> int:
     if target.is_dir():
         if not (target / "run.json").is_file():
             raise WeitiaoError(f"{target} is a folder but not a weitiao run folder (no run.json)")
-        config_path, run_adapter, run_model = evaluate.load_run(target)
+        config_path, run_adapter, run_model = load_run(target)
         adapter = adapter or run_adapter
         model_dir = model_dir or run_model
     else:
@@ -97,8 +98,8 @@ def cmd_eval(args) -> int:
                           rephrase=args.rephrase)
     if args.rephrase and target.is_dir() and not (args.adapter or args.model_dir) and args.split == "test":
         # a run's own tuned model on its test rows: kept in the run folder, and its report shows it
+        from weitiao.runs import write_json
         from weitiao.workflows import compare
-        from weitiao.workflows.common import write_json
 
         write_json(target / "rephrased.json", result)
         if (target / "report").is_dir():
@@ -116,7 +117,7 @@ def cmd_compare(args) -> int:
 def cmd_validate(args) -> int:
     from weitiao.config import PAIR_TASKS, load_config
     from weitiao.data.dataset import encode_pair_split, encode_split, load_splits
-    from weitiao.workflows.common import find_model
+    from weitiao.models.resolve import find_model
 
     cfg = load_config(args.config, args.overrides)
     print(f"config {args.config}: ok")
@@ -184,7 +185,11 @@ def cmd_estimate(args) -> int:
     import json
 
     from weitiao.memory.estimate import (
-        DTYPE_BYTES, distributed_estimate, inference_bytes, kv_cache_bytes, training_estimate,
+        DTYPE_BYTES,
+        distributed_estimate,
+        inference_bytes,
+        kv_cache_bytes,
+        training_estimate,
     )
     from weitiao.memory.shape import load_config_dict, model_shape
 
@@ -397,7 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a pretrained transformer on your data, and prove what it changed.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_memory(sub)
+    _add_evaluation(sub)
+    _add_serving(sub)
+    _add_config(sub)
+    _add_data(sub)
+    return parser
 
+
+def _add_train(sub) -> None:
+    """Train: fine-tune as the config says."""
     p = sub.add_parser("train", help="fine-tune as the config says, then compare base and tuned on the test split",
                        description="Fine-tune as CONFIG says. Every input is checked before the output folder "
                                    "is created. See `weitiao config-reference` for every key.")
@@ -416,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master-port", type=int, default=29500, help="a free port on the machine of node rank 0")
     p.set_defaults(func=cmd_train)
 
+
+def _add_memory(sub) -> None:
+    """Estimate and plan: memory before anything loads."""
     p = sub.add_parser("estimate", help="memory of a model for inference and for training with each method",
                        description="Estimate memory from the model's config alone (no weights are loaded): "
                                    "inference per dtype, KV cache, and training per method broken down into "
@@ -437,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="... and write the result to this new file")
     p.set_defaults(func=cmd_plan)
 
+
+def _add_evaluation(sub) -> None:
+    """Eval and compare: scores and the base-vs-tuned report."""
     p = sub.add_parser("eval", help="score a model (or model + adapter, or a finished run) on a split",
                        description="Loss, perplexity and the configured generation metrics of a model on a split.")
     p.add_argument("target", help="YAML config file, or a finished run folder (uses its config and weights)")
@@ -462,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_serving(sub) -> None:
+    """Chat, generate, export and serve: using a run."""
     p = sub.add_parser("chat", help="talk to a run or a model in the terminal, streaming",
                        description="Multi-turn chat with the run's own chat template and stop tokens. At the prompt: "
                                    "/reset, /system TEXT, /exit.")
@@ -516,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_config(sub) -> None:
+    """Validate and config-reference."""
     p = sub.add_parser("validate", help="check config, data and model files without training",
                        description="Check the config, read and encode every data row, and find the model; "
                                    "nothing is trained or written.")
@@ -527,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="as Markdown tables")
     p.set_defaults(func=cmd_config_reference)
 
+
+def _add_data(sub) -> None:
+    """Data check, augment and demo."""
     p = sub.add_parser("data", help="check data files, or write the demo dataset")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     q = data_sub.add_parser("check", help="report bad rows, duplicates, leakage and token lengths",
@@ -565,7 +595,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which demo dataset (default count_list)")
     q.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
     q.set_defaults(func=cmd_data_demo)
-    return parser
 
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")

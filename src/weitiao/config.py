@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from weitiao.data.formats import PREFERENCE_FORMATS
 from weitiao.errors import ConfigError
 
 
@@ -57,6 +58,15 @@ class ModelConfig:
     attn_implementation: Optional[str] = doc(
         "Attention kernel passed to transformers (`sdpa`, `eager`, ...); empty for the library default.", None
     )
+
+    def problems(self) -> list[str]:
+        from weitiao.data.templates import BUILTIN_TEMPLATES
+
+        if self.chat_template == "auto" or self.chat_template in BUILTIN_TEMPLATES:
+            return []
+        name = self.chat_template
+        return [f"model.chat_template: unknown template {name!r}{did_you_mean(name, BUILTIN_TEMPLATES)}; "
+                f"known: auto, {', '.join(BUILTIN_TEMPLATES)}"]
 
 
 @dataclass
@@ -108,6 +118,18 @@ class DataConfig:
         0.8,
     )
 
+    def problems(self) -> list[str]:
+        p = [] if self.train else ["data.train: no training data given"]
+        p += [f"data.{name}: must be in [0, 1), got {getattr(self, name)}" for name in ("val_ratio", "test_ratio")
+              if not 0.0 <= getattr(self, name) < 1.0]
+        if self.val_ratio + self.test_ratio >= 1.0:
+            p.append("data.val_ratio + data.test_ratio: must leave rows for training")
+        if not 0.0 < self.near_duplicate_threshold <= 1.0:
+            p.append(f"data.near_duplicate_threshold: must be in (0, 1], got {self.near_duplicate_threshold}")
+        if self.max_length < 8:
+            p.append(f"data.max_length: must be at least 8, got {self.max_length}")
+        return p
+
 
 @dataclass
 class LoraMethodConfig:
@@ -121,6 +143,12 @@ class LoraMethodConfig:
     use_dora: bool = doc("DoRA: weight-decomposed LoRA (Liu et al. 2024, arXiv:2402.09353).", False)
     use_rslora: bool = doc("rsLoRA: scale by alpha/sqrt(r) (Kalajdzievski 2023, arXiv:2312.03732).", False)
 
+    def problems(self, where: str = "method.lora") -> list[str]:
+        p = [] if self.r >= 1 else [f"{where}.r: must be at least 1, got {self.r}"]
+        if not 0.0 <= self.dropout < 1.0:
+            p.append(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
+        return p
+
 
 @dataclass
 class FreezeMethodConfig:
@@ -129,6 +157,13 @@ class FreezeMethodConfig:
         "Also train modules whose name matches one of these glob patterns, e.g. `[lm_head, '*.mlp.*']`.",
         default_factory=list,
     )
+
+    def problems(self, where: str = "method.freeze") -> list[str]:
+        if self.last_layers < 0:
+            return [f"{where}.last_layers: must not be negative, got {self.last_layers}"]
+        if self.last_layers == 0 and not self.modules:
+            return [f"{where}: trains nothing; set last_layers > 0 or list modules"]
+        return []
 
 
 @dataclass
@@ -146,6 +181,9 @@ class QLoraMethodConfig:
         "(bf16 on CUDA, fp32 on CPU), as LLaMA-Factory, unsloth and torchtune keep them; with fp16 compute they "
         "are upcast either way (fp16's range is what the upcast guards against).", False)
 
+    def problems(self, where: str = "method.qlora") -> list[str]:
+        return []  # every field is a choice among named values, which the type check covers
+
 
 @dataclass
 class PrefixMethodConfig:
@@ -156,6 +194,9 @@ class PrefixMethodConfig:
         "the MLP's output is saved.", False)
     projection_hidden: int = doc("Hidden width of that MLP.", 256)
 
+    def problems(self, where: str = "method.prefix") -> list[str]:
+        return [] if self.num_virtual_tokens >= 1 else [f"{where}.num_virtual_tokens: must be at least 1"]
+
 
 @dataclass
 class PromptMethodConfig:
@@ -164,12 +205,18 @@ class PromptMethodConfig:
         "Initialise the soft prompt from this text's token embeddings (repeated or cut to `num_virtual_tokens`); "
         "empty: random.", None)
 
+    def problems(self, where: str = "method.prompt") -> list[str]:
+        return [] if self.num_virtual_tokens >= 1 else [f"{where}.num_virtual_tokens: must be at least 1"]
+
 
 @dataclass
 class PTuningMethodConfig:
     num_virtual_tokens: int = doc("Virtual tokens produced by the prompt encoder.", 16)
     encoder: Literal["mlp", "lstm"] = doc("Prompt encoder that produces the virtual token embeddings.", "mlp")
     encoder_hidden: int = doc("Hidden width of the prompt encoder.", 256)
+
+    def problems(self, where: str = "method.ptuning") -> list[str]:
+        return [] if self.num_virtual_tokens >= 1 else [f"{where}.num_virtual_tokens: must be at least 1"]
 
 
 @dataclass
@@ -185,6 +232,12 @@ class MethodConfig:
     prefix: PrefixMethodConfig = doc("Settings of `prefix`.", default_factory=PrefixMethodConfig)
     prompt: PromptMethodConfig = doc("Settings of `prompt`.", default_factory=PromptMethodConfig)
     ptuning: PTuningMethodConfig = doc("Settings of `ptuning`.", default_factory=PTuningMethodConfig)
+
+    def problems(self) -> list[str]:
+        """Each method's settings check themselves; `freeze`'s only when it is the method (its defaults train
+        nothing)."""
+        p = self.lora.problems() + self.prefix.problems() + self.prompt.problems() + self.ptuning.problems()
+        return p + (self.freeze.problems() if self.name == "freeze" else [])
 
 
 @dataclass
@@ -278,6 +331,31 @@ class TrainConfig:
         5,
     )
 
+    def problems(self) -> list[str]:
+        p = [f"train.{name}: must be at least 1, got {getattr(self, name)}"
+             for name in ("batch_size", "grad_accum", "logging_steps", "max_nonfinite_steps", "fused_loss_chunk",
+                          "padding_free_multiple") if getattr(self, name) < 1]
+        p += [f"train.{name}: must not be negative, got {getattr(self, name)}"
+              for name in ("max_steps", "eval_steps", "early_stopping_patience", "save_total_limit")
+              if getattr(self, name) < 0]
+        if self.max_steps == 0 and self.epochs <= 0:
+            p.append("train.epochs: must be positive when train.max_steps is 0")
+        if self.learning_rate <= 0:
+            p.append(f"train.learning_rate: must be positive, got {self.learning_rate}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            p.append(f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        from transformers.trainer_utils import SchedulerType  # the Trainer's own names, checked here, not later
+        from transformers.training_args import OptimizerNames
+
+        schedulers = [x.value for x in SchedulerType]
+        if self.lr_scheduler not in schedulers:
+            p.append(f"train.lr_scheduler: unknown schedule {self.lr_scheduler!r}"
+                     f"{did_you_mean(self.lr_scheduler, schedulers)}; known: {', '.join(schedulers)}")
+        optimizers = [x.value for x in OptimizerNames]
+        if self.optim not in optimizers:
+            p.append(f"train.optim: unknown optimizer {self.optim!r}{did_you_mean(self.optim, optimizers)}")
+        return p
+
 
 @dataclass
 class GenerationConfig:
@@ -290,6 +368,14 @@ class GenerationConfig:
         "Divides the logit of every token already in the prompt or the answer by this (multiplies a negative one), "
         "greedy or sampled (Keskar et al. 2019, arXiv:1909.05858; transformers' `repetition_penalty`). 1: off. "
         "The same setting decodes every model compared.", 1.0)
+
+    def problems(self) -> list[str]:
+        p = [] if self.max_new_tokens >= 1 else ["eval.generation.max_new_tokens: must be at least 1"]
+        if self.batch_size < 1:
+            p.append("eval.generation.batch_size: must be at least 1")
+        if not self.repetition_penalty > 0:
+            p.append(f"eval.generation.repetition_penalty: must be above 0 (1: off), got {self.repetition_penalty}")
+        return p
 
 
 @dataclass
@@ -322,6 +408,18 @@ class EvalConfig:
     generation: GenerationConfig = doc("Decoding settings, the same for every model compared.",
                                        default_factory=GenerationConfig)
 
+    def problems(self) -> list[str]:
+        """The decoding settings, and the reward model's run folder (eval.reward_model)."""
+        p = self.generation.problems()
+        if self.reward_model:
+            run_dir = Path(self.reward_model).expanduser()
+            saved = run_dir / "config.yaml"
+            if not (run_dir / "run.json").is_file() or not saved.is_file():
+                p.append(f"eval.reward_model: {run_dir} is not a weitiao run folder")
+            elif (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("task") != "reward":
+                p.append(f"eval.reward_model: {run_dir} is not a `task: reward` run")
+        return p
+
 
 REPHRASE_PROMPT = ("Rewrite the following request in different words. Keep its meaning and every number. Reply "
                    "with the rewritten request only.\n\nRequest: {question}")
@@ -348,6 +446,14 @@ class RephraseConfig:
                       REPHRASE_PROMPT)
     cache: Optional[str] = doc("JSONL cache of model-written rephrasings (empty: `rephrase.jsonl` in weitiao's "
                                "cache folder, `~/.cache/weitiao` or `$WEITIAO_CACHE`).", None)
+
+    def problems(self) -> list[str]:
+        p = ["rephrase: set templates or model, not both"] if self.templates and self.model else []
+        if self.k < 1:
+            p.append(f"rephrase.k: must be at least 1, got {self.k}")
+        if "{question}" not in self.prompt:
+            p.append("rephrase.prompt: must contain {question}, where the question goes")
+        return p
 
 
 KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")  # TRL 1.16's KTOTrainer
@@ -378,6 +484,23 @@ class PreferenceConfig:
         "r_rejected) (TRL's `center_rewards_coefficient`, Eisenstein et al. 2023, arXiv:2312.09244), which keeps "
         "rewards near zero so scores of different prompts compare; 0: off.", 0.0)
 
+    def problems(self, task: str) -> list[str]:
+        p = [] if self.beta > 0 else [f"preference.beta: must be positive, got {self.beta}"]
+        if not 0.0 <= self.label_smoothing < 0.5:
+            p.append(f"preference.label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
+        if self.center_rewards < 0:
+            p.append(f"preference.center_rewards: must not be negative, got {self.center_rewards}")
+        known = KTO_LOSS_TYPES if task == "kto" else DPO_LOSS_TYPES
+        p += [f"preference.loss_type[{i}]: unknown {task} loss {name!r}{did_you_mean(name, known)}; known: "
+              f"{', '.join(known)}" for i, name in enumerate(self.loss_type) if name not in known]
+        if task == "kto" and len(self.loss_type) > 1:
+            p.append("preference.loss_type: task kto takes one loss")
+        if min(self.desirable_weight, self.undesirable_weight) <= 0:
+            p.append("preference.desirable_weight, undesirable_weight: must be positive")
+        if self.loss_weights and len(self.loss_weights) != len(self.loss_type):
+            p.append(f"preference.loss_weights: {len(self.loss_weights)} weights for {len(self.loss_type)} losses")
+        return p
+
 
 @dataclass
 class DistributedConfig:
@@ -400,6 +523,12 @@ class DistributedConfig:
     offload_params: bool = doc("deepspeed: ZeRO-3 weights in CPU memory (ZeRO-Infinity).", False)
     backend: Literal["auto", "gloo", "nccl"] = doc(
         "torch.distributed backend: `auto` is nccl between GPUs and gloo between CPU processes.", "auto")
+
+    def problems(self) -> list[str]:
+        p = [] if self.zero_stage in (1, 2, 3) else [f"distributed.zero_stage: 1, 2 or 3, got {self.zero_stage}"]
+        if self.offload_params and self.zero_stage != 3:
+            p.append("distributed.offload_params: weights are offloaded under ZeRO stage 3 only")
+        return p
 
 
 @dataclass
@@ -569,107 +698,99 @@ PREFERENCE_OPTIMISATION_TASKS = ("dpo", "kto")  # a policy trained against a ref
 CLASSIFY_METRICS = ("accuracy", "macro_f1")  # always reported for task classify, with the confusion matrix
 
 
+@dataclass(frozen=True)
+class TaskRule:
+    """What a task accepts from the other sections: the compatibility rules, as data."""
+
+    methods: tuple[str, ...]  # method.name values it trains
+    formats: tuple[str, ...] | None  # data.format values it reads; None: any but `labelled`
+    rows: str  # what its rows are, for the message about data.format
+    generates: bool  # scored on generated answers: eval.metrics are generation metrics
+    strategies: tuple[str, ...] = ("auto", "ddp", "fsdp", "deepspeed")  # distributed.strategy values it runs under
+    rephrase: bool = False  # eval.rephrase after training
+    compile: bool = False  # train.compile
+
+
+ALL_METHODS = ("full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning")
+PAIRS = "trains on chosen/rejected pairs"
+TASK_RULES = {
+    "sft": TaskRule(ALL_METHODS, None, "trains on conversations or text", generates=True, rephrase=True,
+                    compile=True),
+    "dpo": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
+                    strategies=("auto", "ddp")),
+    "kto": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
+                    strategies=("auto", "ddp")),
+    "reward": TaskRule(("lora", "full"), PREFERENCE_FORMATS, PAIRS, generates=False, strategies=("auto", "ddp")),
+    "classify": TaskRule(("lora", "full"), ("labelled",), "reads text + label rows", generates=False,
+                         strategies=("auto", "ddp")),
+}
+# distributed.strategy x method.name: what each strategy trains here (qlora and the virtual-token methods run on one
+# process or under ddp)
+STRATEGY_METHODS = {"fsdp": ("full", "freeze", "lora")}
+COMPILED_METHODS = ("full", "freeze", "lora", "qlora")  # train.compile: methods without virtual tokens
+COMPILED_STRATEGIES = ("auto", "ddp")
+
+
+def listed(names, last: str) -> str:
+    """`a, b and c` (last="and") or `a, b or c`."""
+    return ", ".join(names[:-1]) + f" {last} {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def semantic_problems(cfg: Config) -> list[str]:
-    """Checks across fields (types are already right)."""
-    p: list[str] = []
-    d, t, m, e = cfg.data, cfg.train, cfg.method, cfg.eval
-    if not d.train:
-        p.append("data.train: no training data given")
-    for name in ("val_ratio", "test_ratio"):
-        v = getattr(d, name)
-        if not 0.0 <= v < 1.0:
-            p.append(f"data.{name}: must be in [0, 1), got {v}")
-    if d.val_ratio + d.test_ratio >= 1.0:
-        p.append("data.val_ratio + data.test_ratio: must leave rows for training")
-    if not 0.0 < d.near_duplicate_threshold <= 1.0:
-        p.append(f"data.near_duplicate_threshold: must be in (0, 1], got {d.near_duplicate_threshold}")
-    if d.max_length < 8:
-        p.append(f"data.max_length: must be at least 8, got {d.max_length}")
-    for name in ("batch_size", "grad_accum", "logging_steps", "max_nonfinite_steps", "fused_loss_chunk",
-                 "padding_free_multiple"):
-        if getattr(t, name) < 1:
-            p.append(f"train.{name}: must be at least 1, got {getattr(t, name)}")
-    for name in ("max_steps", "eval_steps", "early_stopping_patience", "save_total_limit"):
-        if getattr(t, name) < 0:
-            p.append(f"train.{name}: must not be negative, got {getattr(t, name)}")
-    if t.max_steps == 0 and t.epochs <= 0:
-        p.append("train.epochs: must be positive when train.max_steps is 0")
-    if t.learning_rate <= 0:
-        p.append(f"train.learning_rate: must be positive, got {t.learning_rate}")
-    if not 0.0 <= t.warmup_ratio < 1.0:
-        p.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
-    from transformers.trainer_utils import SchedulerType  # names are the Trainer's own, checked here, not later
-    from transformers.training_args import OptimizerNames
+    """Checks across fields (types are already right): each section's own, then what the sections must agree on.
+    Every problem is reported, not the first."""
+    p = (cfg.model.problems() + cfg.data.problems() + cfg.method.problems() + cfg.train.problems()
+         + cfg.eval.problems() + cfg.rephrase.problems() + cfg.distributed.problems())
+    if cfg.task in PAIR_TASKS:
+        p += cfg.preference.problems(cfg.task)
+    return p + compatibility_problems(cfg) + metric_problems(cfg)
 
-    schedulers = [x.value for x in SchedulerType]
-    if t.lr_scheduler not in schedulers:
-        p.append(f"train.lr_scheduler: unknown schedule {t.lr_scheduler!r}{did_you_mean(t.lr_scheduler, schedulers)}; "
-                 f"known: {', '.join(schedulers)}")
-    optimizers = [x.value for x in OptimizerNames]
-    if t.optim not in optimizers:
-        p.append(f"train.optim: unknown optimizer {t.optim!r}{did_you_mean(t.optim, optimizers)}")
-    if m.lora.r < 1:
-        p.append(f"method.lora.r: must be at least 1, got {m.lora.r}")
-    if not 0.0 <= m.lora.dropout < 1.0:
-        p.append(f"method.lora.dropout: must be in [0, 1), got {m.lora.dropout}")
-    for section in ("prefix", "prompt", "ptuning"):
-        if getattr(m, section).num_virtual_tokens < 1:
-            p.append(f"method.{section}.num_virtual_tokens: must be at least 1")
-    if t.compile and (cfg.task != "sft" or m.name in ("prefix", "prompt", "ptuning")
-                      or cfg.distributed.strategy in ("fsdp", "deepspeed")):
-        p.append("train.compile: applies to task sft with full, freeze, lora or qlora, on one process or under "
-                 f"ddp (got task {cfg.task}, method {m.name}, distributed.strategy {cfg.distributed.strategy})")
-    if m.name == "freeze" and m.freeze.last_layers < 0:
-        p.append(f"method.freeze.last_layers: must not be negative, got {m.freeze.last_layers}")
-    if m.name == "freeze" and m.freeze.last_layers == 0 and not m.freeze.modules:
-        p.append("method.freeze: trains nothing; set last_layers > 0 or list modules")
-    from weitiao.evaluation.metrics import METRICS  # local import: metrics pull in nothing heavy
 
-    if cfg.task == "classify":
-        if d.format != "labelled":
-            p.append(f"data.format: task classify reads text + label rows: use format labelled, got {d.format!r}")
-        if m.name not in ("lora", "full"):
-            p.append(f"method.name: task classify supports lora (the head trained in full) and full, "
-                     f"got {m.name!r}")
-        for i, name in enumerate(e.metrics):
+def compatibility_problems(cfg: Config) -> list[str]:
+    """task x format x method x strategy, from TASK_RULES and the tables next to it."""
+    rule, task, d, m, t = TASK_RULES[cfg.task], cfg.task, cfg.data, cfg.method, cfg.train
+    p = []
+    if rule.formats and d.format not in rule.formats:
+        p.append(f"data.format: task {task} {rule.rows}: use format {' or '.join(rule.formats)}, got {d.format!r}")
+    elif rule.formats is None and d.format == "labelled":
+        p.append("data.format: labelled rows are for task classify (set task: classify)")
+    if m.name not in rule.methods:
+        p.append(f"method.name: task {task} supports {', '.join(rule.methods)}, got {m.name!r}")
+    if t.class_weights != "none" and task != "classify":
+        p.append("train.class_weights: applies to task classify only")
+    strategy = cfg.distributed.strategy
+    if strategy not in rule.strategies:
+        p.append(f"distributed.strategy: {strategy} runs task sft only for now; task {task} runs on one process or "
+                 "under ddp")
+    if m.name not in STRATEGY_METHODS.get(strategy, ALL_METHODS):
+        p.append(f"distributed.strategy: {strategy} trains {listed(STRATEGY_METHODS[strategy], 'and')}; {m.name} is "
+                 f"not supported under {strategy.upper()} here (use ddp)")
+    if t.compile and not (rule.compile and m.name in COMPILED_METHODS and strategy in COMPILED_STRATEGIES):
+        p.append(f"train.compile: applies to task sft with {listed(COMPILED_METHODS, 'or')}, on one process or "
+                 f"under ddp (got task {task}, method {m.name}, distributed.strategy {strategy})")
+    r = cfg.rephrase
+    if cfg.eval.rephrase and not (r.templates or r.model):
+        p.append("eval.rephrase: set rephrase.templates (a file of rules) or rephrase.model (a model that writes "
+                 "the rephrasings)")
+    if cfg.eval.rephrase and not rule.rephrase:
+        p.append(f"eval.rephrase: rephrased questions after training are for task sft, not {task}; use "
+                 "weitiao eval RUN --rephrase")
+    return p
+
+
+def metric_problems(cfg: Config) -> list[str]:
+    """eval.metrics: generation metrics (or module:function) for a task that generates, the classification
+    scores for classify; none for reward, whose score is pairwise accuracy."""
+    from weitiao.evaluation.metrics import METRICS, user_metric  # local import: metrics pull in nothing heavy
+
+    p = []
+    for i, name in enumerate(cfg.eval.metrics):
+        if cfg.task == "classify":
             if name not in CLASSIFY_METRICS:
                 p.append(f"eval.metrics[{i}]: task classify reports {', '.join(CLASSIFY_METRICS)}; got {name!r}")
-    else:
-        if d.format == "labelled":
-            p.append("data.format: labelled rows are for task classify (set task: classify)")
-        if t.class_weights != "none":
-            p.append("train.class_weights: applies to task classify only")
-    pref = cfg.preference
-    if cfg.task in PAIR_TASKS:
-        from weitiao.data.formats import PREFERENCE_FORMATS
-
-        if d.format not in PREFERENCE_FORMATS:
-            p.append(f"data.format: task {cfg.task} trains on chosen/rejected pairs: use format "
-                     f"{' or '.join(PREFERENCE_FORMATS)}, got {d.format!r}")
-        allowed = ("lora", "full") if cfg.task == "reward" else ("full", "freeze", "lora", "qlora")
-        if m.name not in allowed:
-            p.append(f"method.name: task {cfg.task} supports {', '.join(allowed)}, got {m.name!r}")
-        if pref.beta <= 0:
-            p.append(f"preference.beta: must be positive, got {pref.beta}")
-        if not 0.0 <= pref.label_smoothing < 0.5:
-            p.append(f"preference.label_smoothing: must be in [0, 0.5), got {pref.label_smoothing}")
-        if pref.center_rewards < 0:
-            p.append(f"preference.center_rewards: must not be negative, got {pref.center_rewards}")
-        known = KTO_LOSS_TYPES if cfg.task == "kto" else DPO_LOSS_TYPES
-        for i, name in enumerate(pref.loss_type):
-            if name not in known:
-                p.append(f"preference.loss_type[{i}]: unknown {cfg.task} loss {name!r}{did_you_mean(name, known)}; "
-                         f"known: {', '.join(known)}")
-        if cfg.task == "kto" and len(pref.loss_type) > 1:
-            p.append("preference.loss_type: task kto takes one loss")
-        if min(pref.desirable_weight, pref.undesirable_weight) <= 0:
-            p.append("preference.desirable_weight, undesirable_weight: must be positive")
-        if pref.loss_weights and len(pref.loss_weights) != len(pref.loss_type):
-            p.append(f"preference.loss_weights: {len(pref.loss_weights)} weights for {len(pref.loss_type)} losses")
-    for i, name in enumerate(e.metrics if cfg.task in POLICY_TASKS else []):
-        if ":" in name:  # a user metric, module:function
-            from weitiao.evaluation.metrics import user_metric
-
+        elif not TASK_RULES[cfg.task].generates:
+            continue
+        elif ":" in name:  # a user metric, module:function
             try:
                 user_metric(name)
             except ValueError as err:
@@ -677,56 +798,6 @@ def semantic_problems(cfg: Config) -> list[str]:
         elif name not in METRICS:
             p.append(f"eval.metrics[{i}]: unknown metric {name!r}{did_you_mean(name, METRICS)}; "
                      f"known: {', '.join(METRICS)}, or module:function for your own")
-    if e.reward_model:
-        run_dir = Path(e.reward_model).expanduser()
-        saved = run_dir / "config.yaml"
-        if not (run_dir / "run.json").is_file() or not saved.is_file():
-            p.append(f"eval.reward_model: {run_dir} is not a weitiao run folder")
-        elif (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("task") != "reward":
-            p.append(f"eval.reward_model: {run_dir} is not a `task: reward` run")
-    p += distributed_problems(cfg)
-    if e.generation.max_new_tokens < 1:
-        p.append("eval.generation.max_new_tokens: must be at least 1")
-    if e.generation.batch_size < 1:
-        p.append("eval.generation.batch_size: must be at least 1")
-    if not e.generation.repetition_penalty > 0:
-        p.append(f"eval.generation.repetition_penalty: must be above 0 (1: off), got {e.generation.repetition_penalty}")
-    from weitiao.data.templates import BUILTIN_TEMPLATES
-
-    if cfg.model.chat_template != "auto" and cfg.model.chat_template not in BUILTIN_TEMPLATES:
-        name = cfg.model.chat_template
-        p.append(f"model.chat_template: unknown template {name!r}{did_you_mean(name, BUILTIN_TEMPLATES)}; "
-                 f"known: auto, {', '.join(BUILTIN_TEMPLATES)}")
-    r = cfg.rephrase
-    if e.rephrase and not (r.templates or r.model):
-        p.append("eval.rephrase: set rephrase.templates (a file of rules) or rephrase.model (a model that writes "
-                 "the rephrasings)")
-    if e.rephrase and cfg.task != "sft":
-        p.append(f"eval.rephrase: rephrased questions after training are for task sft, not {cfg.task}; use "
-                 "weitiao eval RUN --rephrase")
-    if r.templates and r.model:
-        p.append("rephrase: set templates or model, not both")
-    if r.k < 1:
-        p.append(f"rephrase.k: must be at least 1, got {r.k}")
-    if "{question}" not in r.prompt:
-        p.append("rephrase.prompt: must contain {question}, where the question goes")
-    return p
-
-
-def distributed_problems(cfg: Config) -> list[str]:
-    """What the distributed section cannot do with the rest of the config."""
-    p: list[str] = []
-    dist, m = cfg.distributed, cfg.method
-    if dist.strategy == "fsdp" and m.name not in ("full", "freeze", "lora"):
-        p.append(f"distributed.strategy: fsdp trains full, freeze and lora; {m.name} is not supported under FSDP "
-                 "here (use ddp)")
-    if dist.strategy in ("fsdp", "deepspeed") and cfg.task != "sft":
-        p.append(f"distributed.strategy: {dist.strategy} runs task sft only for now; task {cfg.task} runs on one "
-                 "process or under ddp")
-    if dist.zero_stage not in (1, 2, 3):
-        p.append(f"distributed.zero_stage: 1, 2 or 3, got {dist.zero_stage}")
-    if dist.offload_params and dist.zero_stage != 3:
-        p.append("distributed.offload_params: weights are offloaded under ZeRO stage 3 only")
     return p
 
 

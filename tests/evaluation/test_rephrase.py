@@ -412,7 +412,7 @@ def test_a_model_right_on_every_faithful_rephrasing_gets_a_gap_interval_containi
     from weitiao.config import load_config
     from weitiao.data.dataset import load_splits
     from weitiao.evaluation.metrics import score
-    from weitiao.evaluation.rephrase import rephrasings_for
+    from weitiao.evaluation.rephraser import rephrasings_for
     from weitiao.evaluation.rephrase import last_question
     from weitiao.evaluation.report import rephrased_gaps
 

@@ -106,3 +106,25 @@ def test_lora_input_casts_skipped_under_autocast_are_bit_identical():
             assert layer.cast_input_dtype_enabled
     with lora.autocast_input_casts_skipped(model, cfg, torch.bfloat16, "ddp"):
         assert not layer.cast_input_dtype_enabled
+
+
+def test_every_method_is_registered_and_the_config_tables_agree_with_its_flags():
+    """One registry (methods.METHODS), and the config's compatibility tables (data) name the same methods: every
+    `method.name` value is registered, and train.compile's methods are exactly those without virtual tokens."""
+    import typing
+
+    from weitiao import config
+    from weitiao.methods import METHODS, method_of
+
+    literal = typing.get_args(typing.get_type_hints(config.MethodConfig)["name"])
+    assert set(literal) == set(METHODS) == set(config.ALL_METHODS)
+    assert set(config.COMPILED_METHODS) == {m.name for m in METHODS.values() if not m.virtual_tokens}
+    for rule in config.TASK_RULES.values():
+        assert set(rule.methods) <= set(METHODS)
+    for name, method in METHODS.items():
+        assert method.name == name and method.saves in ("adapter", "model")
+        assert method_of(name) is method
+        if method.section:  # its settings section exists and checks itself
+            assert hasattr(method.settings(config.MethodConfig()), "problems")
+    assert [n for n, m in METHODS.items() if m.continues_lora] == ["lora", "qlora"]
+    assert not method_of("full").adapter and method_of("prefix").virtual_tokens

@@ -11,7 +11,7 @@ from weitiao.data.dataset import PaddingFreeCollator
 from weitiao.testing import build_model
 from weitiao.training import segment_attention
 from weitiao.training.segment_attention import NAME, training_attention
-from weitiao.workflows import sft
+from weitiao.training.causal_lm import segment_attention_used
 
 
 def _rows(lengths):
@@ -66,9 +66,9 @@ def test_when_a_run_attends_one_example_at_a_time(tiny_tokenizer, choice, device
     model.set_attn_implementation(implementation)
     cfg = Config()
     cfg.train.packed_attention = choice
-    assert sft.segment_attention_used(cfg, model, device) is used
+    assert segment_attention_used(cfg, model, device) is used
     cfg.train.padding_free = False
-    assert sft.segment_attention_used(cfg, model, device) is False
+    assert segment_attention_used(cfg, model, device) is False
 
 
 def test_the_switch_is_undone_even_when_training_fails(tiny_tokenizer):

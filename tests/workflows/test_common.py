@@ -6,7 +6,7 @@ import torch
 
 from weitiao.data.encode import IGNORE_INDEX, Encoded
 from weitiao.testing import build_model
-from weitiao.workflows.common import mean_loss, token_losses
+from weitiao.evaluation.scoring import mean_loss, token_losses
 
 
 def test_token_losses_are_each_rows_summed_cross_entropy_over_its_labels(tiny_tokenizer):

@@ -93,7 +93,7 @@ def test_dpo_raises_the_policy_margin_over_its_start(dpo_from_sft_run, lora_run_
     from transformers import AutoModelForCausalLM
 
     from weitiao.data.dataset import encode_pair_split, load_splits
-    from weitiao.workflows.common import find_model
+    from weitiao.models.resolve import find_model
 
     cfg = load_config(dpo_from_sft_run.out_dir / "config.yaml")
     _, folder, tokenizer, template = find_model(cfg)
@@ -165,7 +165,7 @@ def test_reward_model_learns_to_rank_the_pairs(reward_run):
 
     from weitiao.data.dataset import encode_pair_split, load_splits
     from weitiao.evaluation.reward import pairwise
-    from weitiao.workflows.common import find_model
+    from weitiao.models.resolve import find_model
 
     loaded_cfg = load_config(result.out_dir / "config.yaml")
     _, folder, tokenizer, template = find_model(loaded_cfg)
@@ -223,7 +223,7 @@ def test_implicit_rewards_match_trl_dpo_evaluation(dpo_from_sft_run, tmp_path):
     from weitiao.data.dataset import encode_pair_split, load_splits
     from weitiao.evaluation.preference import implicit_rewards
     from weitiao.training.preference import TokenizedDPOTrainer, pair_dataset
-    from weitiao.workflows.common import find_model
+    from weitiao.models.resolve import find_model
 
     out = dpo_from_sft_run.out_dir
     cfg = load_config(out / "config.yaml")

@@ -8,6 +8,7 @@ import torch
 
 from conftest import run_cli, write_config
 from weitiao.config import load_config
+from weitiao.memory.measured import peak_memory
 from weitiao.workflows import sft
 
 
@@ -142,7 +143,7 @@ def test_a_run_started_before_a_config_key_existed_still_resumes(tmp_path, tiny_
 
     from weitiao.config import dump_config, resolved
     from weitiao.errors import WeitiaoError
-    from weitiao.workflows.sft import check_same_config
+    from weitiao.runs import check_same_config
 
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run"))
     saved = yaml.safe_load(dump_config(resolved(cfg)))
@@ -158,5 +159,5 @@ def test_a_run_started_before_a_config_key_existed_still_resumes(tmp_path, tiny_
 def test_the_whole_runs_peak_is_at_least_the_training_phases():
     """Two kernel counters, read at different times: ru_maxrss was once 184 KiB below the VmHWM read before it."""
     huge = {"train_peak_rss_bytes": 2**50}
-    assert sft.peak_memory("cpu", huge) == {"peak_rss_bytes": 2**50, **huge}
-    assert 0 < sft.peak_memory("cpu")["peak_rss_bytes"] < 2**50
+    assert peak_memory("cpu", huge) == {"peak_rss_bytes": 2**50, **huge}
+    assert 0 < peak_memory("cpu")["peak_rss_bytes"] < 2**50

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import write_config
 from weitiao.config import load_config
+from weitiao.training import causal_lm
 from weitiao.workflows import sft
 
 NO_EVAL = {"metrics": [], "compare_base": False}
@@ -67,7 +68,7 @@ def test_precision_auto_uses_bf16_only_where_it_is_native(monkeypatch):
     explicit bf16 gets a warning; with avx512_bf16/AMX, auto picks bf16."""
     import torch
 
-    from weitiao.workflows import common
+    from weitiao.models import precision as common
 
     monkeypatch.setattr(common, "cpu_bf16_native", lambda: False)
     assert common.autocast_dtype("auto", "cpu") is None
@@ -93,7 +94,7 @@ def test_precision_auto_uses_bf16_only_where_it_is_native(monkeypatch):
 def test_weights_dtype_auto_on_a_cpu(monkeypatch, native, precision, method, task, dtype, want):
     from weitiao.config import Config
     from weitiao.memory.guard import settings_for
-    from weitiao.workflows import common
+    from weitiao.models import precision as common
 
     monkeypatch.setattr(common, "cpu_bf16_native", lambda: native)
     cfg = Config()
@@ -109,7 +110,7 @@ def test_padding_free_training_matches_padded_training(tmp_path, tiny_model_dir,
     with packed rows attended one example at a time (`segments`) or under sdpa's block mask (`mask`).
     LoRA dropout 0, because dropout masks of a (1, sum) row and a (B, longest) batch draw different numbers.
     Attention is made free in the batch cost model, so that every batch of the first run is packed."""
-    monkeypatch.setattr(sft, "PAIR_PACKED", 0.0)
+    monkeypatch.setattr(causal_lm, "PAIR_PACKED", 0.0)
     runs = {}
     for padding_free in (True, False):
         name = "packed" if padding_free else "padded"
@@ -135,13 +136,13 @@ def test_batch_cost_comes_from_the_model_shape():
     from weitiao.testing import build_model
 
     model = build_model(600, hidden=64, layers=2)  # tied embeddings: the head is the embedding matrix
-    cost = sft.batch_cost(model, labels_only=True)
+    cost = causal_lm.batch_cost(model, labels_only=True)
     n_linear = sum(p.numel() for p in model.parameters()) - 600 * 64
     assert cost.pair_packed == pytest.approx(sft.PAIR_PACKED * 4 * 2 * 64 / (2 * n_linear))
     assert cost.head == pytest.approx(600 * 64 / n_linear) and not cost.varlen
     # a config that does not name its layers the transformers way: attention free, every batch packed as before
     odd = SimpleNamespace(config=SimpleNamespace(hidden_size=64))
-    assert sft.batch_cost(odd, labels_only=True).pair_packed == 0.0
+    assert causal_lm.batch_cost(odd, labels_only=True).pair_packed == 0.0
 
 
 def test_compiled_layers_train_like_eager_ones_and_the_run_is_usable_after(tmp_path, tiny_model_dir, demo_data_dir):

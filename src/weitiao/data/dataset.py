@@ -353,3 +353,25 @@ def encode_labelled(examples: list[Example], tokenizer, labels: list[str], max_l
     report[f"{name}_tokens"] = sum(len(e["input_ids"]) for e in out)
     report[f"{name}_label_counts"] = {label: sum(1 for ex in examples if ex.label == label) for label in labels}
     return out
+
+
+class LabelledCollator:
+    """Pads token ids with the tokenizer's pad token (and side), builds the attention mask, stacks the labels."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict]):
+        import torch
+
+        batch = self.tokenizer.pad([{"input_ids": f["input_ids"]} for f in features], return_tensors="pt",
+                                   pad_to_multiple_of=8)
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        return batch
+
+
+def to_hf_dataset_labelled(rows: list[dict]):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows],
+                              "length": [len(r["input_ids"]) for r in rows]})

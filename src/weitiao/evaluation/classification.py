@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from weitiao.console import log
+from weitiao.data.dataset import LabelledCollator
 
 
 def confusion(golds: list[int], preds: list[int], n_classes: int) -> np.ndarray:
@@ -62,3 +66,27 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path, title: str)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+@torch.no_grad()
+def score_classes(model, tokenizer, encoded: list[dict], labels: list[str], batch_size: int, amp_dtype,
+                  label: str) -> dict:
+    """Loss (unweighted mean cross-entropy), accuracy, macro-F1 and the confusion matrix on `encoded`."""
+    model.eval()
+    device = next(model.parameters()).device
+    collate = LabelledCollator(tokenizer)
+    predictions, loss_sum = [], 0.0
+    for start in range(0, len(encoded), batch_size):
+        batch = collate([dict(e) for e in encoded[start:start + batch_size]]).to(device)
+        gold = batch.pop("labels")
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(**batch).logits.float()  # (B, n_classes)
+        loss_sum += torch.nn.functional.cross_entropy(logits, gold, reduction="sum").item()
+        predictions += logits.argmax(-1).tolist()
+    golds = [e["labels"] for e in encoded]
+    scores = classification_metrics(golds, predictions, labels)
+    metrics = {"loss": round(loss_sum / len(encoded), 6), "accuracy": round(scores["accuracy"], 6),
+               "macro_f1": round(scores["macro_f1"], 6)}
+    log(f"[{label}] {len(encoded)} rows: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return {"metrics": metrics, "predictions": predictions, "confusion": scores["confusion"],
+            "per_class": scores["per_class"]}

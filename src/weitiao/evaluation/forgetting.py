@@ -13,6 +13,7 @@ import json
 from importlib import resources
 
 from weitiao.data.encode import Encoded
+from weitiao.evaluation.scoring import mean_loss, token_losses
 
 MAX_TOKENS = 256  # per paragraph; the longest is 120 tokens for SmolLM2, so nothing is cut for ordinary tokenizers
 
@@ -34,7 +35,14 @@ def encode_general_texts(tokenizer) -> list[Encoded]:
 
 def general_text_losses(model, tokenizer, batch_size: int, amp_dtype) -> list[tuple[float, int]]:
     """Per paragraph: (summed cross-entropy, predicted tokens)."""
-    from weitiao.workflows.common import token_losses
-
     return token_losses(model, encode_general_texts(tokenizer), tokenizer.pad_token_id, batch_size, amp_dtype)
 
+
+def forgetting_summary(base_rows: list, tuned_rows: list) -> dict:
+    """metrics.json's `forgetting`: the general-text loss before and after, with each paragraph's (sum, tokens)
+    so that `weitiao compare` can put an interval on the change."""
+    base_loss, tuned_loss = mean_loss(base_rows), mean_loss(tuned_rows)
+    return {"paragraphs": len(base_rows), "tokens": sum(n for _, n in base_rows), "base_loss": round(base_loss, 6),
+            "tuned_loss": round(tuned_loss, 6), "change": round(tuned_loss - base_loss, 6),
+            "base": {"rows": [[round(s, 5), n] for s, n in base_rows]},
+            "tuned": {"rows": [[round(s, 5), n] for s, n in tuned_rows]}}

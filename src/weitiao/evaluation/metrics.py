@@ -144,7 +144,6 @@ def count_list(prediction: str, reference: str) -> float:
     return float(got is not None and len(got) == len(want))
 
 
-
 def list_problems(prediction: str, reference: str) -> list[str]:
     """Why a reader would not accept `prediction` as the list the reference asks for (empty: they would).
 

@@ -359,22 +359,6 @@ def seen_texts(examples: list, target: str) -> frozenset:
 # ---------------------------------------------------------------- from the config
 
 
-def rephrasings_for(cfg, examples: list, log, base=None, seen: frozenset = frozenset()) -> Rephrasings:
-    """Up to `rephrase.k` faithful rephrasings of each example's question, from the config's rules or model.
-
-    `base`: (model, tokenizer, template) already loaded for `model.name_or_path`, used when `rephrase.model` is
-    `base`; any other model is loaded here. `seen`: `seen_texts` of the training rows (evaluation)."""
-    r = cfg.rephrase
-    texts = texts_to_reword(examples, r.target, seen)
-    if r.templates:
-        out = rule_rephrasings_checked(load_rules(rules_path(cfg)), texts, r.k)
-        out.target, out.source, out.source_id = r.target, f"rules {rules_path(cfg)}", source_identity(cfg)
-    else:
-        out = model_rephrasings(cfg, texts, log, base)
-    report(out, out.coverage(examples, r.k), log)
-    return out
-
-
 def rule_rephrasings_checked(rules: list[Rule], texts: dict[str, dict], k: int) -> Rephrasings:
     out = Rephrasings("", "", {}, {}, {}, [])
     rejected: Counter = Counter()
@@ -391,27 +375,6 @@ def rule_rephrasings_checked(rules: list[Rule], texts: dict[str, dict], k: int) 
         out.by_text[text] = kept
     out.rejected = dict(rejected)
     return out
-
-
-def model_rephrasings(cfg, texts: dict[str, dict], log, base) -> Rephrasings:
-    from weitiao.evaluation.rephraser import ModelRephraser
-    from weitiao.models.loading import cache_dir
-
-    r = cfg.rephrase
-    if not r.model:
-        raise WeitiaoError("--rephrase: set rephrase.templates (a file of rules) or rephrase.model (a model that "
-                           "writes the rephrasings, e.g. rephrase.model=base)")
-    if r.model == "base" and base is not None:
-        model, tokenizer, template = base
-        model_id = cfg.model.name_or_path
-    else:
-        model, tokenizer, template, model_id = load_chat_model(cfg, cfg.model.name_or_path if r.model == "base"
-                                                               else r.model)
-    cache = Path(r.cache) if r.cache else cache_dir() / "rephrase.jsonl"
-    rephraser = ModelRephraser(model, tokenizer, template, str(model_id), r.prompt, cache)
-    by_text = rephraser.rephrase_all(texts, r.k, log)
-    return Rephrasings(r.target, f"model {model_id}", source_identity(cfg), by_text,
-                       dict(rephraser.rejected), rephraser.rejected_examples)
 
 
 def source_identity(cfg) -> dict:
@@ -478,13 +441,3 @@ def report(out: Rephrasings, coverage: dict, log) -> None:
             log(f"rephrase: rejected {ex['candidate']!r} for {ex['text']!r}: {'; '.join(ex['problems'])}")
 
 
-def load_chat_model(cfg, name: str):
-    """(model, tokenizer, template, label) of a local or bundled chat model, as the config's model is loaded."""
-    from weitiao.models.loading import load_model, pick_device, pick_dtype
-    from weitiao.workflows.common import find_model
-
-    source, folder, tokenizer, template = find_model(cfg, name)
-    device = pick_device(cfg.model.device)
-    model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
-                       cfg.model.attn_implementation, {})
-    return model, tokenizer, template, source.label

@@ -1,4 +1,7 @@
-"""A chat model that writes rephrasings: sampled in batches, checked, appended to a cache after every batch.
+"""Rephrasings from the config (`rephrasings_for`: its rules, or a chat model) and the chat model that writes
+them.
+
+The model's rephrasings are sampled in batches, checked, and appended to a cache after every batch.
 
 The distinct texts to reword are sorted by length and cut into fixed batches once, from the whole list, before
 anything is asked. A batch is asked again only while it has a text with no finished cache entry, and each batch's
@@ -14,7 +17,18 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from weitiao.evaluation.rephrase import problem_kind, problems
+from weitiao.errors import WeitiaoError
+from weitiao.evaluation.rephrase import (
+    Rephrasings,
+    load_rules,
+    problem_kind,
+    problems,
+    report,
+    rule_rephrasings_checked,
+    rules_path,
+    source_identity,
+    texts_to_reword,
+)
 
 ROWS_PER_CALL = 16  # generated rows per batch (each text is sampled as often as it still needs rephrasings)
 
@@ -165,3 +179,53 @@ def append_cache(path: Path | None, entries: dict[str, dict]) -> None:
         f.write(lines.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+
+
+def rephrasings_for(cfg, examples: list, log, base=None, seen: frozenset = frozenset()) -> Rephrasings:
+    """Up to `rephrase.k` faithful rephrasings of each example's question, from the config's rules or model.
+
+    `base`: (model, tokenizer, template) already loaded for `model.name_or_path`, used when `rephrase.model` is
+    `base`; any other model is loaded here. `seen`: `seen_texts` of the training rows (evaluation)."""
+    r = cfg.rephrase
+    texts = texts_to_reword(examples, r.target, seen)
+    if r.templates:
+        out = rule_rephrasings_checked(load_rules(rules_path(cfg)), texts, r.k)
+        out.target, out.source, out.source_id = r.target, f"rules {rules_path(cfg)}", source_identity(cfg)
+    else:
+        out = model_rephrasings(cfg, texts, log, base)
+    report(out, out.coverage(examples, r.k), log)
+    return out
+
+
+
+def model_rephrasings(cfg, texts: dict[str, dict], log, base) -> Rephrasings:
+    from weitiao.models.loading import cache_dir
+
+    r = cfg.rephrase
+    if not r.model:
+        raise WeitiaoError("--rephrase: set rephrase.templates (a file of rules) or rephrase.model (a model that "
+                           "writes the rephrasings, e.g. rephrase.model=base)")
+    if r.model == "base" and base is not None:
+        model, tokenizer, template = base
+        model_id = cfg.model.name_or_path
+    else:
+        model, tokenizer, template, model_id = load_chat_model(cfg, cfg.model.name_or_path if r.model == "base"
+                                                               else r.model)
+    cache = Path(r.cache) if r.cache else cache_dir() / "rephrase.jsonl"
+    rephraser = ModelRephraser(model, tokenizer, template, str(model_id), r.prompt, cache)
+    by_text = rephraser.rephrase_all(texts, r.k, log)
+    return Rephrasings(r.target, f"model {model_id}", source_identity(cfg), by_text,
+                       dict(rephraser.rejected), rephraser.rejected_examples)
+
+
+
+def load_chat_model(cfg, name: str):
+    """(model, tokenizer, template, label) of a local or bundled chat model, as the config's model is loaded."""
+    from weitiao.models.loading import load_model, pick_device, pick_dtype
+    from weitiao.models.resolve import find_model
+
+    source, folder, tokenizer, template = find_model(cfg, name)
+    device = pick_device(cfg.model.device)
+    model = load_model(folder, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,
+                       cfg.model.attn_implementation, {})
+    return model, tokenizer, template, source.label

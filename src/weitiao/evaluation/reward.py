@@ -60,9 +60,8 @@ class RewardScorer:
     def __init__(self, run_dir: Path, device: str, amp_dtype=None, batch_size: int = 16):
         from weitiao.config import load_config
         from weitiao.models.loading import load_classifier, pick_dtype
-        from weitiao.serving.loaded import run_template
-        from weitiao.workflows.common import find_model
-        from weitiao.workflows.evaluate import attach_adapter, load_run
+        from weitiao.models.resolve import attach_adapter, find_model
+        from weitiao.runs import load_run, run_template
 
         config_path, adapter, model_dir = load_run(run_dir)
         cfg = load_config(config_path)

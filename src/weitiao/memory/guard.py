@@ -5,6 +5,7 @@ import dataclasses
 
 from weitiao.config import PAIR_TASKS, Config
 from weitiao.errors import WeitiaoError
+from weitiao.memory.available import available_bytes
 from weitiao.memory.estimate import TrainSettings, distributed_estimate, training_estimate
 from weitiao.memory.shape import load_config_dict, model_shape
 from weitiao.training import distributed
@@ -15,7 +16,8 @@ OPTIMIZERS = {"adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit", "paged
 
 def settings_for(cfg: Config, device: str, seq: int) -> TrainSettings:
     t, m = cfg.train, cfg.method
-    from weitiao.workflows.common import fast_bf16, weights_dtype
+    from weitiao.methods import method_of
+    from weitiao.models.precision import fast_bf16, weights_dtype
 
     precision = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(t.precision,
                                                                      "bf16" if fast_bf16(device) else "fp32")
@@ -25,8 +27,7 @@ def settings_for(cfg: Config, device: str, seq: int) -> TrainSettings:
     # KL row: counted as 2 trained rows, the estimate was +46% over the measured peak on SmolLM2 (as 1: -16%); the
     # guard keeps the side that cannot let a run through that will not fit
     rows = ROWS_PER_EXAMPLE.get(cfg.task, 1)
-    virtual = {"prefix": m.prefix.num_virtual_tokens, "prompt": m.prompt.num_virtual_tokens,
-               "ptuning": m.ptuning.num_virtual_tokens}.get(m.name, 16)
+    virtual = getattr(method_of(m).settings(m), "num_virtual_tokens", 16)
     return TrainSettings(method=m.name, seq=seq, batch=t.batch_size * rows, precision=precision,
                          weights_dtype=weights,
                          optimizer=OPTIMIZERS.get(t.optim, "adamw"), gradient_checkpointing=t.gradient_checkpointing,
@@ -41,11 +42,11 @@ def fused_loss_planned(cfg: Config) -> bool:
     """Whether the config asks for the fused head-and-loss pass where it can run (train.fused_loss): SFT without
     virtual tokens, and the head's weight not sharded outside the forward pass (FSDP, ZeRO-3). The loaded model is
     checked too (training.fused_loss.usable), after this estimate."""
-    from weitiao.methods import PROMPT_LEARNING_METHODS
+    from weitiao.methods import method_of
 
     strategy = distributed.strategy(cfg)
     sharded = strategy == "fsdp" or (strategy == "deepspeed" and cfg.distributed.zero_stage == 3)
-    return (cfg.task == "sft" and cfg.train.fused_loss and cfg.method.name not in PROMPT_LEARNING_METHODS
+    return (cfg.task == "sft" and cfg.train.fused_loss and not method_of(cfg.method).virtual_tokens
             and not sharded)
 
 
@@ -55,20 +56,6 @@ ROWS_PER_EXAMPLE = {task: 2 for task in PAIR_TASKS}  # rows through the model pe
 def estimate_task(task: str) -> str:
     """The estimator's model kind: a DPO/KTO policy is a causal LM (`sft`), a reward model a classifier."""
     return {"dpo": "sft", "kto": "sft", "reward": "classify"}.get(task, task)
-
-
-def available_bytes(device: str) -> int | None:
-    if device == "cuda":
-        import torch
-
-        return int(torch.cuda.mem_get_info()[0])
-    try:
-        for line in open("/proc/meminfo", encoding="ascii"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def check(cfg: Config, folder: str, device: str, seq: int, log=print, logit_fraction: float = 1.0) -> dict | None:

@@ -14,7 +14,7 @@ from weitiao.memory.shape import ModelShape
 
 METHOD_ORDER = ("full", "lora", "qlora")
 STRATEGY_ORDER = ("ddp", "zero2", "fsdp")
-NOT_TRAINABLE = {("qlora", "fsdp")}  # weitiao does not run QLoRA under FSDP (config.distributed_problems)
+NOT_TRAINABLE = {("qlora", "fsdp")}  # weitiao does not run QLoRA under FSDP (config.STRATEGY_METHODS)
 # how `weitiao plan --write-config` sets each strategy in the config's distributed section
 STRATEGY_CONFIG = {"ddp": ["distributed.strategy=ddp"], "fsdp": ["distributed.strategy=fsdp"],
                    "zero2": ["distributed.strategy=deepspeed", "distributed.zero_stage=2"]}

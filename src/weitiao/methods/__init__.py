@@ -1,7 +1,9 @@
-"""Fine-tuning methods: each module turns its config section into a change of the model.
+"""Fine-tuning methods: each module turns its config section into a change of the model, and exports one
+`Method` (methods.protocol) that says what the rest of weitiao needs to know about it.
 
 `apply_method` returns the model to train; `save_trained` writes what a user loads back: a peft adapter folder for
-adapter methods, a complete Hugging Face model folder for the others.
+adapter methods, a complete Hugging Face model folder for the others. A new method is a module with a `METHOD`,
+and one `register` line below.
 """
 from __future__ import annotations
 
@@ -9,23 +11,36 @@ import torch
 
 from weitiao.config import MethodConfig
 from weitiao.methods import freeze, full, lora, prefix, prompt, ptuning, qlora
+from weitiao.methods.protocol import Method
 
-METHODS = {"full": full, "freeze": freeze, "lora": lora, "qlora": qlora, "prefix": prefix, "prompt": prompt,
-           "ptuning": ptuning}
-PROMPT_LEARNING_METHODS = {"prefix", "prompt", "ptuning"}  # virtual tokens; nothing to merge into the weights
-ADAPTER_METHODS = {"lora", "qlora"} | PROMPT_LEARNING_METHODS
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> None:
+    METHODS[method.name] = method
+
+
+register(full.METHOD)
+register(freeze.METHOD)
+register(lora.METHOD)
+register(qlora.METHOD)
+register(prefix.METHOD)
+register(prompt.METHOD)
+register(ptuning.METHOD)
+
+
+def method_of(cfg: MethodConfig | str) -> Method:
+    """The registered method a config's `method` section (or a run's recorded method name) names."""
+    return METHODS[cfg if isinstance(cfg, str) else cfg.name]
 
 
 def load_kwargs(cfg: MethodConfig, device: str) -> dict:
     """Extra `from_pretrained` arguments a method needs at load time (quantization for qlora)."""
-    module = METHODS[cfg.name]
-    return module.load_kwargs(cfg, device) if hasattr(module, "load_kwargs") else {}
+    return method_of(cfg).load_kwargs(cfg, device)
 
 
 def apply_method(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
-    if cfg.name == "qlora":
-        return qlora.apply(model, cfg, gradient_checkpointing)
-    return METHODS[cfg.name].apply(model, cfg)
+    return method_of(cfg).apply(model, cfg, gradient_checkpointing)
 
 
 def continue_adapter(model, adapter_dir: str, cfg: MethodConfig, gradient_checkpointing: bool = False):
@@ -33,7 +48,7 @@ def continue_adapter(model, adapter_dir: str, cfg: MethodConfig, gradient_checkp
     adapter_config (rank, targets) applies; `method.lora` does not."""
     from peft import PeftModel
 
-    if cfg.name == "qlora":
+    if method_of(cfg).quantized_base:
         model = qlora.prepare(model, cfg, gradient_checkpointing)
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
@@ -72,7 +87,7 @@ def save_trained(model, tokenizer, out_dir: str, cfg: MethodConfig, main: bool =
     import json
     import os
 
-    if cfg.name in ADAPTER_METHODS:
+    if method_of(cfg).adapter:
         folder = os.path.join(out_dir, "adapter")
         model.save_pretrained(folder, is_main_process=main)
         config_file = os.path.join(folder, "adapter_config.json")

@@ -12,6 +12,7 @@ from torch import nn
 
 from weitiao.config import MethodConfig
 from weitiao.errors import WeitiaoError
+from weitiao.methods.protocol import Method
 
 
 def decoder_layers(model) -> tuple[str, nn.ModuleList]:
@@ -33,7 +34,7 @@ def final_norm(model, layers_name: str):
     return None
 
 
-def apply(model, cfg: MethodConfig):
+def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     fc = cfg.freeze
     for p in model.parameters():
         p.requires_grad_(False)
@@ -57,3 +58,6 @@ def apply(model, cfg: MethodConfig):
             for p in module.parameters():
                 p.requires_grad_(True)
     return model
+
+
+METHOD = Method("freeze", apply, section="freeze")

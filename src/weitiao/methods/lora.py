@@ -6,9 +6,10 @@ W x + (alpha / r) * B A x; B starts at zero, so training starts from the base mo
 from __future__ import annotations
 
 from weitiao.config import MethodConfig
+from weitiao.methods.protocol import Method
 
 
-def apply(model, cfg: MethodConfig):
+def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     from peft import LoraConfig, TaskType, get_peft_model
 
     lc = cfg.lora
@@ -43,3 +44,7 @@ def autocast_input_casts_skipped(model, cfg: MethodConfig, amp, strategy: str):
 
     active = amp is not None and cfg.name == "lora" and not cfg.lora.use_dora and strategy in ("single", "ddp")
     return disable_input_dtype_casting(model, active=active)
+
+
+METHOD = Method("lora", apply, saves="adapter", section="lora", continues_lora=True, frozen_dense_base=True,
+                training_context=autocast_input_casts_skipped)

@@ -12,6 +12,7 @@ loop (`weitiao.evaluation.virtual_tokens`), so the prefix is applied at every ge
 from __future__ import annotations
 
 from weitiao.config import MethodConfig
+from weitiao.methods.protocol import Method
 from weitiao.errors import WeitiaoError
 
 
@@ -44,7 +45,7 @@ def check_architecture(model, method: str) -> None:
                            f"cache, which decoding with virtual tokens needs; {instead}")
 
 
-def apply(model, cfg: MethodConfig):
+def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     from peft import PrefixTuningConfig, TaskType, get_peft_model
 
     check_architecture(model, "prefix")
@@ -62,3 +63,6 @@ def apply(model, cfg: MethodConfig):
             for encoder in model.prompt_encoder.values():
                 encoder.embedding.weight.normal_(0.0, 0.02)
     return model
+
+
+METHOD = Method("prefix", apply, saves="adapter", section="prefix", virtual_tokens=True)

@@ -7,10 +7,11 @@ task) starts training from a meaningful prompt and converges faster than a rando
 from __future__ import annotations
 
 from weitiao.config import MethodConfig
+from weitiao.methods.protocol import Method
 from weitiao.methods.prefix import check_architecture
 
 
-def apply(model, cfg: MethodConfig):
+def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
     check_architecture(model, "prompt")
@@ -22,3 +23,6 @@ def apply(model, cfg: MethodConfig):
                      tokenizer_name_or_path=model.name_or_path)
     config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=pc.num_virtual_tokens, **extra)
     return get_peft_model(model, config)
+
+
+METHOD = Method("prompt", apply, saves="adapter", section="prompt", virtual_tokens=True)

@@ -7,10 +7,11 @@ couples the virtual tokens and trains more stably. The encoder's output is what 
 from __future__ import annotations
 
 from weitiao.config import MethodConfig
+from weitiao.methods.protocol import Method
 from weitiao.methods.prefix import check_architecture
 
 
-def apply(model, cfg: MethodConfig):
+def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
 
     check_architecture(model, "ptuning")
@@ -20,3 +21,6 @@ def apply(model, cfg: MethodConfig):
                                  encoder_reparameterization_type=encoder[pc.encoder],
                                  encoder_hidden_size=pc.encoder_hidden)
     return get_peft_model(model, config)
+
+
+METHOD = Method("ptuning", apply, saves="adapter", section="ptuning", virtual_tokens=True)

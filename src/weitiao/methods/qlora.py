@@ -10,6 +10,7 @@ from __future__ import annotations
 from weitiao.config import MethodConfig
 from weitiao.errors import WeitiaoError
 from weitiao.methods import lora
+from weitiao.methods.protocol import Method
 
 
 def compute_dtype(cfg: MethodConfig, device: str):
@@ -62,3 +63,7 @@ def prepare(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
 
 def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return lora.apply(prepare(model, cfg, gradient_checkpointing), cfg)
+
+
+METHOD = Method("qlora", apply, saves="adapter", section="qlora", continues_lora=True, quantized_base=True,
+                load_kwargs=load_kwargs)

@@ -66,11 +66,12 @@ def run(target: str, out: str, dtype: str = "fp32", overwrite: bool = False, tol
     if out_dir.resolve() == Path(target).resolve() or Path(target).resolve() in out_dir.resolve().parents:
         raise WeitiaoError(f"--out: {out_dir} is inside the run folder; export next to it instead")
 
-    from weitiao.methods import PROMPT_LEARNING_METHODS
+    from weitiao.methods import method_of
 
     # full precision on the CPU for the reference; a QLoRA base is loaded quantized, then de-quantized below
     loaded = load(target, device="cpu", precision="fp32", log=log)
-    if loaded.method in PROMPT_LEARNING_METHODS:
+    method = method_of(loaded.method)
+    if method.virtual_tokens:
         return export_adapter_only(loaded, out_dir, log)
 
     # whole conversations: the answer positions are where an adapter changes the model most
@@ -78,7 +79,7 @@ def run(target: str, out: str, dtype: str = "fp32", overwrite: bool = False, tol
     prompts = [loaded.template.render(loaded.tokenizer, conv) for conv in conversations]
     notes = []
     model = loaded.model
-    if loaded.method == "qlora":
+    if method.quantized_base:
         from peft import PeftModel
 
         quantized_logits = logits_on(model, loaded.tokenizer, prompts)
@@ -88,7 +89,7 @@ def run(target: str, out: str, dtype: str = "fp32", overwrite: bool = False, tol
         notes.append("the QLoRA base was de-quantized (the weights the adapter was trained on) and the adapter "
                      "merged into that copy; the folder is a dense model, larger than the 4-bit original")
     reference = logits_on(model, loaded.tokenizer, prompts)
-    if loaded.method == "qlora":
+    if method.quantized_base:
         drift = compare(quantized_logits, reference)
         notes.append(f"the de-quantized fp32 model vs the quantized one as trained: {drift.describe()}")
     if loaded.adapters:

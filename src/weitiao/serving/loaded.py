@@ -32,15 +32,6 @@ def is_run(path: str | Path) -> bool:
     return (Path(path) / "run.json").is_file()
 
 
-def run_template(run_dir: Path, tokenizer) -> ChatTemplate:
-    """The template a run was trained with, exactly (installed on `tokenizer` as its chat_template)."""
-    described = json.loads((run_dir / "template.json").read_text(encoding="utf-8"))
-    jinja = (run_dir / "chat_template.jinja").read_text(encoding="utf-8")
-    tokenizer.chat_template = jinja
-    return ChatTemplate(described["name"], jinja, described["eot"], described["eot_id"],
-                        tuple(described["stop_ids"]))
-
-
 def load(target: str, device: str = "auto", precision: str | None = None, overrides: list[str] = (),
          quantized_base: bool = True, log=print) -> Loaded:
     """Load a run folder (finished) or a model (anything `model.name_or_path` accepts) for generation.
@@ -50,8 +41,9 @@ def load(target: str, device: str = "auto", precision: str | None = None, overri
     from weitiao.config import POLICY_TASKS, Config, load_config
     from weitiao.methods import load_kwargs
     from weitiao.models.loading import load_model, pick_device, pick_dtype
-    from weitiao.workflows.common import autocast_dtype, find_model
-    from weitiao.workflows.evaluate import attach_adapter, load_run
+    from weitiao.models.precision import autocast_dtype
+    from weitiao.models.resolve import attach_adapter, find_model
+    from weitiao.runs import load_run, run_template
 
     if is_run(target):
         run_dir = Path(target)
@@ -81,7 +73,7 @@ def add_adapter(loaded: Loaded, name: str, path: str, log=print) -> None:
     """Serve another LoRA adapter (a run folder or an adapter folder) of the same base model under `name`."""
     from peft import PeftModel
 
-    from weitiao.methods import PROMPT_LEARNING_METHODS
+    from weitiao.methods import method_of
 
     folder = Path(path)
     if is_run(folder):
@@ -95,7 +87,7 @@ def add_adapter(loaded: Loaded, name: str, path: str, log=print) -> None:
         raise WeitiaoError("--adapter: the main model has no adapter; serve a LoRA run first, then add adapters "
                            "of the same base model")
     peft_type = json.loads(config_file.read_text()).get("peft_type", "")
-    if loaded.method in PROMPT_LEARNING_METHODS or peft_type != "LORA":
+    if method_of(loaded.method).virtual_tokens or peft_type != "LORA":
         raise WeitiaoError(f"--adapter {name}={path}: only LoRA adapters can share one base model "
                            f"(got {peft_type or 'unknown'} with a {loaded.method} run)")
     loaded.model.load_adapter(str(folder), adapter_name=name)

@@ -86,37 +86,87 @@ class ApiError(Exception):
 
 
 def create_app(engine: Engine, limits: ServerLimits):
+    """The FastAPI app: the OpenAI routes over `_Requests`, which reads, checks and answers each request."""
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse
 
     app = FastAPI(title="weitiao", docs_url=None, redoc_url=None)
-    slots = _Slots(limits.max_concurrent)
-    context = getattr(engine.loaded.model.config, "max_position_embeddings", None)
+    api = _Requests(engine, limits)
     created = int(time.time())
 
     @app.exception_handler(ApiError)
     async def _api_error(request, err: ApiError):
         return JSONResponse(err.body(), status_code=err.status)
 
-    def authorize(request: Request) -> None:
-        if limits.api_key is None:
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": engine.names, "in_flight": api.slots.used}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        api.authorize(request)
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "weitiao"}
+                                           for n in engine.names]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        req = await api.read(request, ChatRequest)
+        model = api.resolve_model(req)
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        check_conversation(messages)
+        ids = engine.encode(engine.render(messages))
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+        return await api.respond(ids, api.sampling_of(req, len(ids)), model, req.stream, True, include_usage)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        req = await api.read(request, CompletionRequest)
+        model = api.resolve_model(req)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if len(prompts) != 1:
+            raise ApiError(400, "send one prompt per request", param="prompt")
+        ids = engine.encode(prompts[0])
+        if not ids:
+            raise ApiError(400, "the prompt is empty", param="prompt")
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+        return await api.respond(ids, api.sampling_of(req, len(ids)), model, req.stream, False, include_usage)
+
+    return app
+
+
+def _usage(finished) -> dict:
+    return {"prompt_tokens": finished.prompt_tokens, "completion_tokens": finished.completion_tokens,
+            "total_tokens": finished.prompt_tokens + finished.completion_tokens}
+
+
+class _Requests:
+    """Reads, checks and answers requests for one engine under the server's limits."""
+
+    def __init__(self, engine: Engine, limits: ServerLimits):
+        self.engine, self.limits = engine, limits
+        self.slots = _Slots(limits.max_concurrent)
+        self.context = getattr(engine.loaded.model.config, "max_position_embeddings", None)
+
+    def authorize(self, request: Request) -> None:
+        if self.limits.api_key is None:
             return
         given = request.headers.get("authorization", "")
-        if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:], limits.api_key)):
+        if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:], self.limits.api_key)):
             raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer KEY')",
                            "authentication_error", code="invalid_api_key")
 
-    async def read(request: Request, schema):
-        authorize(request)
+    async def read(self, request: Request, schema):
+        """The request body, authorized, within the size limit (counted as it arrives), parsed by `schema`."""
+        self.authorize(request)
+        limit = self.limits.max_request_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_request_bytes:
-            raise ApiError(413, f"request body over {limits.max_request_bytes} bytes", code="request_too_large")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
         body = b""
         async for chunk in request.stream():
             body += chunk
-            if len(body) > limits.max_request_bytes:
-                raise ApiError(413, f"request body over {limits.max_request_bytes} bytes", code="request_too_large")
+            if len(body) > limit:
+                raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
         try:
             return schema.model_validate_json(body)
         except ValidationError as err:
@@ -125,13 +175,15 @@ def create_app(engine: Engine, limits: ServerLimits):
             raise ApiError(400, f"invalid request: {where}: {first['msg']}" if where else
                            f"invalid request: {first['msg']}", param=where) from None
 
-    def resolve_model(req: _Common) -> str:
-        if req.model is None or req.model in engine.names:
-            return req.model or engine.names[0]
-        raise ApiError(404, f"model {req.model!r} is not served here; served: {', '.join(engine.names)}",
+    def resolve_model(self, req: _Common) -> str:
+        names = self.engine.names
+        if req.model is None or req.model in names:
+            return req.model or names[0]
+        raise ApiError(404, f"model {req.model!r} is not served here; served: {', '.join(names)}",
                        code="model_not_found", param="model")
 
-    def sampling_of(req: _Common, prompt_len: int) -> Sampling:
+    def sampling_of(self, req: _Common, prompt_len: int) -> Sampling:
+        limits = self.limits
         if req.n != 1:
             raise ApiError(400, "n > 1 is not supported; send separate requests", param="n")
         max_tokens = req.max_completion_tokens or req.max_tokens or limits.default_max_tokens
@@ -140,100 +192,66 @@ def create_app(engine: Engine, limits: ServerLimits):
                            param="max_tokens")
         if req.min_tokens > max_tokens:
             raise ApiError(400, "min_tokens is larger than max_tokens", param="min_tokens")
-        if context is not None and prompt_len + max_tokens > context:
+        if self.context is not None and prompt_len + max_tokens > self.context:
             raise ApiError(400, f"the prompt ({prompt_len} tokens) plus max_tokens ({max_tokens}) exceeds the "
-                           f"model's context of {context} tokens", param="messages")
+                           f"model's context of {self.context} tokens", param="messages")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         return Sampling(max_new_tokens=max_tokens, temperature=req.temperature or 0.0,
                         top_p=req.top_p if req.top_p is not None else 1.0, stop=stop, min_new_tokens=req.min_tokens,
                         seed=req.seed)
 
-    def usage(finished) -> dict:
-        return {"prompt_tokens": finished.prompt_tokens, "completion_tokens": finished.completion_tokens,
-                "total_tokens": finished.prompt_tokens + finished.completion_tokens}
-
-    async def respond(ids: list[int], sampling: Sampling, model: str, stream: bool, chat: bool, include_usage: bool):
+    async def respond(self, ids: list[int], sampling: Sampling, model: str, stream: bool, chat: bool,
+                      include_usage: bool):
         """Decode one request: a JSON body, or an SSE stream of chunks; the admission slot is held until the end."""
+        from fastapi.responses import JSONResponse, StreamingResponse
+        from starlette.concurrency import run_in_threadpool
+
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         kind = "chat.completion" if chat else "text_completion"
-        release = slots.take()  # 429 when full
+        release = self.slots.take()  # 429 when full
         if not stream:
             try:
-                finished = await run_in_threadpool(engine.complete, ids, sampling, model)
+                finished = await run_in_threadpool(self.engine.complete, ids, sampling, model)
             finally:
                 release()
             choice = ({"index": 0, "message": {"role": "assistant", "content": finished.text},
                        "finish_reason": finished.finish_reason, "logprobs": None} if chat else
                       {"index": 0, "text": finished.text, "finish_reason": finished.finish_reason, "logprobs": None})
             return JSONResponse({"id": rid, "object": kind, "created": int(time.time()), "model": model,
-                                 "choices": [choice], "usage": usage(finished)})
+                                 "choices": [choice], "usage": _usage(finished)})
+        stream_events = self.events(ids, sampling, model, chat, include_usage, rid, kind, release)
+        # a client that disconnects before the first chunk leaves the generator unstarted, so its `finally` never
+        # runs; releasing when the generator is collected keeps the slot from leaking (release is idempotent)
+        weakref.finalize(stream_events, release)
+        return StreamingResponse(stream_events, media_type="text/event-stream")
+
+    def events(self, ids, sampling: Sampling, model: str, chat: bool, include_usage: bool, rid: str, kind: str,
+               release):
+        """The SSE chunks of one streamed answer (a generator; its `finally` frees the admission slot)."""
 
         def event(choices: list, extra: dict | None = None) -> str:
             payload = {"id": rid, "object": kind + ".chunk" if chat else kind, "created": int(time.time()),
                        "model": model, "choices": choices, **(extra or {})}
             return "data: " + json.dumps(payload, ensure_ascii=False) + "\n\n"
 
-        def events():
-            result = []
-            try:
-                if chat:
-                    yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-                for piece in engine.stream(ids, sampling, model, result):
-                    delta = {"content": piece} if chat else None
-                    yield event([{"index": 0, "delta": delta, "finish_reason": None} if chat else
-                                 {"index": 0, "text": piece, "finish_reason": None, "logprobs": None}])
-                finished = result[0]
-                yield event([{"index": 0, "delta": {}, "finish_reason": finished.finish_reason} if chat else
-                             {"index": 0, "text": "", "finish_reason": finished.finish_reason, "logprobs": None}])
-                # decoding is over: free the slot before the last chunks, so a client that sends its next request
-                # as soon as it reads [DONE] is admitted (the generator only reaches `finally` on the next pull)
-                release()
-                if include_usage:
-                    yield event([], {"usage": usage(finished)})
-                yield "data: [DONE]\n\n"
-            finally:
-                release()
-
-        stream_events = events()
-        # a client that disconnects before the first chunk leaves the generator unstarted, so its `finally` never
-        # runs; releasing when the generator is collected keeps the slot from leaking (release is idempotent)
-        weakref.finalize(stream_events, release)
-        return StreamingResponse(stream_events, media_type="text/event-stream")
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "models": engine.names, "in_flight": slots.used}
-
-    @app.get("/v1/models")
-    async def models(request: Request):
-        authorize(request)
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "weitiao"}
-                                           for n in engine.names]}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        req = await read(request, ChatRequest)
-        model = resolve_model(req)
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
-        check_conversation(messages)
-        ids = engine.encode(engine.render(messages))
-        include_usage = bool((req.stream_options or {}).get("include_usage"))
-        return await respond(ids, sampling_of(req, len(ids)), model, req.stream, True, include_usage)
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        req = await read(request, CompletionRequest)
-        model = resolve_model(req)
-        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        if len(prompts) != 1:
-            raise ApiError(400, "send one prompt per request", param="prompt")
-        ids = engine.encode(prompts[0])
-        if not ids:
-            raise ApiError(400, "the prompt is empty", param="prompt")
-        include_usage = bool((req.stream_options or {}).get("include_usage"))
-        return await respond(ids, sampling_of(req, len(ids)), model, req.stream, False, include_usage)
-
-    return app
+        result = []
+        try:
+            if chat:
+                yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            for piece in self.engine.stream(ids, sampling, model, result):
+                yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None} if chat else
+                             {"index": 0, "text": piece, "finish_reason": None, "logprobs": None}])
+            finished = result[0]
+            yield event([{"index": 0, "delta": {}, "finish_reason": finished.finish_reason} if chat else
+                         {"index": 0, "text": "", "finish_reason": finished.finish_reason, "logprobs": None}])
+            # decoding is over: free the slot before the last chunks, so a client that sends its next request as
+            # soon as it reads [DONE] is admitted (the generator only reaches `finally` on the next pull)
+            release()
+            if include_usage:
+                yield event([], {"usage": _usage(finished)})
+            yield "data: [DONE]\n\n"
+        finally:
+            release()
 
 
 class _Slots:

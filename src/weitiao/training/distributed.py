@@ -218,7 +218,7 @@ def gathered_for_inference(model, device: str, log=print):
     kept gathered only when they take less than half of the memory available to it. Elsewhere nothing changes."""
     from torch.distributed.fsdp import FSDPModule
 
-    from weitiao.memory.guard import available_bytes
+    from weitiao.memory.available import available_bytes
 
     units = [m for m in model.modules() if isinstance(m, FSDPModule)]
     full = sum(p.numel() * p.element_size() for p in model.parameters())  # DTensor numel is the global size

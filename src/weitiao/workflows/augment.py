@@ -16,12 +16,19 @@ import time
 from pathlib import Path
 
 from weitiao.config import Config
+from weitiao.console import log
 from weitiao.data.dataset import load_splits
 from weitiao.errors import WeitiaoError
 from weitiao.evaluation.rephrase import (
-    augment_report_path, check_source, last_question, rephrased_examples, rephrasings_for, states, values_to_keep,
+    augment_report_path,
+    check_source,
+    last_question,
+    rephrased_examples,
+    states,
+    values_to_keep,
 )
-from weitiao.workflows.common import log, write_json
+from weitiao.evaluation.rephraser import rephrasings_for
+from weitiao.runs import write_json
 
 
 def run(cfg: Config, out: str, overwrite: bool = False) -> dict:

@@ -13,11 +13,13 @@ from collections import Counter
 from pathlib import Path
 
 from weitiao.config import PAIR_TASKS, Config
+from weitiao.console import log
 from weitiao.data.check import find_overlaps, length_stats, render_preview
 from weitiao.data.dataset import encode_pair_split, encode_split, load_splits
 from weitiao.data.encode import IGNORE_INDEX, Encoded
 from weitiao.data.readers import BadRow
-from weitiao.workflows.common import find_model, log, write_json
+from weitiao.models.resolve import find_model
+from weitiao.runs import write_json
 
 MAX_PRINTED = 200  # bad rows printed; the JSON report has all
 
@@ -35,23 +37,9 @@ def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
     splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=True)
     bad: list[BadRow] = list(splits.bad)
 
-    # ---- tokenize with the model's template (no weights are loaded); preference rows as pairs, so an over-long
-    # rejected answer is found too
+    # ---- tokenize with the model's template (no weights are loaded)
     _, _, tokenizer, template = find_model(cfg)
-    stats, encoded, rejected = {}, {}, {}
-    for name in ("train", "val", "test"):
-        lengths: list[int] = []
-        if cfg.task in PAIR_TASKS:
-            pairs = encode_pair_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
-                                      skipped=bad, lengths=lengths)
-            # as SFT rows ending with the chosen answer (what the stats and the preview show), and the rejected ids
-            encoded[name] = [Encoded(p.prompt_ids + p.chosen_ids, [IGNORE_INDEX] * len(p.prompt_ids) + p.chosen_ids)
-                             for p in pairs]
-            rejected[name] = [p.rejected_ids for p in pairs]
-        else:
-            encoded[name] = encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
-                                         skipped=bad, lengths=lengths)
-        stats[name] = length_stats(encoded[name], lengths, cfg.data.max_length)
+    encoded, rejected, stats = encode_splits(cfg, splits, tokenizer, template, bad)
 
     # ---- duplicates inside train, leakage from train into val and test
     threshold = cfg.data.near_duplicate_threshold
@@ -59,44 +47,9 @@ def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
     leaks = {name: find_overlaps(splits.train, getattr(splits, name), threshold) for name in ("val", "test")}
 
     # ---- report
-    per_file: dict[str, Counter] = {}
-    for name in ("train", "val", "test"):
-        for ex in getattr(splits, name):
-            per_file.setdefault(file_of(ex.where), Counter())["ok"] += 1
-    for ex, _ in splits.duplicates:
-        per_file.setdefault(file_of(ex.where), Counter())["duplicate"] += 1
-    for b in bad:
-        c = per_file.setdefault(file_of(b.where), Counter())
-        c["bad"] += 1
-        if b.kind == "over-long":
-            c["ok"] -= 1  # it was read fine, then dropped for its length
-    width = max([len(f) for f in per_file] + [4]) + 2
-    log(f"{'file':<{width}}{'ok':>8}{'bad':>8}{'dup':>8}")
-    for f, c in per_file.items():
-        log(f"{f:<{width}}{c['ok']:>8}{c['bad']:>8}{c['duplicate']:>8}")
-
-    if bad:
-        kinds = Counter(b.kind for b in bad)
-        log(f"\n{len(bad)} bad row(s): " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
-        for b in bad[:MAX_PRINTED]:
-            log(f"  {b.where}: [{b.kind}] {b.reason}")
-        if len(bad) > MAX_PRINTED:
-            log(f"  ... and {len(bad) - MAX_PRINTED} more (all are in --out)")
-    else:
-        log("\nno bad rows")
-
-    log(f"\nduplicates in train: {len(splits.duplicates)} exact copies dropped (data.drop_duplicates); "
-        f"{len(dup.exact)} equal after normalisation, {len(dup.near)} near (similarity >= {threshold})")
-    for dropped, kept in splits.duplicates[:20]:
-        log(f"  {dropped.where} repeats {kept.where} (dropped)")
-    for p in (dup.exact + dup.near)[:20]:
-        log(f"  {p.b} repeats {p.a} ({p.similarity:.2f})")
-    for name, ov in leaks.items():
-        if getattr(splits, name):
-            log(f"leakage train -> {name}: {len(ov.exact)} exact, {len(ov.near)} near")
-            for p in (ov.exact + ov.near)[:20]:
-                log(f"  {p.b} matches {p.a} ({p.similarity:.2f})")
-
+    per_file = counts_per_file(splits, bad)
+    log_rows(per_file, bad)
+    log_overlaps(splits, dup, leaks, threshold)
     for name, st in stats.items():
         if st:
             log(f"tokens per {name} row: min {st['min']}, median {st['median']}, p95 {st['p95']}, max {st['max']}; "
@@ -105,7 +58,6 @@ def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
         log(f"\npreview {i + 1} (trained tokens in ⟦ ⟧):\n{render_preview(enc, tokenizer)}")
         if rejected:
             log(f"rejected answer: ⟦{tokenizer.decode(rejected['train'][i])}⟧")
-
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out), {
@@ -119,3 +71,69 @@ def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
         })
         log(f"\nwrote {out}")
     return 1 if bad else 0
+
+
+def encode_splits(cfg: Config, splits, tokenizer, template, bad: list[BadRow]):
+    """(encoded, rejected, stats) per split. Preference rows are encoded as pairs, so an over-long rejected answer
+    is found too; `encoded` then holds them as SFT rows ending with the chosen answer (what the stats and the
+    preview show) and `rejected` the rejected answers' ids."""
+    stats, encoded, rejected = {}, {}, {}
+    for name in ("train", "val", "test"):
+        lengths: list[int] = []
+        if cfg.task in PAIR_TASKS:
+            pairs = encode_pair_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
+                                      skipped=bad, lengths=lengths)
+            encoded[name] = [Encoded(p.prompt_ids + p.chosen_ids, [IGNORE_INDEX] * len(p.prompt_ids) + p.chosen_ids)
+                             for p in pairs]
+            rejected[name] = [p.rejected_ids for p in pairs]
+        else:
+            encoded[name] = encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
+                                         skipped=bad, lengths=lengths)
+        stats[name] = length_stats(encoded[name], lengths, cfg.data.max_length)
+    return encoded, rejected, stats
+
+
+def counts_per_file(splits, bad: list[BadRow]) -> dict[str, Counter]:
+    """Rows read fine, bad and duplicated, per data file."""
+    per_file: dict[str, Counter] = {}
+    for name in ("train", "val", "test"):
+        for ex in getattr(splits, name):
+            per_file.setdefault(file_of(ex.where), Counter())["ok"] += 1
+    for ex, _ in splits.duplicates:
+        per_file.setdefault(file_of(ex.where), Counter())["duplicate"] += 1
+    for b in bad:
+        c = per_file.setdefault(file_of(b.where), Counter())
+        c["bad"] += 1
+        if b.kind == "over-long":
+            c["ok"] -= 1  # it was read fine, then dropped for its length
+    return per_file
+
+
+def log_rows(per_file: dict[str, Counter], bad: list[BadRow]) -> None:
+    width = max([len(f) for f in per_file] + [4]) + 2
+    log(f"{'file':<{width}}{'ok':>8}{'bad':>8}{'dup':>8}")
+    for f, c in per_file.items():
+        log(f"{f:<{width}}{c['ok']:>8}{c['bad']:>8}{c['duplicate']:>8}")
+    if not bad:
+        log("\nno bad rows")
+        return
+    kinds = Counter(b.kind for b in bad)
+    log(f"\n{len(bad)} bad row(s): " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
+    for b in bad[:MAX_PRINTED]:
+        log(f"  {b.where}: [{b.kind}] {b.reason}")
+    if len(bad) > MAX_PRINTED:
+        log(f"  ... and {len(bad) - MAX_PRINTED} more (all are in --out)")
+
+
+def log_overlaps(splits, dup, leaks: dict, threshold: float) -> None:
+    log(f"\nduplicates in train: {len(splits.duplicates)} exact copies dropped (data.drop_duplicates); "
+        f"{len(dup.exact)} equal after normalisation, {len(dup.near)} near (similarity >= {threshold})")
+    for dropped, kept in splits.duplicates[:20]:
+        log(f"  {dropped.where} repeats {kept.where} (dropped)")
+    for p in (dup.exact + dup.near)[:20]:
+        log(f"  {p.b} repeats {p.a} ({p.similarity:.2f})")
+    for name, ov in leaks.items():
+        if getattr(splits, name):
+            log(f"leakage train -> {name}: {len(ov.exact)} exact, {len(ov.near)} near")
+            for p in (ov.exact + ov.near)[:20]:
+                log(f"  {p.b} matches {p.a} ({p.similarity:.2f})")

@@ -6,19 +6,24 @@ the numbers are comparable with those `weitiao train` printed.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from weitiao.config import Config
+from weitiao.console import comparison_table, log
 from weitiao.data.dataset import encode_split, load_splits
 from weitiao.errors import WeitiaoError
 from weitiao.evaluation.rephrase import (
-    Rephrasings, check_source, last_question, refuse_the_augmenters_rephraser, rejected_summary, rephrased_examples,
-    rephrasings_for, seen_texts,
+    check_source,
+    refuse_the_augmenters_rephraser,
+    seen_texts,
 )
+from weitiao.evaluation.rephraser import rephrasings_for
+from weitiao.evaluation.scoring import gap_lines, score_rephrased, score_split
 from weitiao.methods import load_kwargs
 from weitiao.models.loading import load_model, pick_device, pick_dtype
-from weitiao.workflows.common import autocast_dtype, comparison_table, find_model, log, score_split, write_json
+from weitiao.models.precision import autocast_dtype
+from weitiao.models.resolve import attach_adapter, find_model
+from weitiao.runs import write_json
 
 
 def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, split: str = "test",
@@ -73,53 +78,12 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     return result
 
 
-def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasings: Rephrasings, amp, label: str,
-                    original_scores: list[dict]) -> dict:
-    """The same rows asked again in other words: metrics, each answer, the original questions' own scores
-    (`original_scores`, per example) next to them for the gap, and the coverage: how many questions got a
-    faithful rephrasing, and what was rejected."""
-    import dataclasses
-
-    rows, source = [], []  # source[j]: the index of the original row that rows[j] rephrases
-    for i, ex in enumerate(examples):
-        more = rephrased_examples([ex], rephrasings, cfg.rephrase.k)
-        rows += more
-        source += [i] * len(more)
-    coverage = rephrasings.coverage(examples, cfg.rephrase.k)
-    if not rows:
-        raise WeitiaoError(f"--rephrase: no question got a faithful rephrasing ({coverage['rejected'] or 'none'} "
-                           "rejected; see the rephrase lines above)")
-    encoded = encode_split(rows, template, tokenizer, cfg.data, "rephrased", {})
-    every_row = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_samples=0))
-    scores = score_split(model, tokenizer, template, rows, encoded, every_row, amp, f"{label}, rephrased")
-    return {"rows": len(rows), "questions": len(examples), "per_question": cfg.rephrase.k,
-            "metrics": scores.metrics, "coverage": coverage,
-            "predictions": [{"row": i, "where": ex.where, "question": last_question(ex), "prediction": p,
-                             "scores": s} for i, ex, p, s in zip(source, rows, scores.predictions, scores.per_row)],
-            "original": [{"question": last_question(ex), "scores": s} for ex, s in zip(examples, original_scores)]}
-
-
-def gap_lines(rephrased: dict, samples: int = 2000, seed: int = 0) -> str:
-    """The coverage and, per metric, the paired gap (rephrased - original) on the questions that got a faithful
-    rephrasing; a gap over fewer than MIN_GAP_QUESTIONS questions is shown as not measured."""
-    from weitiao.evaluation.report import rephrased_gaps, signed
-
-    c = rephrased["coverage"]
-    lines = [f"rephrased: {c['with_rephrasing']} of {c['questions']} questions got a faithful rephrasing "
-             f"({c['rephrased_rows']} rows); rejected candidates: {rejected_summary(c['rejected'])}"]
-    for g in rephrased_gaps(rephrased, samples, seed):
-        lines.append(f"  gap {g['name']}: " + (f"{signed(g['gap'])} [{signed(g['low'])}, {signed(g['high'])}] "
-                                               f"({g['original']:.4f} -> {g['rephrased']:.4f})" if g["measured"]
-                                               else "not measured") + f" on {g['questions']} questions")
-    return "\n".join(lines)
-
-
 def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, out) -> dict:
     """The classification counterpart: the classifier (base + new head, an adapter, or a saved model folder) on a
     split, with the classes in the order the config (a run's resolved config) lists them."""
     from weitiao.data.dataset import encode_labelled, label_names
+    from weitiao.evaluation.classification import score_classes
     from weitiao.models.loading import load_classifier, load_tokenizer, local_folder, resolve_source
-    from weitiao.workflows.classify import score_classes
 
     labels = label_names(cfg.data, splits)
     source = resolve_source(model_dir or cfg.model.name_or_path, cfg.model.convert_pickle)
@@ -144,23 +108,3 @@ def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, 
     return result
 
 
-def attach_adapter(model, adapter: str | None):
-    """(model, label): the model with the peft adapter folder `adapter` on top, or unchanged when there is none."""
-    if not adapter:
-        return model, "model"
-    from peft import PeftModel
-
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise WeitiaoError(f"--adapter: {adapter} has no adapter_config.json (not a peft adapter folder)")
-    return PeftModel.from_pretrained(model, adapter), "adapter"
-
-
-def load_run(run_dir: Path):
-    """(config path, adapter folder or None, model folder or None) of a finished run."""
-    status = json.loads((run_dir / "run.json").read_text()).get("status")
-    if status != "finished":
-        raise WeitiaoError(f"{run_dir}: the run has not finished; nothing to evaluate yet")
-    adapter = run_dir / "adapter"
-    model = run_dir / "model"
-    return (run_dir / "config.yaml", str(adapter) if adapter.is_dir() else None,
-            str(model) if model.is_dir() else None)
