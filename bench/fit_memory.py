@@ -131,11 +131,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", action="append", choices=["cpu", "cuda"])
     parser.add_argument("--write", action="store_true")
-    parser.add_argument("--readme", action="store_true", help="also put the error tables into README.md")
+    parser.add_argument("--readme", action="store_true", help="also put the error tables into docs/guides/memory.md")
     args = parser.parse_args(argv)
     all_constants = json.loads(CONSTANTS_FILE.read_text())
     fitted = args.device or ["cpu"]
-    # the README block holds every device's table: the others are refitted from their own grids, not written
+    # the docs block holds every device's table: the others are refitted from their own grids, not written
     shown = [d for d in ("cpu", "cuda") if d in fitted or (REPO / "bench" / "results" / f"memory-{d}.json").is_file()]
     tables = []
     for device in shown:
@@ -174,11 +174,11 @@ def main(argv=None) -> int:
         import re
 
         start, end = "<!-- memory-calibration:start -->", "<!-- memory-calibration:end -->"
-        readme = REPO / "README.md"
+        readme = REPO / "docs" / "guides" / "memory.md"
         text = "\n\n".join(tables)
         readme.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}",
                                  readme.read_text(), flags=re.S))
-        print("README.md memory tables updated")
+        print("docs/guides/memory.md memory tables updated")
     if args.write:
         CONSTANTS_FILE.write_text(json.dumps(all_constants, indent=2) + "\n")
         print(f"wrote {CONSTANTS_FILE}")

@@ -11,7 +11,7 @@ non-negative least squares weighted by 1 / measured, as a multiple of the unshar
 the unsharded gradients: the buffers FSDP gathers and frees layer after layer, which glibc keeps resident.
 Full fine-tuning and LoRA tell the two apart (LoRA gathers every weight but reduce-scatters almost no gradient).
 With --write the two constants go into src/weitiao/memory/constants.json (cpu.fsdp_retained), with --readme the
-table into the README between the `fsdp-memory` markers. Results: bench/results/fsdp-cpu.json.
+table into docs/guides/distributed.md between the `fsdp-memory` markers. Results: bench/results/fsdp-cpu.json.
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/bench-fsdp")
     parser.add_argument("--refit", action="store_true", help="fit the saved results again, running nothing")
     parser.add_argument("--write", action="store_true", help="put the fitted constants into constants.json")
-    parser.add_argument("--readme", action="store_true", help="replace the README's fsdp-memory table")
+    parser.add_argument("--readme", action="store_true", help="replace the fsdp-memory table in docs/guides/distributed.md")
     args = parser.parse_args(argv)
     results = REPO / "bench" / "results" / "fsdp-cpu.json"
     if args.refit:
@@ -134,13 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         CONSTANTS_FILE.write_text(json.dumps(data, indent=2) + "\n")
         print(f"wrote {CONSTANTS_FILE}")
     if args.readme:
-        readme = REPO / "README.md"
+        readme = REPO / "docs" / "guides" / "distributed.md"
         content = readme.read_text()
         if START not in content:
-            raise SystemExit(f"README.md has no {START} marker")
+            raise SystemExit(f"docs/guides/distributed.md has no {START} marker")
         readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{text}\n{END}",
                                  content, flags=re.S))
-        print("README.md fsdp-memory table updated")
+        print("docs/guides/distributed.md fsdp-memory table updated")
     return 0
 
 

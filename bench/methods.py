@@ -8,8 +8,8 @@ stored (quantized for QLoRA), the process's peak RSS, training throughput (all t
 second), training and total wall time, the task metric of the base and the tuned model, and the metric after
 reloading the saved output with `weitiao eval` (it must equal the tuned one). Runs go one after another, never
 in parallel (two trainings on this 2-core CPU slow each other down about tenfold). Results are written to
-bench/results/methods-<machine>.json; with --readme the table between the README's `methods-table` markers is
-replaced by this run's.
+bench/results/methods-<machine>.json; with --readme the table between the `methods-table` markers of
+docs/guides/methods.md is replaced by this run's.
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated example names (default: all)")
     parser.add_argument("--workdir", default="runs/bench-methods")
-    parser.add_argument("--readme", action="store_true", help="replace the README's methods table")
+    parser.add_argument("--readme", action="store_true", help="replace the methods table in docs/guides/methods.md")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else EXAMPLES
     workdir = Path(args.workdir).resolve()
@@ -130,14 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, where)
     print(text)
     if args.readme:
-        readme = REPO / "README.md"
+        readme = REPO / "docs" / "guides" / "methods.md"
         content = readme.read_text()
         if START not in content:
-            raise SystemExit(f"README.md has no {START} marker")
+            raise SystemExit(f"docs/guides/methods.md has no {START} marker")
         content = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{text}\n{END}", content,
                          flags=re.S)
         readme.write_text(content)
-        print("README.md methods table updated")
+        print("docs/guides/methods.md methods table updated")
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
 
 

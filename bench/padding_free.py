@@ -10,7 +10,7 @@ lines) and a high-variance version of it (each question behind 0-30 filler sente
 - padded: padded batches, length-grouped (weitiao's default before padding-free);
 - padded_random: padded batches in random order (transformers' default);
 - padding_free: `train.padding_free` on: one row per batch, no padding, wherever its cost model finds that
-  cheaper than padding (before that cost model existed, every batch: the README's figures);
+  cheaper than padding (before that cost model existed, every batch: the figures in docs/benchmarks/speed.md);
 - padding_free+label_logits: and the LM head and loss only at positions that predict a trained token
   (train.logits_at_labels_only). The variants above compute every position's logits;
 - padding_free+fused_loss: and the head and loss fused, chunk by chunk, at trained tokens (weitiao's default:

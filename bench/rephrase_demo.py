@@ -12,7 +12,7 @@
    steps instead: then every original question is seen a third as often.
 4. `weitiao compare` of the two runs: each run's gap (rephrased - original) and the change in the gap, with
    paired bootstrap intervals over the 40 questions.
-About 45 minutes on a 2-core CPU (20 with --same-steps). Prints the table that the README and the issue note carry.
+About 45 minutes on a 2-core CPU (20 with --same-steps). Prints the table that docs/guides/rephrasing.md and the issue note carry.
 """
 from __future__ import annotations
 

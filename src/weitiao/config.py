@@ -1,7 +1,7 @@
 """The run configuration: one YAML file, one small typed dataclass per concern.
 
 Every field carries its documentation in `metadata["help"]`; that text is the single source for
-`weitiao config-reference` and the README's config reference. `load_config` validates everything once, at the
+`weitiao config-reference` and the docs' config reference (docs/reference/config.md). `load_config` validates everything once, at the
 boundary, and raises a single `ConfigError` that lists every problem with its field path.
 """
 from __future__ import annotations

@@ -138,7 +138,7 @@ def test_batch_cost_comes_from_the_model_shape():
     model = build_model(600, hidden=64, layers=2)  # tied embeddings: the head is the embedding matrix
     cost = causal_lm.batch_cost(model, labels_only=True)
     n_linear = sum(p.numel() for p in model.parameters()) - 600 * 64
-    assert cost.pair_packed == pytest.approx(sft.PAIR_PACKED * 4 * 2 * 64 / (2 * n_linear))
+    assert cost.pair_packed == pytest.approx(causal_lm.PAIR_PACKED * 4 * 2 * 64 / (2 * n_linear))
     assert cost.head == pytest.approx(600 * 64 / n_linear) and not cost.varlen
     # a config that does not name its layers the transformers way: attention free, every batch packed as before
     odd = SimpleNamespace(config=SimpleNamespace(hidden_size=64))

@@ -69,7 +69,7 @@ def release_freed_memory() -> None:
     """Hands memory that earlier phases freed back to the OS (glibc's malloc_trim), so that training starts from
     what is alive. glibc keeps freed heap memory resident: after the base model's generation on the test split,
     the process held that phase's buffers, and the training phase's peak RSS counted them (measured on the
-    quickstart: see README "Memory"). A no-op where the C library is not glibc."""
+    quickstart: see docs/guides/memory.md). A no-op where the C library is not glibc."""
     import ctypes
 
     try:

@@ -34,7 +34,7 @@ def autocast_input_casts_skipped(model, cfg: MethodConfig, amp, strategy: str):
     weight's dtype by peft, then straight back to `amp` by autocast for lora_A's matmul, and autograd keeps both
     casts for the backward. Skipping them leaves the loss and gradients bit-identical (the round trip is exact) and
     saves those copies of every adapted layer's input, forward and backward (bench/step_ab.py, variant `casts`:
-    SmolLM2-135M on a 2-core Xeon, see the README's speed section).
+    SmolLM2-135M on a 2-core Xeon, see docs/benchmarks/speed.md).
 
     Active for plain LoRA on a single process or DDP, where accelerate runs every training forward under autocast.
     Not for DoRA (its variant computes on x outside the adapter's matmuls), nor under FSDP or ZeRO, whose own
