@@ -1,4 +1,8 @@
-"""Shared fixtures: the tiny random Llama and tokenizer of `weitiao.testing`, a demo-data slice, CLI helpers."""
+"""Shared fixtures: the tiny random Llama and tokenizer of `weitiao.testing`, a demo-data slice, CLI helpers.
+
+The suite runs on two pytest-xdist workers (pyproject's addopts), a test file at a time on one worker, slowest files
+first. Each worker, and every process it starts, gets its share of the CPU's cores as torch threads: two
+processes of two threads each on two cores wait on each other at every parallel region."""
 from __future__ import annotations
 
 import os
@@ -7,13 +11,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import yaml
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:  # before torch is imported, so that its thread pool and the CLI processes we start see it
+    THREADS = str(max(1, (os.cpu_count() or 1) // WORKERS))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = THREADS
 
-from weitiao.testing import build_tokenizer, save_tiny_model, write_demo_slice
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from weitiao.testing import build_tokenizer, save_tiny_model, write_demo_slice  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The files that take longest (the SmolLM2 runs, then several processes, then the benchmarks), started first so
+# that the two workers finish together; every other file keeps its place after them.
+SLOWEST_FIRST = ("integration/test_quickstart.py", "integration/test_reward_demo.py",
+                 "integration/test_rephrase_augment.py", "training/test_distributed.py",
+                 "training/test_speed_bench.py", "integration/test_classify_demo.py", "training/test_kill_resume.py",
+                 "training/test_guards.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = Path(str(item.fspath)).as_posix()
+        return next((i for i, name in enumerate(SLOWEST_FIRST) if path.endswith("tests/" + name)), len(SLOWEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
 
 
 @pytest.fixture(scope="session")

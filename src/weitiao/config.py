@@ -42,11 +42,10 @@ class ModelConfig:
         "auto",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc(
-        "Weight dtype. `auto`: bfloat16 on a GPU that supports it. On a CPU, float32, except for `task: sft` with "
+                "Weight dtype. `auto`: bfloat16 on a GPU that supports it. On a CPU, float32, except for `task: sft` with "
         "lora under bf16 autocast (train.precision auto or bf16 on a CPU with avx512_bf16/AMX): its base weights "
-        "are never updated, so they are kept in bfloat16 rather than cast to it in every step (on a 2-core Xeon, "
-        "SmolLM2-135M LoRA, bench/speed.py: 1.17x the trained tokens/s at 0.72x the peak memory on the demo rows, "
-        "1.23x at 0.89x on rows of 40-400 tokens, the same held-out loss within 0.1%).", "auto"
+        "are never updated, so they are kept in bfloat16 rather than cast to it in every step. Measured effect: "
+        "docs/guides/training.md.", "auto"
     )
     device: Literal["auto", "cpu", "cuda"] = doc("`auto`: CUDA when available, else CPU.", "auto")
     trust_remote_code: bool = doc("Run code shipped with the model (off unless you trust the source).", False)
@@ -176,10 +175,10 @@ class QLoraMethodConfig:
         "dtype of the dequantized matmuls. `auto`: bfloat16 (or float16) on CUDA, float32 on CPU.", "auto"
     )
     upcast_fp32: bool = doc(
-        "Cast the base's weights that stay unquantized (embeddings, norms, LM head) to fp32, as peft's "
-        "prepare_model_for_kbit_training does: about 2 GiB more on Llama 3 8B. Off, they stay in the load dtype "
-        "(bf16 on CUDA, fp32 on CPU), as LLaMA-Factory, unsloth and torchtune keep them; with fp16 compute they "
-        "are upcast either way (fp16's range is what the upcast guards against).", False)
+                "Cast the base's weights that stay unquantized (embeddings, norms, LM head) to fp32, as peft's "
+        "prepare_model_for_kbit_training does. Off, they stay in the load dtype (bf16 on CUDA, fp32 on CPU), as "
+        "LLaMA-Factory, unsloth and torchtune keep them; with fp16 compute they are upcast either way (fp16's "
+        "range is what the upcast guards against).", False)
 
     def problems(self, where: str = "method.qlora") -> list[str]:
         return []  # every field is a choice among named values, which the type check covers
@@ -254,19 +253,17 @@ class TrainConfig:
     optim: str = doc("Optimizer name as transformers knows it (`adamw_torch`, `adamw_torch_fused`, `sgd`, ...).",
                      "adamw_torch")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = doc(
-        "Mixed precision for training and evaluation. `auto`: bf16 autocast where bf16 is native (a GPU that "
-        "supports it, a CPU with avx512_bf16 or AMX, where it is 2-4x faster than fp32), else fp32. On a CPU "
-        "without them (AVX2 only) bf16 is emulated and many times slower than fp32.",
+                "Mixed precision for training and evaluation. `auto`: bf16 autocast where bf16 is native (a GPU that "
+        "supports it, a CPU with avx512_bf16 or AMX), else fp32. On a CPU without them (AVX2 only) bf16 is "
+        "emulated and many times slower than fp32.",
         "auto",
     )
-    gradient_checkpointing: bool = doc("Recompute activations in backward: less memory, about 30% slower.", False)
+    gradient_checkpointing: bool = doc(        "Recompute activations in backward: less memory, more compute.", False)
     group_by_length: bool = doc(
-        "Batch examples of similar length together to waste less compute on padding (transformers' "
+                "Batch examples of similar length together to waste less compute on padding (transformers' "
         "LengthGroupedSampler: each group of up to 50 batches in descending length). Off by default: it changes "
-        "which examples the model sees when, and so the result. In a 32-step run (bench/speed.py, full fine-tuning "
-        "of a random 15M model on the demo task) it raised the held-out loss by 4.8% and was 14% slower, since "
-        "padding-free batches waste no compute on padding anyway. Worth it for padded batches of very uneven "
-        "lengths over many epochs.", False)
+        "which examples the model sees when, and so the result, and padding-free batches waste no compute on "
+        "padding anyway. Worth it for padded batches of very uneven lengths over many epochs.", False)
     padding_free: bool = doc(
         "`task: sft`: concatenate a batch's examples into one row, without padding, with position ids restarting "
         "at each example and no attention across examples, wherever that is cheaper than padding the batch (a cost "
@@ -277,28 +274,24 @@ class TrainConfig:
         "and alone must give the same logits); prefix/prompt/P-tuning, whose virtual tokens go in front of each "
         "row, always use padded batches.", True)
     packed_attention: Literal["auto", "segments", "mask"] = doc(
-        "`task: sft`, padding-free rows: how attention keeps a row's examples apart. `segments`: one causal "
-        "attention call per example, so an example of t tokens costs t^2 / 2 query-key pairs (what flash-attention's "
-        "variable-length kernels do; weitiao's own function, registered with transformers, used while training "
-        "and only for packed rows); `mask`: transformers' sdpa over the whole row of T tokens under a block-diagonal "
-        "mask, T^2 pairs. `auto`: `segments` on a CPU for a model on sdpa attention, `mask` on a GPU (not measured "
-        "there; flash-attention, when installed and chosen with model.attn_implementation, takes the examples' "
-        "boundaries itself). On a 2-core Xeon (bf16 autocast and bf16 weights, SmolLM2-135M LoRA, bench/speed.py) "
-        "`segments` trained rows of 40-400 tokens 1.74x faster than `mask` at 0.74x the peak memory, and rows of "
-        "40-110 tokens 1.27x faster. The loss is the same within float noise.", "auto")
+                "`task: sft`, padding-free rows: how attention keeps a row's examples apart. `segments`: one causal "
+        "attention call per example, so an example of t tokens costs t^2 / 2 query-key pairs (what "
+        "flash-attention's variable-length kernels do; weitiao's own function, registered with transformers, used "
+        "while training and only for packed rows); `mask`: transformers' sdpa over the whole row of T tokens "
+        "under a block-diagonal mask, T^2 pairs. `auto`: `segments` on a CPU for a model on sdpa attention, "
+        "`mask` on a GPU (flash-attention, when installed and chosen with model.attn_implementation, takes the "
+        "examples' boundaries itself). The loss is the same within float noise.", "auto")
     padding_free_multiple: int = doc(
-        "`task: sft`, padding-free rows: round each row's length up to a multiple of this with a filler example "
-        "(pad tokens, no labels, attending only to itself), so the loss and gradients are unchanged. Rows of a few "
-        "distinct lengths let the CPU allocator and oneDNN reuse their buffers, where every new length leaves some "
-        "behind: the quickstart's training (60 steps of SmolLM2 LoRA, bf16, a 2-core Xeon) peaked at 2.27-2.29 GiB "
-        "with 64 against 2.97 GiB with 1, in 94-104 s of steps against 98-114 s. 1 turns it off.", 64)
+                "`task: sft`, padding-free rows: round each row's length up to a multiple of this with a filler example "
+        "(pad tokens, no labels, attending only to itself), so the loss and gradients are unchanged. Rows of a "
+        "few distinct lengths let the CPU allocator and oneDNN reuse their buffers, where every new length leaves "
+        "some behind. 1 turns it off.", 64)
     compile: bool = doc(
-        "`task: sft`: torch.compile each decoder layer (regional compilation, `dynamic=True`): inductor fuses the "
+                "`task: sft`: torch.compile each decoder layer (regional compilation, `dynamic=True`): inductor fuses the "
         "layer's elementwise operations (norms, rotary embeddings, activations, LoRA's scale and add) into fewer "
-        "kernels. The first steps pay for the compilation (needs a C++ compiler on a CPU), so it pays only in long "
-        "runs: SmolLM2-135M LoRA in bf16 on a 2-core Xeon (bench/step_ab.py) ran its steps 1.14x faster after a 44 "
-        "s first pass, so it breaks even after about 177 steps (a 145-step run: 0.98x the eager tokens/s). The loss is the "
-        "eager one within float noise. Not with FSDP, DeepSpeed or prefix/prompt/P-tuning.", False)
+        "kernels. The first steps pay for the compilation (needs a C++ compiler on a CPU), so it pays only in "
+        "long runs. The loss is the eager one within float noise. Not with FSDP, DeepSpeed or "
+        "prefix/prompt/P-tuning.", False)
     logits_at_labels_only: bool = doc(
         "`task: sft`: run the LM head and the loss only at positions that predict a trained token (transformers' "
         "`logits_to_keep`), not over the prompt and padding: less compute and far smaller logits, the same loss "

@@ -134,13 +134,14 @@ def test_quickstart_export_answers_like_the_tuned_run_with_plain_transformers(qu
 
 def test_dpo_from_the_quickstart_run_prefers_chosen_answers_and_keeps_the_task(quickstart_run, tmp_path):
     """examples/dpo.yaml on the quickstart's run (its LoRA adapter trained further, a frozen copy as reference):
-    held-out reward accuracy above 0.8 and the count accuracy does not fall. Shortened for the suite: 8 steps,
-    the 40 validation pairs as the held-out pairs, no validation pass, 20 test prompts generated."""
+    held-out reward accuracy above 0.8 and the count accuracy does not fall. Shortened for the suite: 4 steps (the
+    held-out accuracy was 1.0 from step 2 on, with the margin growing: 0.19, 0.48, 0.58 at steps 2, 4, 6), the 40
+    validation pairs as the held-out pairs, no validation pass, 10 test prompts generated."""
     out, _ = quickstart_run
     pairs = REPO / "examples" / "data" / "count_list_preference"
     dpo_out = tmp_path / "dpo"
     proc = run_cli("train", REPO / "examples" / "dpo.yaml", f"model.name_or_path={out}", f"output.dir={dpo_out}",
-                   "train.max_steps=8", f"data.test={pairs / 'val.jsonl'}", "data.val=[]", "eval.max_samples=20",
+                   "train.max_steps=4", f"data.test={pairs / 'val.jsonl'}", "data.val=[]", "eval.max_samples=10",
                    timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((dpo_out / "metrics.json").read_text())
