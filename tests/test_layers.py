@@ -3,7 +3,7 @@
 Every `import` and `from ... import` in src/weitiao is read with `ast`, those deferred into functions included (a
 deferred import still climbs the layers; it only hides the cycle from Python). Layers, top down:
 
-- `cli` (and `__main__`): the command line;
+- `cli` (and `__main__`) and `api`: the command line and the Python API, which the CLI calls;
 - `workflows`: the stage scripts, imported only by the layer above;
 - the core (`data`, `models`, `methods`, `training`, `evaluation`, `memory`, `serving`, `demo`, and the modules
   `config`, `runs`, `console`, `errors`, `testing`), which never imports a workflow or the CLI.
@@ -15,7 +15,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "weitiao"
-TOP = {"weitiao.cli", "weitiao.__main__"}
+TOP = {"weitiao.cli", "weitiao.__main__", "weitiao.api"}
 
 
 def module_name(path: Path) -> str:
@@ -72,7 +72,7 @@ def test_no_import_points_up():
         for target, line in targets:
             if layer(name) == "core" and layer(target) != "core":
                 upward.append(f"{name}:{line} imports {target} (the core never imports a workflow or the CLI)")
-            elif layer(name) == "workflows" and layer(target) == "cli":
+            elif layer(name) == "workflows" and layer(target) == "cli":  # the API counts as the CLI's layer
                 upward.append(f"{name}:{line} imports {target}")
             elif layer(name) == layer(target) == "workflows" and target != "weitiao.workflows":
                 upward.append(f"{name}:{line} imports {target} (workflows share through the core, not each other)")

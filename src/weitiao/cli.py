@@ -13,7 +13,6 @@ A user error (bad config, bad data row, missing model) prints one message and ex
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import re
 import sys
@@ -24,39 +23,10 @@ from weitiao.errors import WeitiaoError
 OVERRIDES_HELP = "config overrides as section.key=value (e.g. train.max_steps=20 method.lora.r=8)"
 
 
-def _quiet() -> None:
-    import logging
-    import warnings
-
-    # bitsandbytes looks for an optional kernel package on import and logs when it is absent; it then uses its
-    # own CPU kernels, so there is nothing for a user to do (and a config error should print one line only)
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    # bitsandbytes asks the `kernels` package (a transformers dependency since 5.25) for a hub kernel on import;
-    # offline, `kernels` warns that it skips the publisher check and bitsandbytes uses its own kernels: nothing
-    # for a user to do, and it would come before a config error's one line
-    logging.getLogger("kernels").setLevel(logging.ERROR)
-
-    # transformers 5 renames (gradient -> activation checkpointing) that peft still reads; nothing for a user to do
-    warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*", category=FutureWarning)
-    # peft's prefix-tuning forward still passes the KV cache as `past_key_values` (renamed `cache`); weitiao's own
-    # decoding uses the new name
-    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated.*", category=FutureWarning)
-
-
-def _offline() -> None:
-    # weitiao never downloads: models and data must be local (see models/loading.py)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-# task -> workflows module; dpo.py runs both trainers that optimise a policy against a reference (DPO, KTO)
-WORKFLOWS = {"sft": "sft", "classify": "classify", "dpo": "dpo", "kto": "dpo", "reward": "reward"}
-
-
 def cmd_train(args) -> int:
+    from weitiao import api
     from weitiao.config import load_config
+
     overrides = list(args.overrides) + (["data.skip_bad_rows=true"] if args.skip_bad_rows else [])
     cfg = load_config(args.config, overrides)  # a config error is reported once, before any process starts
     from weitiao.training import distributed
@@ -72,30 +42,17 @@ def cmd_train(args) -> int:
                                  ("--skip-bad-rows", args.skip_bad_rows)) if on]
         return distributed.launch(["train", args.config, *args.overrides, *flags], args.nproc, args.nnodes,
                                   args.node_rank, args.master_addr, args.master_port)
-    workflow = importlib.import_module(f"weitiao.workflows.{WORKFLOWS[cfg.task]}")
-    workflow.run(cfg, overwrite=args.overwrite, resume=args.resume)
+    api.train(cfg, overwrite=args.overwrite, resume=args.resume)
     distributed.finish()
     return 0
 
 
 def cmd_eval(args) -> int:
-    from weitiao.config import load_config
-    from weitiao.runs import load_run
-    from weitiao.workflows import evaluate
+    from weitiao import api
 
     target = Path(args.target)
-    adapter, model_dir = args.adapter, args.model_dir
-    if target.is_dir():
-        if not (target / "run.json").is_file():
-            raise WeitiaoError(f"{target} is a folder but not a weitiao run folder (no run.json)")
-        config_path, run_adapter, run_model = load_run(target)
-        adapter = adapter or run_adapter
-        model_dir = model_dir or run_model
-    else:
-        config_path = target
-    cfg = load_config(config_path, args.overrides)
-    result = evaluate.run(cfg, adapter=adapter, model_dir=model_dir, split=args.split, out=args.out,
-                          rephrase=args.rephrase)
+    result = api.evaluate(target, split=args.split, rephrase=args.rephrase, adapter=args.adapter,
+                          model_dir=args.model_dir, out=args.out, overrides=args.overrides)
     if args.rephrase and target.is_dir() and not (args.adapter or args.model_dir) and args.split == "test":
         # a run's own tuned model on its test rows: kept in the run folder, and its report shows it
         from weitiao.runs import write_json
@@ -141,6 +98,9 @@ def cmd_validate(args) -> int:
         else:
             lengths = sorted(len(e.input_ids) for e in encode_split(examples, template, tokenizer, cfg.data, name,
                                                                     splits.report))
+        if not lengths:
+            raise WeitiaoError(f"data.{name}: every row is longer than data.max_length {cfg.data.max_length} "
+                               f"and was dropped (data.overlong: {cfg.data.overlong}); raise data.max_length")
         print(f"{name}: {len(examples)} rows ok; tokens per row min {lengths[0]}, median "
               f"{lengths[len(lengths) // 2]}, max {lengths[-1]}; truncated {splits.report[f'{name}_truncated']}, "
               f"dropped as over-long {splits.report[f'{name}_overlong_dropped']}")
@@ -618,8 +578,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 
 def main(argv: list[str] | None = None) -> int:
-    _offline()
-    _quiet()
+    from weitiao.api import environment
+
+    environment()
     args = parse_args(build_parser(), argv)
     try:
         return args.func(args)

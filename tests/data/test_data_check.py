@@ -48,11 +48,16 @@ def test_every_bad_row_kind_is_reported_with_its_line(tmp_path, tiny_model_dir, 
     proc = run_cli("data", "check", cfg, "--out", report)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    found = {(b["where"], b["kind"]) for b in json.loads(report.read_text())["bad_rows"]}
-    expected = {(f"{train} line {n}", kind) for n, (_, kind) in BAD_LINES.items()}
+    saved = json.loads(report.read_text())
+    found = {(b["where"], b["kind"]) for b in saved["bad_rows"]}
+    # an over-long row is not a bad row: the configured policy (data.overlong: drop) drops it, and it is listed
+    expected = {(f"{train} line {n}", kind) for n, (_, kind) in BAD_LINES.items() if kind != "over-long"}
     assert found == expected
+    assert [b["where"] for b in saved["dropped_over_long"]] == [f"{train} line 9"]
     for n, (_, kind) in BAD_LINES.items():
-        assert f"{train} line {n}: [{kind}]" in proc.stdout
+        if kind != "over-long":
+            assert f"{train} line {n}: [{kind}]" in proc.stdout
+    assert f"{train} line 9: dropped by data.overlong (drop)" in proc.stdout
     assert "preview 1 (trained tokens in ⟦ ⟧)" in proc.stdout and "⟦1. Apple\n2. Pear<|im_end|>⟧" in proc.stdout
     assert not (tmp_path / "run").exists()
 
@@ -124,6 +129,34 @@ def test_preference_rows_are_checked_as_pairs(tmp_path, tiny_model_dir, demo_dat
     proc = run_cli("data", "check", cfg, "--out", report, "--preview", "1")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     found = {(b["where"], b["kind"]) for b in json.loads(report.read_text())["bad_rows"]}
-    assert found == {(f"{train} line 2", "over-long"), (f"{train} line 3", "invalid")}
+    assert found == {(f"{train} line 3", "invalid")}
+    assert [b["where"] for b in json.loads(report.read_text())["dropped_over_long"]] == [f"{train} line 2"]
     assert json.loads(report.read_text())["tokens"]["train"]["max"] > 128  # the rejected answer's length
     assert "⟦1. Apple\n2. Pear<|im_end|>⟧" in proc.stdout and "rejected answer: ⟦Apple<|im_end|>⟧" in proc.stdout
+
+
+def test_data_check_and_validate_agree_on_every_row(tmp_path, tiny_model_dir, demo_data_dir):
+    """One verdict and one message per row from both commands: a CSV without the `output` column is a bad row at
+    each line, named the same way by both (data check used to say only "no usable training rows"); a row longer
+    than max_length under the default policy (truncate) is counted by both and an error for neither."""
+    csv_file = tmp_path / "no_output.csv"
+    csv_file.write_text("instruction,answer\nList 2 fruits.,1. Apple\nList 1 tree.,1. Oak\n")
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run",
+                       data={"format": "alpaca", "train": str(csv_file), "val": [], "test": []})
+    checked, validated = run_cli("data", "check", cfg), run_cli("validate", cfg)
+    for proc in (checked, validated):
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    for line in (2, 3):
+        message = f"{csv_file} line {line}: missing field 'output'"
+        assert message in validated.stderr
+        assert f"{csv_file} line {line}: [missing-field] missing field 'output'" in checked.stdout
+
+    long_file = tmp_path / "long.jsonl"
+    rows = [GOOD, msgs(("user", "List 1 color."), ("assistant", " ".join(["red"] * 300)))]
+    long_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_config(tmp_path / "c2.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run",
+                       data={"train": str(long_file), "val": [], "test": [], "max_length": 64})
+    checked, validated = run_cli("data", "check", cfg), run_cli("validate", cfg)
+    assert checked.returncode == 0 and validated.returncode == 0, checked.stdout + validated.stderr
+    assert "no bad rows" in checked.stdout and "valid: nothing was trained or written" in validated.stdout
+    assert "1 over data.max_length 64 (truncate)" in checked.stdout and "truncated 1" in validated.stdout

@@ -49,6 +49,11 @@ def test_column_mapping_and_default_system():
      "turn 2 (assistant) is empty"),
     ("sharegpt", {"conversations": "hi"}, "must be a non-empty list"),
     ("chatglm", {"prompt": "p", "response": "r", "history": [["only one"]]}, "history[0] must be"),
+    # a number or a list where text is expected is a wrong type, not silently made text
+    ("alpaca", {"instruction": 42, "output": "y"},
+     'field \'instruction\' must be text, got int (write it in quotes: "42")'),
+    ("alpaca", {"instruction": "x", "output": ["a", "b"]}, "field 'output' must be text, got list"),
+    ("chatglm", {"prompt": "p", "response": 1.5}, "field 'response' must be text, got float"),
 ])
 def test_bad_rows_name_the_problem(fmt, data, message):
     columns = {"instruction": "q"} if "'q'" in message else {}
@@ -88,3 +93,10 @@ def test_preference_rows_in_every_accepted_shape():
 def test_bad_preference_rows_name_the_problem(data, message):
     with pytest.raises(RowProblem, match=re.escape(message)):
         to_example(Row(data, "f line 1"), "preference", {}, None)
+
+
+def test_a_class_label_may_be_a_number():
+    example = to_example(Row({"text": "hello", "label": 1}, "f line 1"), "labelled", {}, None)
+    assert example.label == "1"
+    with pytest.raises(RowProblem, match="field 'text' must be text, got int"):
+        to_example(Row({"text": 7, "label": "a"}, "f line 1"), "labelled", {}, None)

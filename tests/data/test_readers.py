@@ -37,6 +37,20 @@ def test_every_bad_line_is_collected_with_its_kind(tmp_path):
     assert str(bad[0]).startswith(f"{p} line 2: not valid JSON")
 
 
+def test_a_byte_order_mark_is_read_as_windows_tools_write_it(tmp_path):
+    """JSONL, JSON and CSV files that start with a UTF-8 byte-order mark read like the same files without one (the
+    mark once made the first JSONL line unparsable and joined the first CSV column's name)."""
+    rows = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]
+    bom = "\ufeff"
+    (tmp_path / "x.jsonl").write_text(bom + "\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    (tmp_path / "x.json").write_text(bom + json.dumps(rows), encoding="utf-8")
+    (tmp_path / "x.csv").write_text(bom + "instruction,output\na,b\nc,d\n", encoding="utf-8")
+    assert (tmp_path / "x.jsonl").read_bytes()[:3] == b"\xef\xbb\xbf"
+    for name in ("x.jsonl", "x.json", "x.csv"):
+        got, bad = read_rows([tmp_path / name])
+        assert bad == [] and [r.data for r in got] == rows, name
+
+
 def test_missing_paths(tmp_path):
     with pytest.raises(DataError) as info:
         resolve_paths(["nope.jsonl", str(tmp_path)], str(tmp_path), "data.val")

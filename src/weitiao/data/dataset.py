@@ -53,8 +53,9 @@ def example_key(ex: Example):
     return (ex.text, ex.label) if ex.text is not None else (ex.messages, ex.rejected)
 
 
-def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False) -> Splits:
-    """Read and convert every row. Bad rows raise one DataError listing them all, unless `skip_bad_rows`."""
+def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False, need_train: bool = True) -> Splits:
+    """Read and convert every row. Bad rows raise one DataError listing them all, unless `skip_bad_rows`.
+    `need_train`: no usable training row is an error (`data check` reports the bad rows instead)."""
     report: dict = {}
     bad: list[BadRow] = []
     train = _examples(cfg.train, cfg, base_dir, "train", report, bad)
@@ -83,7 +84,7 @@ def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False) -> 
         held = [train[i] for i in order[: n_val + n_test]]
         train = [train[i] for i in sorted(order[n_val + n_test:])]
         val, test = (val or held[:n_val]), (test or held[n_val:])
-    if not train:
+    if not train and need_train:
         raise DataError([f"data.train: no usable training rows in {', '.join(cfg.train)}"])
     report.update(train_rows=len(train), val_rows=len(val), test_rows=len(test), bad_rows_skipped=len(bad))
     return Splits(train, val, test, report, bad, duplicates)

@@ -54,15 +54,19 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "system": "system", "bot": "assistant", "model": "assistant"}
 
 
-def _text(row: dict, name: str, col: str, required: bool) -> str:
+def _text(row: dict, name: str, col: str, required: bool, numbers: bool = False) -> str:
+    """A text field of a row, stripped. `numbers`: a number is taken as its text (a class label such as 1); any
+    other text field that holds a number, list or mapping is a wrong-type problem, not silently converted."""
     value = row.get(col)
     if value is None or (isinstance(value, float) and value != value):  # missing, or NaN from csv/parquet
         if required:
             raise RowProblem(f"missing field {col!r}" + (f" (the {name!r} field)" if col != name else ""),
                              "missing-field")
         return ""
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise RowProblem(f"field {col!r} must be text, got {type(value).__name__}", "wrong-type")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float) if numbers else str):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        hint = f" (write it in quotes: \"{value}\")" if number else ""
+        raise RowProblem(f"field {col!r} must be text, got {type(value).__name__}{hint}", "wrong-type")
     value = str(value).strip()
     if required and not value:
         raise RowProblem(f"field {col!r} is empty", "empty-field")
@@ -228,7 +232,7 @@ def to_example(row: Row, fmt: str, columns: dict[str, str], system: str | None) 
         return Example((), _text(row.data, "text", col("text"), True), row.where)
     if fmt == "labelled":
         return Example((), _text(row.data, "text", col("text"), True), row.where,
-                       label=_text(row.data, "label", col("label"), True))
+                       label=_text(row.data, "label", col("label"), True, numbers=True))
     rejected = None
     if fmt in PREFERENCE_CONVERTERS:
         turns, rejected = PREFERENCE_CONVERTERS[fmt](row.data, col)

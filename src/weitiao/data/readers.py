@@ -65,7 +65,8 @@ def _read_jsonl(path: Path, bad: list[BadRow]) -> list[Row]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
-                line = raw.decode("utf-8")
+                # utf-8-sig on the first line: a byte-order mark, as Windows tools write one, is not part of the row
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 bad.append(BadRow(f"{path} line {lineno}", "not-utf8", f"not valid UTF-8 (byte {err.start})"))
                 continue
@@ -94,7 +95,7 @@ def _add_object(obj, where: str, rows: list[Row], bad: list[BadRow]) -> None:
 
 def _read_json(path: Path, bad: list[BadRow]) -> list[Row]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is dropped
     except UnicodeDecodeError as err:
         bad.append(BadRow(str(path), "not-utf8", f"not valid UTF-8 (byte {err.start})"))
         return []
@@ -124,7 +125,7 @@ def _read_json(path: Path, bad: list[BadRow]) -> list[Row]:
 def _read_csv(path: Path, bad: list[BadRow]) -> list[Row]:
     rows = []
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # else a BOM joins the first column's name
             reader = csv.DictReader(fh)
             for record in reader:
                 # line_num is the line where this record ended (records may span lines)

@@ -4,8 +4,9 @@ For `task: dpo`, `kto` and `reward` the rows are tokenized as pairs: the lengths
 answer, and the preview shows the rejected answer under the chosen one.
 
 Bad rows (unparsable, wrong types, missing or empty fields, unknown roles, turns out of order, empty answers,
-over-long rows that would be dropped, invalid UTF-8) are listed with file, line and reason; the exit status is 1
-when there is any. Duplicates, leakage and truncation are reported as warnings.
+invalid UTF-8) are listed with file, line and reason, as `validate` and `train` name them (the same readers and
+encoders); the exit status is 1 when there is any. Rows the over-long policy truncates or drops, duplicates and
+leakage are counted and listed as warnings.
 """
 from __future__ import annotations
 
@@ -34,12 +35,15 @@ def file_of(where: str) -> str:
 
 def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
     # ---- read every row, keeping the bad ones
-    splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=True)
+    splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=True, need_train=False)
     bad: list[BadRow] = list(splits.bad)
 
-    # ---- tokenize with the model's template (no weights are loaded)
+    # ---- tokenize with the model's template (no weights are loaded). Rows the over-long policy drops are
+    # counted and listed, as `train` and `validate` count them, but they are not bad rows
     _, _, tokenizer, template = find_model(cfg)
     encoded, rejected, stats = encode_splits(cfg, splits, tokenizer, template, bad)
+    dropped = [b for b in bad if b.kind == "over-long"]
+    bad = [b for b in bad if b.kind != "over-long"]
 
     # ---- duplicates inside train, leakage from train into val and test
     threshold = cfg.data.near_duplicate_threshold
@@ -47,8 +51,10 @@ def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
     leaks = {name: find_overlaps(splits.train, getattr(splits, name), threshold) for name in ("val", "test")}
 
     # ---- report
-    per_file = counts_per_file(splits, bad)
+    per_file = counts_per_file(splits, bad, dropped)
     log_rows(per_file, bad)
+    for b in dropped[:MAX_PRINTED]:
+        log(f"  {b.where}: dropped by data.overlong ({cfg.data.overlong}): {b.reason}")
     log_overlaps(splits, dup, leaks, threshold)
     for name, st in stats.items():
         if st:
@@ -63,6 +69,7 @@ def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
         write_json(Path(out), {
             "files": {f: dict(c) for f, c in per_file.items()},
             "bad_rows": [b.as_dict() for b in bad],
+            "dropped_over_long": [b.as_dict() for b in dropped],
             "duplicates": {"dropped": [{"row": d.where, "repeats": k.where} for d, k in splits.duplicates],
                            **dup.as_dict()},
             "leakage": {name: ov.as_dict() for name, ov in leaks.items()},
@@ -93,8 +100,8 @@ def encode_splits(cfg: Config, splits, tokenizer, template, bad: list[BadRow]):
     return encoded, rejected, stats
 
 
-def counts_per_file(splits, bad: list[BadRow]) -> dict[str, Counter]:
-    """Rows read fine, bad and duplicated, per data file."""
+def counts_per_file(splits, bad: list[BadRow], dropped: list[BadRow]) -> dict[str, Counter]:
+    """Rows read fine, bad, duplicated and dropped for their length, per data file."""
     per_file: dict[str, Counter] = {}
     for name in ("train", "val", "test"):
         for ex in getattr(splits, name):
@@ -102,18 +109,19 @@ def counts_per_file(splits, bad: list[BadRow]) -> dict[str, Counter]:
     for ex, _ in splits.duplicates:
         per_file.setdefault(file_of(ex.where), Counter())["duplicate"] += 1
     for b in bad:
+        per_file.setdefault(file_of(b.where), Counter())["bad"] += 1
+    for b in dropped:  # read fine, then dropped for its length by the configured policy
         c = per_file.setdefault(file_of(b.where), Counter())
-        c["bad"] += 1
-        if b.kind == "over-long":
-            c["ok"] -= 1  # it was read fine, then dropped for its length
+        c["ok"] -= 1
+        c["dropped"] += 1
     return per_file
 
 
 def log_rows(per_file: dict[str, Counter], bad: list[BadRow]) -> None:
     width = max([len(f) for f in per_file] + [4]) + 2
-    log(f"{'file':<{width}}{'ok':>8}{'bad':>8}{'dup':>8}")
+    log(f"{'file':<{width}}{'ok':>8}{'bad':>8}{'dup':>8}{'dropped':>9}")
     for f, c in per_file.items():
-        log(f"{f:<{width}}{c['ok']:>8}{c['bad']:>8}{c['duplicate']:>8}")
+        log(f"{f:<{width}}{c['ok']:>8}{c['bad']:>8}{c['duplicate']:>8}{c['dropped']:>9}")
     if not bad:
         log("\nno bad rows")
         return
