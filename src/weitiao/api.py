@@ -110,7 +110,6 @@ def train(config_or_path: str | Path | Config, overrides: list[str] = (), overwr
           resume: bool = False, **sections) -> Run:
     """Fine-tune as the config says (any task), score base and tuned on the test split, save: `weitiao train`
     on one process. Returns the finished run."""
-    environment()
     cfg = config(config_or_path, overrides, **sections)
     workflow = importlib.import_module(f"weitiao.workflows.{WORKFLOWS[cfg.task]}")
     result = workflow.run(cfg, overwrite=overwrite, resume=resume)

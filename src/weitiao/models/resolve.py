@@ -17,19 +17,26 @@ def find_model(cfg: Config, name_or_path: str | None = None):
     Checks everything that can fail on the user's side (missing path, pickle weights, unusable template) first.
     """
     from weitiao.data.templates import resolve_template
-    from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
 
     m = cfg.model
     start = Path(m.name_or_path).expanduser()
     if name_or_path is None and cfg.task in PREFERENCE_OPTIMISATION_TASKS and (start / RUN_FILE).is_file():
         return run_base(start)  # preference optimisation continues a finished run
+    source, folder, tokenizer = find_tokenizer(cfg, name_or_path)
+    return source, folder, tokenizer, resolve_template(tokenizer, m.chat_template)
+
+
+def find_tokenizer(cfg: Config, name_or_path: str | None = None):
+    """(source, local folder, tokenizer) of the configured model (or `name_or_path`): what a classifier needs,
+    which has no chat template; no weights are loaded."""
+    from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
+
+    m = cfg.model
     source = resolve_source(name_or_path or m.name_or_path, m.convert_pickle)
     if m.trust_remote_code:
         log(f"warning: model.trust_remote_code is on: code shipped with {source.label} will run")
     folder = local_folder(source, log, m.trust_remote_code)
-    tokenizer = load_tokenizer(folder, m.trust_remote_code)
-    template = resolve_template(tokenizer, m.chat_template)
-    return source, folder, tokenizer, template
+    return source, folder, load_tokenizer(folder, m.trust_remote_code)
 
 
 @dataclass

@@ -56,11 +56,13 @@ class Fitted:
         """`units` per epoch (rows, pairs, tokens) over the time of the training steps alone."""
         return round(units * self.epochs_run / max(self.step_seconds, 1e-9), 3)
 
-    def common_metrics(self, device: str, estimate: dict | None) -> dict:
-        """metrics.json's memory, validation and best-checkpoint entries."""
+    def common_metrics(self, device: str, estimate: dict | None, **val_columns: str) -> dict:
+        """metrics.json's memory, validation and best-checkpoint entries; `val_columns` adds a column to each
+        validation row from the trainer's log (`accuracy="eval_accuracy"`)."""
         state = self.trainer.state
         return {"memory": {**peak_memory(device, self.peak), "estimate": estimate},
-                "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in self.history if "eval_loss" in h],
+                "val": [{"step": h["step"], "loss": h["eval_loss"], **{k: h.get(key) for k, key in val_columns.items()}}
+                        for h in self.history if "eval_loss" in h],
                 "best": {"checkpoint": state.best_model_checkpoint, "val_loss": state.best_metric}}
 
 

@@ -20,8 +20,9 @@ from weitiao.evaluation.compare import write_report
 from weitiao.evaluation.scoring import base_model_context
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import save_trained, weights_footprint
-from weitiao.models.loading import load_classifier, load_tokenizer, local_folder, pick_device, pick_dtype, resolve_source
+from weitiao.models.loading import load_classifier, pick_device, pick_dtype
 from weitiao.models.precision import autocast_dtype, precision_name
+from weitiao.models.resolve import find_tokenizer
 from weitiao.runs import TrainResult, decide_mode, finish, run_folder, write_json
 from weitiao.stages import Built, Prepared, with_method
 from weitiao.training.arguments import build_training_args
@@ -48,9 +49,7 @@ def prepare(cfg: Config, device: str) -> Prepared:
     cfg.data.labels = labels
     log(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test rows; "
         f"{len(labels)} classes: {', '.join(labels)}")
-    source = resolve_source(cfg.model.name_or_path, cfg.model.convert_pickle)
-    folder = local_folder(source, log, cfg.model.trust_remote_code)
-    tokenizer = load_tokenizer(folder, cfg.model.trust_remote_code)
+    source, folder, tokenizer = find_tokenizer(cfg)
     encoded = {name: encode_labelled(getattr(splits, name), tokenizer, labels, cfg.data.max_length, name,
                                      splits.report) for name in ("train", "val", "test")}
     log("train rows per class: " + ", ".join(f"{k} {v}" for k, v in splits.report["train_label_counts"].items()))

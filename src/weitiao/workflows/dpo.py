@@ -173,9 +173,8 @@ def save(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, base, he
     """The trained weights only (not TRL's "ref" adapter), metrics and predictions, then the comparison."""
     out_dir, start = Path(cfg.output.dir), prepared.extra["start"]
     saved = save_policy(fitted.model, prepared.tokenizer, out_dir, cfg)
-    common = fitted.common_metrics(prepared.device, prepared.estimate)
-    common["val"] = [{"step": h["step"], "loss": h["eval_loss"], "reward_accuracy": h.get("eval_rewards/accuracies"),
-                      "reward_margin": h.get("eval_rewards/margins")} for h in fitted.history if "eval_loss" in h]
+    common = fitted.common_metrics(prepared.device, prepared.estimate, reward_accuracy="eval_rewards/accuracies",
+                                   reward_margin="eval_rewards/margins")
     metrics = {
         "task": cfg.task,
         "method": cfg.method.name,

@@ -22,7 +22,7 @@ from weitiao.evaluation.scoring import gap_lines, score_rephrased, score_split
 from weitiao.methods import load_kwargs
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.models.precision import autocast_dtype
-from weitiao.models.resolve import attach_adapter, find_model
+from weitiao.models.resolve import attach_adapter, find_model, find_tokenizer
 from weitiao.runs import write_json
 
 
@@ -83,12 +83,10 @@ def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, 
     split, with the classes in the order the config (a run's resolved config) lists them."""
     from weitiao.data.dataset import encode_labelled, label_names
     from weitiao.evaluation.classification import score_classes
-    from weitiao.models.loading import load_classifier, load_tokenizer, local_folder, resolve_source
+    from weitiao.models.loading import load_classifier
 
     labels = label_names(cfg.data, splits)
-    source = resolve_source(model_dir or cfg.model.name_or_path, cfg.model.convert_pickle)
-    folder = local_folder(source, log, cfg.model.trust_remote_code)
-    tokenizer = load_tokenizer(folder, cfg.model.trust_remote_code)
+    source, folder, tokenizer = find_tokenizer(cfg, model_dir)
     encoded = encode_labelled(examples, tokenizer, labels, cfg.data.max_length, split, splits.report)
     device = pick_device(cfg.model.device)
     model = load_classifier(folder, labels, pick_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code,

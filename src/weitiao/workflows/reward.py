@@ -129,9 +129,7 @@ def save(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, base, tu
     out_dir, name = Path(cfg.output.dir), held_out(prepared)
     saved = save_trained(fitted.model, prepared.tokenizer, str(out_dir), cfg.method)
     strip = lambda scores: {k: v for k, v in scores.items() if k != "per_pair"} if scores else None  # noqa: E731
-    common = fitted.common_metrics(prepared.device, prepared.estimate)
-    common["val"] = [{"step": h["step"], "loss": h["eval_loss"], "accuracy": h.get("eval_accuracy")}
-                     for h in fitted.history if "eval_loss" in h]
+    common = fitted.common_metrics(prepared.device, prepared.estimate, accuracy="eval_accuracy")
     metrics = {
         "task": "reward",
         "method": cfg.method.name,

@@ -219,7 +219,8 @@ def run_metrics(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, b
             **batches,
             "logits": logits_kind(trainer.compute_loss_func),
             # how padding-free rows kept their examples apart (train.packed_attention); none when none was made
-            "packed_attention": None if batches["batches"] == "padded" else "segments" if fitted.extra["segments"] else "mask",
+            "packed_attention": None if batches["batches"] == "padded"
+            else "segments" if fitted.extra["segments"] else "mask",
             "compiled_layers": fitted.extra["compiled"],  # train.compile: decoder layers run compiled (0: eager)
             "examples_per_s": round(fitted.result.metrics.get("train_samples_per_second", float("nan")), 3),
             # the training steps alone (no validation, checkpoint saving or logging): the throughput's time base
