@@ -226,15 +226,23 @@ def test_on_main_without_a_process_group_just_runs():
 
 
 def test_multi_process_checkpoints_count_as_complete(tmp_path):
-    """A DDP checkpoint has one RNG file per rank; an FSDP one its optimizer as a sharded DCP folder."""
+    """A DDP checkpoint has one RNG file per rank; an FSDP one its optimizer as a sharded DCP folder. An RNG file
+    that rank 1 has not finished writing (rank 0 writes trainer_state.json without waiting for it) is incomplete."""
+    import torch
+
     ckpt = tmp_path / "checkpoint-3"
     (ckpt / "sharded_state").mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text('{"global_step": 3}')
-    for name in ("model.safetensors", "scheduler.pt", "rng_state_0.pth", "rng_state_1.pth"):
-        (ckpt / name).write_bytes(b"x")
+    (ckpt / "model.safetensors").write_bytes(b"x")
+    for name in ("scheduler.pt", "rng_state_0.pth", "rng_state_1.pth"):
+        torch.save({"state": torch.zeros(4)}, ckpt / name)
     assert not is_complete(ckpt)  # no optimizer state yet
     (ckpt / "sharded_state" / ".metadata").write_bytes(b"x")
     assert is_complete(ckpt)
+    whole = (ckpt / "rng_state_1.pth").read_bytes()
+    for cut in (b"", whole[: len(whole) // 2]):  # as a kill leaves it: empty, or written half-way
+        (ckpt / "rng_state_1.pth").write_bytes(cut)
+        assert not is_complete(ckpt)
 
 
 def test_bad_launch_requests_fail_with_one_message(tmp_path, tiny_model_dir, demo_data_dir):

@@ -3,7 +3,10 @@
 transformers' Trainer writes a checkpoint folder file by file: weights, optimizer, scheduler, RNG states, and last
 `trainer_state.json`; only after that does it delete checkpoints beyond `save_total_limit`. So a checkpoint whose
 `trainer_state.json` parses and whose other files are present is complete, and a kill at any moment leaves the
-previous complete checkpoint on disk. A resume starts from the newest complete checkpoint; newer folders are
+previous complete checkpoint on disk. In a multi-process run there is one exception: rank 0 writes
+`trainer_state.json` without waiting for the other ranks' RNG files, so a kill can leave rank 1's file empty or cut
+short under a parsed `trainer_state.json` (seen under load: a 0-byte `rng_state_1.pth`, and the resume failed).
+So every torch state file (`*.pt`, `*.pth`, written by torch.save as a zip archive) must also be a whole archive. A resume starts from the newest complete checkpoint; newer folders are
 partial writes of a killed run and are removed (they hold nothing that is not recomputed).
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -37,7 +41,9 @@ def is_complete(folder: Path) -> bool:
         return False
     has_weights = any((folder / name).is_file() for name in WEIGHT_FILES)
     needed = STATE_FILES + ((("trainable_state.safetensors",),) if is_prompt_learning(folder) else ())
-    return has_weights and all(any((folder / name).is_file() for name in names) for names in needed)
+    present = has_weights and all(any((folder / name).is_file() for name in names) for names in needed)
+    # a zip archive's directory is at its end: a file cut short (or still being written) has none
+    return present and all(zipfile.is_zipfile(p) for p in (*folder.glob("*.pt"), *folder.glob("*.pth")))
 
 
 def is_prompt_learning(folder: Path) -> bool:
