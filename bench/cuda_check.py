@@ -192,7 +192,9 @@ def grid(folders: dict, budget_s: float):
     """Peak memory and tokens/s of one training step per setting; 2 warm-up steps, then 3 timed ones."""
     import torch
 
-    from weitiao.config import LoraMethodConfig, MethodConfig, QLoraMethodConfig
+    from weitiao.config import MethodConfig
+    from weitiao.methods.lora import LoraSettings
+    from weitiao.methods.qlora import QLoraSettings
     from weitiao.methods import apply_method, count_parameters, load_kwargs
     from weitiao.models.loading import load_model
 
@@ -204,7 +206,7 @@ def grid(folders: dict, budget_s: float):
         if time.time() - START > budget_s - 25:
             rows.append({"model": model_name, "method": method, "seq": seq, "batch": batch, "skipped": "budget"})
             continue
-        cfg = MethodConfig(name=method, lora=LoraMethodConfig(r=16, alpha=32), qlora=QLoraMethodConfig(bits=4))
+        cfg = MethodConfig(name=method, lora=LoraSettings(r=16, alpha=32), qlora=QLoraSettings(bits=4))
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         row = {"model": model_name, "method": method, "seq": seq, "batch": batch}

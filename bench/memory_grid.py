@@ -131,14 +131,17 @@ def child(spec: dict) -> dict:
 
     import torch
 
-    from weitiao.config import MethodConfig, PrefixMethodConfig, PromptMethodConfig, QLoraMethodConfig
+    from weitiao.config import MethodConfig
+    from weitiao.methods.prefix import PrefixSettings
+    from weitiao.methods.prompt import PromptSettings
+    from weitiao.methods.qlora import QLoraSettings
     from weitiao.methods import apply_method, count_parameters, load_kwargs
     from weitiao.models.loading import load_model
 
     device = spec["device"]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    cfg = MethodConfig(name=spec["method"], qlora=QLoraMethodConfig(bits=4), prefix=PrefixMethodConfig(16),
-                       prompt=PromptMethodConfig(16))
+    cfg = MethodConfig(name=spec["method"], qlora=QLoraSettings(bits=4), prefix=PrefixSettings(16),
+                       prompt=PromptSettings(16))
     dtype = getattr(torch, row_weights(spec))
     model = load_model(spec["folder"], dtype, device, extra=load_kwargs(cfg, device))
     model = apply_method(model, cfg, spec["gc"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -17,9 +16,17 @@ if WORKERS > 1:  # before torch is imported, so that its thread pool and the CLI
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = THREADS
 
+import cli_process  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+
+from weitiao.api import environment  # noqa: E402
+
+# What every entry point sets first (offline, quiet), before the libraries read it. Set once here, so that the
+# environment the tests' CLI processes see is the same before and after an in-process test calls an entry point
+# (tests/cli_process.py forks a call from its server only when it is).
+environment()
 
 from weitiao.testing import build_tokenizer, save_tiny_model, write_demo_slice  # noqa: E402
 
@@ -31,11 +38,16 @@ SLOWEST_FIRST = ("integration/test_quickstart.py", "integration/test_reward_demo
                  "integration/test_rephrase_augment.py", "training/test_distributed.py",
                  "training/test_speed_bench.py", "integration/test_classify_demo.py", "training/test_kill_resume.py",
                  "training/test_guards.py")
+# Last: the tests that start from the quickstart's run (the quickstart_run fixture), so that whichever worker takes
+# them finds it trained already.
+LAST = ("integration/test_dpo_from_quickstart.py",)
 
 
 def pytest_collection_modifyitems(config, items):
     def rank(item) -> int:
         path = Path(str(item.fspath)).as_posix()
+        if any(path.endswith("tests/" + name) for name in LAST):
+            return len(SLOWEST_FIRST) + 1
         return next((i for i, name in enumerate(SLOWEST_FIRST) if path.endswith("tests/" + name)), len(SLOWEST_FIRST))
 
     items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
@@ -84,10 +96,10 @@ def write_config(path: Path, model_dir, data_dir, out_dir, **sections) -> Path:
 
 
 def run_cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
-    """Run `python -m weitiao ARGS` in a fresh process, as a user would."""
+    """Run `python -m weitiao ARGS` in a fresh process, as a user would (forked from a server that has imported
+    the libraries already: tests/cli_process.py)."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "weitiao", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return cli_process.run([str(a) for a in args], cwd, env, timeout)
 
 
 # ---------------------------------------------------------------- finished tiny runs (serving tests)
@@ -112,6 +124,47 @@ def lora_run_dir(tmp_path_factory, tiny_model_dir, demo_data_dir) -> Path:
 def prefix_run_dir(tmp_path_factory, tiny_model_dir, demo_data_dir) -> Path:
     return _train_tiny(tmp_path_factory, tiny_model_dir, demo_data_dir, "prefix",
                        method={"name": "prefix", "prefix": {"num_virtual_tokens": 4}}, train={"learning_rate": 1e-2})
+
+
+# ---------------------------------------------------------------- the quickstart, trained once per session
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The shipped examples/quickstart.yaml on the bundled SmolLM2-135M-Instruct, unchanged except for the output
+    folder, trained once per test session: the tests that read it run on either pytest-xdist worker, and the first
+    to ask trains it under a file lock while a second waits and reads the same folder (pytest-xdist's recipe for a
+    session fixture that runs once). The tests that need it are ordered so that the wait is rare."""
+    import json
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # the folder this session's workers share
+    out, record = root / "quickstart" / "run", root / "quickstart" / "process.json"
+    out.parent.mkdir(exist_ok=True)
+    with FileLock(str(root / "quickstart.lock")):
+        if not record.is_file():
+            proc = run_cli("train", REPO / "examples" / "quickstart.yaml", f"output.dir={out}", timeout=1500)
+            record.write_text(json.dumps({"returncode": proc.returncode, "stdout": proc.stdout,
+                                          "stderr": proc.stderr}))
+    proc = subprocess.CompletedProcess(["weitiao", "train"], **json.loads(record.read_text()))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def tensorboard_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] over every event file in the folder (a run that logs after training ends opens a
+    second file)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found: dict[str, list] = {}
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        reader = EventAccumulator(str(events))
+        reader.Reload()
+        for tag in reader.Tags()["scalars"]:
+            found.setdefault(tag, []).extend((e.step, e.value) for e in reader.Scalars(tag))
+    return found
 
 
 # ---------------------------------------------------------------- pages, as a browser shows them

@@ -32,7 +32,7 @@ def imports(name: str, path: Path, known: dict) -> list[tuple[str, int]]:
     mod` counts as importing pkg.mod where that is a module."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -44,6 +44,17 @@ def imports(name: str, path: Path, known: dict) -> list[tuple[str, int]]:
         elif isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names if a.name.split(".")[0] == "weitiao"]
     return [(owner(target, known), line) for target, line in found if owner(target, known) not in ("", name)]
+
+
+def runtime_nodes(tree: ast.AST):
+    """Every node of the module except those under `if TYPE_CHECKING:`: imports there are for annotations and never
+    run (config imports the method modules for their settings; they name config's MethodConfig only as a type)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            yield from (n for child in node.orelse for n in ast.walk(child))
+            continue
+        yield node
+        yield from runtime_nodes(node)
 
 
 def owner(target: str, known: dict) -> str:
@@ -131,12 +142,13 @@ def test_the_scan_sees_deferred_imports_and_cycles(tmp_path):
     (pkg / "__init__.py").write_text("")
     (pkg / "workflows" / "__init__.py").write_text("")
     (pkg / "workflows" / "sft.py").write_text("from weitiao import core\n")
-    (pkg / "core.py").write_text("def f():\n    from weitiao.workflows import sft\n")
+    (pkg / "core.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from weitiao.workflows import "
+                                 "sft\ndef f():\n    from weitiao.workflows import sft\n")  # the type-only one never runs
     known = {"weitiao": pkg / "__init__.py", "weitiao.core": pkg / "core.py",
              "weitiao.workflows": pkg / "workflows" / "__init__.py",
              "weitiao.workflows.sft": pkg / "workflows" / "sft.py"}
     found = imports("weitiao.core", known["weitiao.core"], known)
-    assert found == [("weitiao.workflows.sft", 2)]
+    assert found == [("weitiao.workflows.sft", 5)]
     assert layer(found[0][0]) == "workflows"
     edges = {"weitiao.core": {"weitiao.workflows.sft"}, "weitiao.workflows.sft": {"weitiao.core"}}
     assert [sorted(c) for c in strongly_connected(edges)] == [["weitiao.core", "weitiao.workflows.sft"]]

@@ -205,11 +205,7 @@ def cmd_plan(args) -> int:
         print(f"nothing fits {budget / 2**30:.2f} GiB per device; shorten --seq or add GPUs")
         return 1
     s = result.settings
-    print(f"plan: method {s.method}, micro-batch {s.batch} x grad_accum {result.grad_accum}, seq {s.seq}, "
-          f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, optimizer {s.optimizer}"
-          + (f", strategy {result.strategy} on {args.gpus} GPUs" if args.gpus > 1 else ""))
-    print(f"estimate {result.estimate / 2**30:.2f} GiB of {budget / 2**30:.2f} GiB per device "
-          f"(margin {100 * result.margin:.0f}%)")
+    print_plan(result, args.gpus, budget)
     if args.write_config:
         from weitiao.config import dump_config, load_config, resolved
         from weitiao.memory.plan import STRATEGY_CONFIG
@@ -223,11 +219,32 @@ def cmd_plan(args) -> int:
                                               f"train.grad_accum={result.grad_accum}", f"train.optim={optim}",
                                               f"train.gradient_checkpointing={str(s.gradient_checkpointing).lower()}",
                                               f"data.max_length={s.seq}"]
-                          + (STRATEGY_CONFIG[result.strategy] if args.gpus > 1 else []))
+                          + (STRATEGY_CONFIG[result.strategy] if result.devices > 1 else []))
         Path(args.out).write_text(dump_config(resolved(cfg)), encoding="utf-8")
-        print(f"wrote {args.out}" + (f"; run it with: weitiao train {args.out} --nproc {args.gpus}"
-                                     if args.gpus > 1 else ""))
+        print(f"wrote {args.out}; run it with: weitiao train {args.out}"
+              + (f" --nproc {result.devices}" if result.devices > 1 else ""))
     return 0
+
+
+def print_plan(result, gpus: int, budget: int) -> None:
+    """The plan, why it uses the devices it does, and each strategy's memory and traffic on all `gpus`."""
+    s = result.settings
+    where = f"strategy {result.strategy} on {result.devices} devices" if result.devices > 1 else "on one device"
+    print(f"plan: method {s.method}, micro-batch {s.batch} x grad_accum {result.grad_accum}, seq {s.seq}, "
+          f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, optimizer {s.optimizer}, {where}")
+    print(f"estimate {result.estimate / 2**30:.2f} GiB of {budget / 2**30:.2f} GiB per device "
+          f"(margin {100 * result.margin:.0f}%)")
+    if gpus > 1 and result.devices == 1:
+        print(f"one device is enough: the model and its training state fit on one, and one device sends nothing "
+              f"to another at each step. The other {gpus - 1} can train other runs, or, with ddp below, split each "
+              "batch (more rows per second, at the cost of the all-reduce).")
+    elif result.devices < gpus:
+        print(f"{result.devices} of the {gpus} devices are enough: more would shard further and exchange as much")
+    if result.options:
+        print(f"strategies on all {gpus} devices, at these settings (sent: bytes each device sends per step):")
+        for o in result.options:
+            print(f"  {o['strategy']:6} {o['per_device'] / 2**30:8.2f} GiB per device  "
+                  f"{'fits    ' if o['fits'] else 'too big '} sent {o['sent_per_step'] / 2**30:8.2f} GiB")
 
 
 def _add_memory_args(p) -> None:
@@ -244,7 +261,7 @@ def _add_memory_args(p) -> None:
     p.add_argument("--loss-chunk", type=int, default=1024,
                    help="positions per chunk of the fused head-and-loss pass (train.fused_loss_chunk, default 1024; "
                         "0: the whole logits at once, train.fused_loss: false)")
-    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--gpus", type=int, default=1, help="devices available (plan: it may use fewer)")
 
 
 def cmd_config_reference(args) -> int:
@@ -406,9 +423,10 @@ def _add_memory(sub) -> None:
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("plan", help="the best training setup that fits a memory budget",
-                       description="Choose full, then LoRA, then QLoRA, with the largest micro-batch, no gradient "
-                                   "checkpointing where possible, that fits --memory per device with 10% margin; "
-                                   "says why each better option does not fit.")
+                       description="Choose full, then LoRA, then QLoRA, on the fewest of --gpus devices, with the "
+                                   "largest micro-batch, no gradient checkpointing where possible, that fits "
+                                   "--memory per device with 10% margin; says why each better option does not fit, "
+                                   "and what each sharding strategy costs in memory and traffic.")
     _add_memory_args(p)
     p.add_argument("--memory", required=True, help="memory per device, e.g. 24GiB")
     p.add_argument("--write-config", metavar="CONFIG", help="apply the plan to this config ...")

@@ -18,13 +18,16 @@ import yaml
 
 from weitiao.data.formats import PREFERENCE_FORMATS
 from weitiao.errors import ConfigError
+from weitiao.methods import METHODS
+from weitiao.methods.freeze import FreezeSettings
+from weitiao.methods.lora import LoraSettings
+from weitiao.methods.prefix import PrefixSettings
+from weitiao.methods.prompt import PromptSettings
+from weitiao.methods.ptuning import PTuningSettings
+from weitiao.methods.qlora import QLoraSettings
+from weitiao.settings import doc
 
-
-def doc(help: str, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING):
-    """A dataclass field with its help text (the help is the field's only documentation)."""
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+ALL_METHODS = tuple(METHODS)  # the registered methods (methods/__init__.py), in registration order
 
 
 @dataclass
@@ -131,112 +134,25 @@ class DataConfig:
 
 
 @dataclass
-class LoraMethodConfig:
-    r: int = doc("LoRA rank.", 16)
-    alpha: int = doc("LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA).", 32)
-    dropout: float = doc("Dropout on the LoRA input.", 0.0)
-    target_modules: list[str] = doc(
-        "Module names to adapt; `[all-linear]` adapts every linear layer except the output head.",
-        default_factory=lambda: ["all-linear"],
-    )
-    use_dora: bool = doc("DoRA: weight-decomposed LoRA (Liu et al. 2024, arXiv:2402.09353).", False)
-    use_rslora: bool = doc("rsLoRA: scale by alpha/sqrt(r) (Kalajdzievski 2023, arXiv:2312.03732).", False)
-
-    def problems(self, where: str = "method.lora") -> list[str]:
-        p = [] if self.r >= 1 else [f"{where}.r: must be at least 1, got {self.r}"]
-        if not 0.0 <= self.dropout < 1.0:
-            p.append(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
-        return p
-
-
-@dataclass
-class FreezeMethodConfig:
-    last_layers: int = doc("Train the last N decoder layers (and the final norm); everything else is frozen.", 2)
-    modules: list[str] = doc(
-        "Also train modules whose name matches one of these glob patterns, e.g. `[lm_head, '*.mlp.*']`.",
-        default_factory=list,
-    )
-
-    def problems(self, where: str = "method.freeze") -> list[str]:
-        if self.last_layers < 0:
-            return [f"{where}.last_layers: must not be negative, got {self.last_layers}"]
-        if self.last_layers == 0 and not self.modules:
-            return [f"{where}: trains nothing; set last_layers > 0 or list modules"]
-        return []
-
-
-@dataclass
-class QLoraMethodConfig:
-    bits: Literal[4, 8] = doc("Bits per weight of the frozen base: 4 (NF4/FP4) or 8 (LLM.int8).", 4)
-    quant_type: Literal["nf4", "fp4"] = doc("4-bit data type: `nf4` (NormalFloat, the QLoRA paper's) or `fp4`.",
-                                            "nf4")
-    double_quant: bool = doc("Quantize the quantization constants too (saves about 0.4 bit per weight).", True)
-    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc(
-        "dtype of the dequantized matmuls. `auto`: bfloat16 (or float16) on CUDA, float32 on CPU.", "auto"
-    )
-    upcast_fp32: bool = doc(
-                "Cast the base's weights that stay unquantized (embeddings, norms, LM head) to fp32, as peft's "
-        "prepare_model_for_kbit_training does. Off, they stay in the load dtype (bf16 on CUDA, fp32 on CPU), as "
-        "LLaMA-Factory, unsloth and torchtune keep them; with fp16 compute they are upcast either way (fp16's "
-        "range is what the upcast guards against).", False)
-
-    def problems(self, where: str = "method.qlora") -> list[str]:
-        return []  # every field is a choice among named values, which the type check covers
-
-
-@dataclass
-class PrefixMethodConfig:
-    num_virtual_tokens: int = doc("Trained key/value positions put in front of every layer (ChatGLM's `pre_seq_len`).",
-                                  16)
-    projection: bool = doc(
-        "Reparameterize the prefix through a 2-layer MLP while training (P-Tuning v2's `prefix_projection`); only "
-        "the MLP's output is saved.", False)
-    projection_hidden: int = doc("Hidden width of that MLP.", 256)
-
-    def problems(self, where: str = "method.prefix") -> list[str]:
-        return [] if self.num_virtual_tokens >= 1 else [f"{where}.num_virtual_tokens: must be at least 1"]
-
-
-@dataclass
-class PromptMethodConfig:
-    num_virtual_tokens: int = doc("Trained soft-prompt embeddings put in front of the input.", 16)
-    init_text: Optional[str] = doc(
-        "Initialise the soft prompt from this text's token embeddings (repeated or cut to `num_virtual_tokens`); "
-        "empty: random.", None)
-
-    def problems(self, where: str = "method.prompt") -> list[str]:
-        return [] if self.num_virtual_tokens >= 1 else [f"{where}.num_virtual_tokens: must be at least 1"]
-
-
-@dataclass
-class PTuningMethodConfig:
-    num_virtual_tokens: int = doc("Virtual tokens produced by the prompt encoder.", 16)
-    encoder: Literal["mlp", "lstm"] = doc("Prompt encoder that produces the virtual token embeddings.", "mlp")
-    encoder_hidden: int = doc("Hidden width of the prompt encoder.", 256)
-
-    def problems(self, where: str = "method.ptuning") -> list[str]:
-        return [] if self.num_virtual_tokens >= 1 else [f"{where}.num_virtual_tokens: must be at least 1"]
-
-
-@dataclass
 class MethodConfig:
-    name: Literal["full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning"] = doc(
+    name: Literal[ALL_METHODS] = doc(
         "Fine-tuning method. `qlora` trains `lora` adapters on a base quantized to 4 or 8 bits; `prefix` is "
         "prefix tuning / P-Tuning v2; `prompt` is prompt tuning; `ptuning` is P-tuning (v1).", "lora"
     )
-    lora: LoraMethodConfig = doc("Settings of `lora` (and of the adapters of `qlora`).",
-                                 default_factory=LoraMethodConfig)
-    qlora: QLoraMethodConfig = doc("Settings of `qlora`'s quantized base.", default_factory=QLoraMethodConfig)
-    freeze: FreezeMethodConfig = doc("Settings of `freeze`.", default_factory=FreezeMethodConfig)
-    prefix: PrefixMethodConfig = doc("Settings of `prefix`.", default_factory=PrefixMethodConfig)
-    prompt: PromptMethodConfig = doc("Settings of `prompt`.", default_factory=PromptMethodConfig)
-    ptuning: PTuningMethodConfig = doc("Settings of `ptuning`.", default_factory=PTuningMethodConfig)
+    # each method module defines its settings; a method with settings gets its field here
+    lora: LoraSettings = doc("Settings of `lora` (and of the adapters of `qlora`).", default_factory=LoraSettings)
+    qlora: QLoraSettings = doc("Settings of `qlora`'s quantized base.", default_factory=QLoraSettings)
+    freeze: FreezeSettings = doc("Settings of `freeze`.", default_factory=FreezeSettings)
+    prefix: PrefixSettings = doc("Settings of `prefix`.", default_factory=PrefixSettings)
+    prompt: PromptSettings = doc("Settings of `prompt`.", default_factory=PromptSettings)
+    ptuning: PTuningSettings = doc("Settings of `ptuning`.", default_factory=PTuningSettings)
 
     def problems(self) -> list[str]:
         """Each method's settings check themselves; `freeze`'s only when it is the method (its defaults train
         nothing)."""
-        p = self.lora.problems() + self.prefix.problems() + self.prompt.problems() + self.ptuning.problems()
-        return p + (self.freeze.problems() if self.name == "freeze" else [])
+        return [problem for method in METHODS.values() if method.section
+                and (method.name == self.name or method.section != "freeze")
+                for problem in method.settings(self).problems()]
 
 
 @dataclass
@@ -305,6 +221,12 @@ class TrainConfig:
     fused_loss_chunk: int = doc(
         "train.fused_loss: positions per chunk; the loss holds at most chunk x vocabulary fp32 logits.", 1024)
     seed: int = doc("Seed for weights of new modules, dropout and data order.", 42)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio", "swanlab", "none"]] = doc(
+        "Experiment trackers that follow the run, through the Trainer's own integrations: `tensorboard` writes "
+        "event files to the run folder's `logs/` (`tensorboard --logdir RUN/logs`); `wandb`, `mlflow`, `trackio` "
+        "and `swanlab` log where their own settings say. The training curve, validation, and at the end the "
+        "base-vs-tuned test metrics and the forgetting check. `none`: no tracker.",
+        default_factory=lambda: ["tensorboard"])
     logging_steps: int = doc("Log the training loss every N steps.", 5)
     eval_steps: int = doc("Evaluate on the validation split every N steps (0: once per epoch).", 0)
     save_total_limit: int = doc("Checkpoints kept on disk (the best one is always kept).", 2)
@@ -347,7 +269,22 @@ class TrainConfig:
         optimizers = [x.value for x in OptimizerNames]
         if self.optim not in optimizers:
             p.append(f"train.optim: unknown optimizer {self.optim!r}{did_you_mean(self.optim, optimizers)}")
-        return p
+        return p + tracker_problems(self.report_to)
+
+
+# train.report_to name -> (the module its Trainer integration imports, what to install)
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
+            "mlflow": ("mlflow", "mlflow"), "trackio": ("trackio", "trackio"), "swanlab": ("swanlab", "swanlab")}
+
+
+def tracker_problems(names: list[str]) -> list[str]:
+    """A tracker named but not installed is refused now, not when training starts."""
+    import importlib.util
+
+    if "none" in names and len(names) > 1:
+        return [f"train.report_to: `none` with other trackers ({', '.join(n for n in names if n != 'none')})"]
+    return [f"train.report_to: {name} is not installed (pip install {TRACKERS[name][1]}); or leave it out"
+            for name in names if name in TRACKERS and importlib.util.find_spec(TRACKERS[name][0]) is None]
 
 
 @dataclass
@@ -704,7 +641,6 @@ class TaskRule:
     compile: bool = False  # train.compile
 
 
-ALL_METHODS = ("full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning")
 PAIRS = "trains on chosen/rejected pairs"
 TASK_RULES = {
     "sft": TaskRule(ALL_METHODS, None, "trains on conversations or text", generates=True, rephrase=True,

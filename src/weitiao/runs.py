@@ -19,6 +19,7 @@ from weitiao.config import Config, dump_config, resolved
 from weitiao.console import log
 from weitiao.data.templates import ChatTemplate
 from weitiao.errors import WeitiaoError
+from weitiao.training.tracking import log_results
 
 RUN_FILE = "run.json"  # {"status": "running" | "finished", ...}: marks a folder as a weitiao run
 
@@ -233,7 +234,7 @@ def run_folder(cfg: Config, mode: str, template, report: dict, skipped: list | N
 
 def finish(out_dir: Path, trainer, metrics: dict, saved: str) -> None:
     """The end of a run: the trainer's state and loss curve, metrics.json, and run.json marked finished (last, so
-    a folder that says finished holds everything)."""
+    a folder that says finished holds everything); then the results go to the run's experiment trackers."""
     history = trainer.state.log_history
     (out_dir / "trainer_state.json").write_text(
         (Path(trainer.args.output_dir) / "trainer_state.json").read_text(encoding="utf-8"), encoding="utf-8")
@@ -241,3 +242,4 @@ def finish(out_dir: Path, trainer, metrics: dict, saved: str) -> None:
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / RUN_FILE, {"status": "finished", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                     "saved": Path(saved).name})
+    log_results(trainer, metrics)  # to the run's experiment trackers (train.report_to), once the run is whole

@@ -343,7 +343,6 @@ def test_whole_turn_rewordings_that_lose_the_data_are_rejected_and_counted(tiny_
     assert example["candidate"] == "Please produce the JSON for the person described earlier."
     assert any(p.startswith("loses an answer value: ") for p in example["problems"])
     assert "24 loses an answer value" in proc.stdout
-    train = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
     for row in [json.loads(line) for line in out.read_text().splitlines()][24:]:
         question = f"{row['instruction']}\n\n{row['input']}".lower()
         assert all(str(v).lower() in question for v in json.loads(row["output"]).values())

@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 from conftest import run_cli, write_config
-from weitiao.config import LoraMethodConfig, MethodConfig, PrefixMethodConfig, PromptMethodConfig
+from weitiao.config import MethodConfig
+from weitiao.methods.lora import LoraSettings
+from weitiao.methods.prefix import PrefixSettings
+from weitiao.methods.prompt import PromptSettings
 from weitiao.memory.estimate import (
     TrainSettings, activation_family, distributed_estimate, inference_bytes, kv_cache_bytes, trainable_params,
     training_estimate,
@@ -53,10 +56,10 @@ def test_llama_70b_and_1b_counts_and_the_gib_per_billion_rule():
 
 
 @pytest.mark.parametrize("method,cfg", [
-    ("lora", MethodConfig(name="lora", lora=LoraMethodConfig(r=4))),
-    ("lora_qv", MethodConfig(name="lora", lora=LoraMethodConfig(r=4, target_modules=["q_proj", "v_proj"]))),
-    ("prefix", MethodConfig(name="prefix", prefix=PrefixMethodConfig(num_virtual_tokens=6))),
-    ("prompt", MethodConfig(name="prompt", prompt=PromptMethodConfig(num_virtual_tokens=6))),
+    ("lora", MethodConfig(name="lora", lora=LoraSettings(r=4))),
+    ("lora_qv", MethodConfig(name="lora", lora=LoraSettings(r=4, target_modules=["q_proj", "v_proj"]))),
+    ("prefix", MethodConfig(name="prefix", prefix=PrefixSettings(num_virtual_tokens=6))),
+    ("prompt", MethodConfig(name="prompt", prompt=PromptSettings(num_virtual_tokens=6))),
     ("full", MethodConfig(name="full")),
 ])
 def test_trainable_counts_match_what_peft_builds(method, cfg):
@@ -195,6 +198,31 @@ def test_plan_prefers_full_then_lora_then_qlora_and_says_why():
     assert parse_size("512MiB") == 512 * 2**20 and parse_size("24 GB") == 24 * 2**30
 
 
+def test_plan_uses_the_fewest_devices_that_fit_and_shows_each_strategys_cost():
+    """The source document's rule: one card when the model fits on it (nothing to exchange between cards), several
+    only when it does not. Llama-3.2-1B trains in full on one 80 GiB device of 8; the 70B's LoRA needs its frozen
+    base sharded (FSDP), on 2 devices, not all 8. Each strategy on all 8 is shown with its memory and traffic."""
+    base = TrainSettings(seq=512, batch=8, device="cuda", weights_dtype="bfloat16")
+    one = plan(model_shape(LLAMA_1B), parse_size("80GiB"), base, gpus=8)
+    assert (one.settings.method, one.devices, one.settings.batch) == ("full", 1, 8)
+    options = {o["strategy"]: o for o in one.options}
+    assert set(options) == {"ddp", "zero2", "fsdp"} and all(o["devices"] == 8 and o["fits"] for o in options.values())
+    assert options["ddp"]["per_device"] == one.estimate  # DDP copies everything to every device
+    assert options["fsdp"]["per_device"] < options["zero2"]["per_device"] < options["ddp"]["per_device"]
+    # full fine-tuning: DDP and ZeRO-2 send 2x the gradient bytes, FSDP 3x (ZeRO, arXiv:1910.02054), ring (n-1)/n
+    grads = training_estimate(model_shape(LLAMA_1B), one.settings)["gradients"]
+    assert options["ddp"]["sent_per_step"] == options["zero2"]["sent_per_step"] == int(7 / 8 * 2 * grads)
+    assert options["fsdp"]["sent_per_step"] == pytest.approx(7 / 8 * 3 * grads, rel=1e-6)
+
+    lora = plan(model_shape(LLAMA_70B), parse_size("80GiB"), base, gpus=8, methods=("lora",))
+    assert (lora.devices, lora.strategy) == (2, "fsdp") and lora.estimate <= 0.9 * parse_size("80GiB")
+    assert lora.settings.method == "lora"
+    alone = plan(model_shape(LLAMA_70B), parse_size("80GiB"), base, gpus=1, methods=("lora",))
+    assert alone.settings is None and alone.rejected[0].startswith("lora: needs at least") and not alone.options
+    by = {o["strategy"]: o for o in lora.options}  # the frozen 70B base, gathered twice a step, dominates FSDP
+    assert by["fsdp"]["sent_per_step"] > 100 * by["ddp"]["sent_per_step"] and not by["ddp"]["fits"]
+
+
 def test_estimate_and_plan_commands(tmp_path, tiny_model_dir, demo_data_dir):
     config_json = tmp_path / "llama70b.json"
     config_json.write_text(json.dumps(LLAMA_70B))
@@ -219,7 +247,12 @@ def test_estimate_and_plan_commands(tmp_path, tiny_model_dir, demo_data_dir):
     strategy = proc.stdout.split("strategy ")[1].split()[0]
     planned = yaml.safe_load((tmp_path / "planned8.yaml").read_text())
     assert planned["distributed"]["strategy"] == {"zero2": "deepspeed"}.get(strategy, strategy)
-    assert "--nproc 8" in proc.stdout
+    assert "--nproc 8" in proc.stdout and "strategies on all 8 devices" in proc.stdout
+    proc = run_cli("plan", tiny_model_dir, "--memory", "8GiB", "--device", "cpu", "--gpus", "4", "--write-config",
+                   cfg, "--out", tmp_path / "planned1.yaml")
+    assert proc.returncode == 0 and "on one device" in proc.stdout and "one device is enough" in proc.stdout
+    assert "--nproc" not in proc.stdout
+    assert yaml.safe_load((tmp_path / "planned1.yaml").read_text())["distributed"]["strategy"] == "auto"  # as it was
     bad = run_cli("plan", config_json, "--memory", "lots")
     assert bad.returncode == 2 and "--memory" in bad.stderr and "Traceback" not in bad.stderr
 

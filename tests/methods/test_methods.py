@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 
 from weitiao.testing import build_model
-from weitiao.config import FreezeMethodConfig, LoraMethodConfig, MethodConfig
+from weitiao.config import MethodConfig
+from weitiao.methods.freeze import FreezeSettings
+from weitiao.methods.lora import LoraSettings
 from weitiao.errors import WeitiaoError
 from weitiao.methods import apply_method, count_parameters
 
@@ -20,17 +22,17 @@ def test_full_trains_everything():
 
 
 def test_freeze_last_layer_and_named_modules():
-    model = apply_method(build_model(100), MethodConfig(name="freeze", freeze=FreezeMethodConfig(last_layers=1)))
+    model = apply_method(build_model(100), MethodConfig(name="freeze", freeze=FreezeSettings(last_layers=1)))
     names = trainable_names(model)
     assert names and all(n.startswith("model.layers.1.") or n == "model.norm.weight" for n in names)
     assert "model.norm.weight" in names and not any(n.startswith("model.layers.0.") for n in names)
     model = apply_method(build_model(100), MethodConfig(
-        name="freeze", freeze=FreezeMethodConfig(last_layers=0, modules=["model.layers.0.mlp.*"])))
+        name="freeze", freeze=FreezeSettings(last_layers=0, modules=["model.layers.0.mlp.*"])))
     assert trainable_names(model) == {f"model.layers.0.mlp.{p}_proj.weight" for p in ("gate", "up", "down")}
     with pytest.raises(WeitiaoError, match="matches no module"):
-        apply_method(build_model(100), MethodConfig(name="freeze", freeze=FreezeMethodConfig(modules=["nope"])))
+        apply_method(build_model(100), MethodConfig(name="freeze", freeze=FreezeSettings(modules=["nope"])))
     with pytest.raises(WeitiaoError, match="more than the model's 2 layers"):
-        apply_method(build_model(100), MethodConfig(name="freeze", freeze=FreezeMethodConfig(last_layers=3)))
+        apply_method(build_model(100), MethodConfig(name="freeze", freeze=FreezeSettings(last_layers=3)))
 
 
 def lora_count(hidden=64, inter=128, kv=32, layers=2, r=4):
@@ -41,7 +43,7 @@ def lora_count(hidden=64, inter=128, kv=32, layers=2, r=4):
 
 
 def test_lora_all_linear_count_and_names():
-    model = apply_method(build_model(100), MethodConfig(name="lora", lora=LoraMethodConfig(r=4, alpha=8)))
+    model = apply_method(build_model(100), MethodConfig(name="lora", lora=LoraSettings(r=4, alpha=8)))
     names = trainable_names(model)
     assert all("lora_A" in n or "lora_B" in n for n in names)
     assert not any("lm_head" in n or "embed" in n for n in names)
@@ -49,13 +51,13 @@ def test_lora_all_linear_count_and_names():
 
 
 def test_lora_targets_dora_and_rslora():
-    cfg = MethodConfig(name="lora", lora=LoraMethodConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"],
+    cfg = MethodConfig(name="lora", lora=LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"],
                                                           use_rslora=True))
     model = apply_method(build_model(100), cfg)
     assert {n.split(".")[-4] for n in trainable_names(model)} == {"q_proj", "v_proj"}
     scaling = model.base_model.model.model.layers[0].self_attn.q_proj.scaling["default"]
     assert scaling == pytest.approx(8 / 4 ** 0.5)  # rsLoRA: alpha / sqrt(r)
-    dora = apply_method(build_model(100), MethodConfig(name="lora", lora=LoraMethodConfig(r=4, use_dora=True)))
+    dora = apply_method(build_model(100), MethodConfig(name="lora", lora=LoraSettings(r=4, use_dora=True)))
     assert any("lora_magnitude_vector" in n for n in trainable_names(dora))
 
 
@@ -66,7 +68,7 @@ def test_lora_input_casts_skipped_under_autocast_are_bit_identical():
 
     from weitiao.methods import lora
 
-    cfg = MethodConfig(name="lora", lora=LoraMethodConfig(r=4, alpha=8))
+    cfg = MethodConfig(name="lora", lora=LoraSettings(r=4, alpha=8))
     model = apply_method(build_model(100).to(torch.bfloat16), cfg)
     for name, p in model.named_parameters():
         if p.requires_grad:  # B starts at zero: give it values, so A's gradient is not trivially zero
@@ -99,7 +101,7 @@ def test_lora_input_casts_skipped_under_autocast_are_bit_identical():
     # after the block peft casts again, and nothing is skipped for DoRA, under FSDP, or without autocast
     layer = model.base_model.model.model.layers[0].self_attn.q_proj
     assert layer.cast_input_dtype_enabled
-    dora = MethodConfig(name="lora", lora=LoraMethodConfig(r=4, use_dora=True))
+    dora = MethodConfig(name="lora", lora=LoraSettings(r=4, use_dora=True))
     for method, amp, strategy in ((dora, torch.bfloat16, "single"), (cfg, torch.bfloat16, "fsdp"),
                                   (cfg, None, "single")):
         with lora.autocast_input_casts_skipped(model, method, amp, strategy):
@@ -124,7 +126,9 @@ def test_every_method_is_registered_and_the_config_tables_agree_with_its_flags()
     for name, method in METHODS.items():
         assert method.name == name and method.saves in ("adapter", "model")
         assert method_of(name) is method
-        if method.section:  # its settings section exists and checks itself
-            assert hasattr(method.settings(config.MethodConfig()), "problems")
+        if method.section:  # its module defines the settings, config composes them, and they check themselves
+            assert method.settings_type.__module__ == f"weitiao.methods.{name}"
+            assert type(method.settings(config.MethodConfig())) is method.settings_type
+            assert hasattr(method.settings_type, "problems")
     assert [n for n, m in METHODS.items() if m.continues_lora] == ["lora", "qlora"]
     assert not method_of("full").adapter and method_of("prefix").virtual_tokens

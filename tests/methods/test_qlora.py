@@ -41,10 +41,11 @@ def test_unquantized_weights_keep_the_load_dtype_unless_upcast(tiny_model_dir, u
     import torch
     from transformers import AutoModelForCausalLM
 
-    from weitiao.config import MethodConfig, QLoraMethodConfig
+    from weitiao.config import MethodConfig
+    from weitiao.methods.qlora import QLoraSettings
     from weitiao.methods import qlora
 
-    cfg = MethodConfig(name="qlora", qlora=QLoraMethodConfig(compute_dtype="bfloat16", upcast_fp32=upcast))
+    cfg = MethodConfig(name="qlora", qlora=QLoraSettings(compute_dtype="bfloat16", upcast_fp32=upcast))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16,
                                                  **qlora.load_kwargs(cfg, "cpu"))
     model = qlora.apply(model, cfg)

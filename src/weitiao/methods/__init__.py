@@ -7,11 +7,13 @@ and one `register` line below.
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from weitiao.config import MethodConfig
 from weitiao.methods import freeze, full, lora, prefix, prompt, ptuning, qlora
 from weitiao.methods.protocol import Method
+
+if TYPE_CHECKING:  # annotations only: config imports this package for the methods' settings
+    from weitiao.config import MethodConfig
 
 METHODS: dict[str, Method] = {}
 
@@ -68,6 +70,8 @@ def weights_footprint(model) -> dict:
 def logical_numel(p) -> int:
     """Number of weights a parameter stands for. bitsandbytes packs two 4-bit weights per byte, so a 4-bit
     parameter's `numel()` is half its logical size; its `quant_state.shape` holds the real one."""
+    import torch
+
     state = getattr(p, "quant_state", None)
     return int(torch.Size(state.shape).numel()) if state is not None else p.numel()
 
@@ -86,6 +90,8 @@ def save_trained(model, tokenizer, out_dir: str, cfg: MethodConfig, main: bool =
     `main` is true on rank 0 alone, which writes. The folder is the same as a single-device run's."""
     import json
     import os
+
+    import torch
 
     if method_of(cfg).adapter:
         folder = os.path.join(out_dir, "adapter")

@@ -6,17 +6,41 @@ input embeddings and the LM head: naming `lm_head` trains the embeddings too.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import fnmatch
 
-from torch import nn
-
-from weitiao.config import MethodConfig
 from weitiao.errors import WeitiaoError
 from weitiao.methods.protocol import Method
+from weitiao.settings import doc
+
+if TYPE_CHECKING:  # annotations only: config composes this module's settings
+    from torch import nn
+
+    from weitiao.config import MethodConfig
+
+
+@dataclass
+class FreezeSettings:
+    last_layers: int = doc("Train the last N decoder layers (and the final norm); everything else is frozen.", 2)
+    modules: list[str] = doc(
+        "Also train modules whose name matches one of these glob patterns, e.g. `[lm_head, '*.mlp.*']`.",
+        default_factory=list,
+    )
+
+    def problems(self, where: str = "method.freeze") -> list[str]:
+        if self.last_layers < 0:
+            return [f"{where}.last_layers: must not be negative, got {self.last_layers}"]
+        if self.last_layers == 0 and not self.modules:
+            return [f"{where}: trains nothing; set last_layers > 0 or list modules"]
+        return []
 
 
 def decoder_layers(model) -> tuple[str, nn.ModuleList]:
     """The model's stack of decoder blocks: the longest ModuleList (e.g. `model.layers` in Llama/GLM)."""
+    from torch import nn
+
     best = max(((n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList)),
                key=lambda nm: len(nm[1]), default=None)
     if best is None:
@@ -60,4 +84,4 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return model
 
 
-METHOD = Method("freeze", apply, section="freeze")
+METHOD = Method("freeze", apply, section="freeze", settings_type=FreezeSettings)

@@ -1,8 +1,12 @@
 """Full fine-tuning: every parameter is trained."""
 from __future__ import annotations
 
-from weitiao.config import MethodConfig
+from typing import TYPE_CHECKING
+
 from weitiao.methods.protocol import Method
+
+if TYPE_CHECKING:  # annotations only: config imports the methods for their settings
+    from weitiao.config import MethodConfig
 
 
 def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):

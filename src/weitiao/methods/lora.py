@@ -5,8 +5,33 @@ W x + (alpha / r) * B A x; B starts at zero, so training starts from the base mo
 """
 from __future__ import annotations
 
-from weitiao.config import MethodConfig
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from weitiao.methods.protocol import Method
+from weitiao.settings import doc
+
+if TYPE_CHECKING:  # annotations only: config composes this module's settings
+    from weitiao.config import MethodConfig
+
+
+@dataclass
+class LoraSettings:
+    r: int = doc("LoRA rank.", 16)
+    alpha: int = doc("LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA).", 32)
+    dropout: float = doc("Dropout on the LoRA input.", 0.0)
+    target_modules: list[str] = doc(
+        "Module names to adapt; `[all-linear]` adapts every linear layer except the output head.",
+        default_factory=lambda: ["all-linear"],
+    )
+    use_dora: bool = doc("DoRA: weight-decomposed LoRA (Liu et al. 2024, arXiv:2402.09353).", False)
+    use_rslora: bool = doc("rsLoRA: scale by alpha/sqrt(r) (Kalajdzievski 2023, arXiv:2312.03732).", False)
+
+    def problems(self, where: str = "method.lora") -> list[str]:
+        p = [] if self.r >= 1 else [f"{where}.r: must be at least 1, got {self.r}"]
+        if not 0.0 <= self.dropout < 1.0:
+            p.append(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
+        return p
 
 
 def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
@@ -46,5 +71,5 @@ def autocast_input_casts_skipped(model, cfg: MethodConfig, amp, strategy: str):
     return disable_input_dtype_casting(model, active=active)
 
 
-METHOD = Method("lora", apply, saves="adapter", section="lora", continues_lora=True, frozen_dense_base=True,
+METHOD = Method("lora", apply, saves="adapter", section="lora", settings_type=LoraSettings, continues_lora=True, frozen_dense_base=True,
                 training_context=autocast_input_casts_skipped)

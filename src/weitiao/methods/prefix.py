@@ -11,9 +11,28 @@ loop (`weitiao.evaluation.virtual_tokens`), so the prefix is applied at every ge
 """
 from __future__ import annotations
 
-from weitiao.config import MethodConfig
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from weitiao.methods.protocol import Method
 from weitiao.errors import WeitiaoError
+from weitiao.settings import doc
+
+if TYPE_CHECKING:  # annotations only: config composes this module's settings
+    from weitiao.config import MethodConfig
+
+
+@dataclass
+class PrefixSettings:
+    num_virtual_tokens: int = doc("Trained key/value positions put in front of every layer (ChatGLM's `pre_seq_len`).",
+                                  16)
+    projection: bool = doc(
+        "Reparameterize the prefix through a 2-layer MLP while training (P-Tuning v2's `prefix_projection`); only "
+        "the MLP's output is saved.", False)
+    projection_hidden: int = doc("Hidden width of that MLP.", 256)
+
+    def problems(self, where: str = "method.prefix") -> list[str]:
+        return [] if self.num_virtual_tokens >= 1 else [f"{where}.num_virtual_tokens: must be at least 1"]
 
 
 def check_architecture(model, method: str) -> None:
@@ -65,4 +84,4 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return model
 
 
-METHOD = Method("prefix", apply, saves="adapter", section="prefix", virtual_tokens=True)
+METHOD = Method("prefix", apply, saves="adapter", section="prefix", settings_type=PrefixSettings, virtual_tokens=True)

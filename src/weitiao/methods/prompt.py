@@ -6,9 +6,26 @@ task) starts training from a meaningful prompt and converges faster than a rando
 """
 from __future__ import annotations
 
-from weitiao.config import MethodConfig
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
 from weitiao.methods.protocol import Method
 from weitiao.methods.prefix import check_architecture
+from weitiao.settings import doc
+
+if TYPE_CHECKING:  # annotations only: config composes this module's settings
+    from weitiao.config import MethodConfig
+
+
+@dataclass
+class PromptSettings:
+    num_virtual_tokens: int = doc("Trained soft-prompt embeddings put in front of the input.", 16)
+    init_text: Optional[str] = doc(
+        "Initialise the soft prompt from this text's token embeddings (repeated or cut to `num_virtual_tokens`); "
+        "empty: random.", None)
+
+    def problems(self, where: str = "method.prompt") -> list[str]:
+        return [] if self.num_virtual_tokens >= 1 else [f"{where}.num_virtual_tokens: must be at least 1"]
 
 
 def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
@@ -25,4 +42,4 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return get_peft_model(model, config)
 
 
-METHOD = Method("prompt", apply, saves="adapter", section="prompt", virtual_tokens=True)
+METHOD = Method("prompt", apply, saves="adapter", section="prompt", settings_type=PromptSettings, virtual_tokens=True)

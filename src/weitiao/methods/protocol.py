@@ -25,6 +25,8 @@ class Method:
     saves: str = "model"
     # the config section holding its settings (`method.lora`, ...), None when it has none
     section: str | None = None
+    # the dataclass of that section, defined in the method's module (config.MethodConfig composes them)
+    settings_type: type | None = None
     # learned virtual tokens in front of every input (prompt learning): nothing to merge into the weights; trained
     # on padded batches with logits everywhere, decoded by weitiao's own cached loop (evaluation.virtual_tokens)
     virtual_tokens: bool = False

@@ -6,9 +6,25 @@ couples the virtual tokens and trains more stably. The encoder's output is what 
 """
 from __future__ import annotations
 
-from weitiao.config import MethodConfig
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
 from weitiao.methods.protocol import Method
 from weitiao.methods.prefix import check_architecture
+from weitiao.settings import doc
+
+if TYPE_CHECKING:  # annotations only: config composes this module's settings
+    from weitiao.config import MethodConfig
+
+
+@dataclass
+class PTuningSettings:
+    num_virtual_tokens: int = doc("Virtual tokens produced by the prompt encoder.", 16)
+    encoder: Literal["mlp", "lstm"] = doc("Prompt encoder that produces the virtual token embeddings.", "mlp")
+    encoder_hidden: int = doc("Hidden width of the prompt encoder.", 256)
+
+    def problems(self, where: str = "method.ptuning") -> list[str]:
+        return [] if self.num_virtual_tokens >= 1 else [f"{where}.num_virtual_tokens: must be at least 1"]
 
 
 def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
@@ -23,4 +39,4 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return get_peft_model(model, config)
 
 
-METHOD = Method("ptuning", apply, saves="adapter", section="ptuning", virtual_tokens=True)
+METHOD = Method("ptuning", apply, saves="adapter", section="ptuning", settings_type=PTuningSettings, virtual_tokens=True)

@@ -7,10 +7,35 @@ trained and saved; loading the adapter again quantizes the base the same way.
 """
 from __future__ import annotations
 
-from weitiao.config import MethodConfig
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
 from weitiao.errors import WeitiaoError
 from weitiao.methods import lora
 from weitiao.methods.protocol import Method
+from weitiao.settings import doc
+
+if TYPE_CHECKING:  # annotations only: config composes this module's settings
+    from weitiao.config import MethodConfig
+
+
+@dataclass
+class QLoraSettings:
+    bits: Literal[4, 8] = doc("Bits per weight of the frozen base: 4 (NF4/FP4) or 8 (LLM.int8).", 4)
+    quant_type: Literal["nf4", "fp4"] = doc("4-bit data type: `nf4` (NormalFloat, the QLoRA paper's) or `fp4`.",
+                                            "nf4")
+    double_quant: bool = doc("Quantize the quantization constants too (saves about 0.4 bit per weight).", True)
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc(
+        "dtype of the dequantized matmuls. `auto`: bfloat16 (or float16) on CUDA, float32 on CPU.", "auto"
+    )
+    upcast_fp32: bool = doc(
+                "Cast the base's weights that stay unquantized (embeddings, norms, LM head) to fp32, as peft's "
+        "prepare_model_for_kbit_training does. Off, they stay in the load dtype (bf16 on CUDA, fp32 on CPU), as "
+        "LLaMA-Factory, unsloth and torchtune keep them; with fp16 compute they are upcast either way (fp16's "
+        "range is what the upcast guards against).", False)
+
+    def problems(self, where: str = "method.qlora") -> list[str]:
+        return []  # every field is a choice among named values, which the type check covers
 
 
 def compute_dtype(cfg: MethodConfig, device: str):
@@ -65,5 +90,5 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return lora.apply(prepare(model, cfg, gradient_checkpointing), cfg)
 
 
-METHOD = Method("qlora", apply, saves="adapter", section="qlora", continues_lora=True, quantized_base=True,
+METHOD = Method("qlora", apply, saves="adapter", section="qlora", settings_type=QLoraSettings, continues_lora=True, quantized_base=True,
                 load_kwargs=load_kwargs)

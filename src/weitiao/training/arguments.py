@@ -48,7 +48,7 @@ def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: b
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         use_cpu=device == "cpu",
-        report_to="none",
+        report_to=[name for name in t.report_to if name != "none"] or "none",
         remove_unused_columns=False,
         prediction_loss_only=True,  # validation needs the loss only; keeping logits costs B x T x vocab floats
         dataloader_num_workers=0,

@@ -21,6 +21,7 @@ from weitiao.memory.measured import peak_memory, training_peak
 from weitiao.runs import RUN_FILE, write_json
 from weitiao.training import distributed
 from weitiao.training.checkpoints import last_complete
+from weitiao.training.tracking import log_to_run_folder
 
 
 @dataclass
@@ -79,6 +80,7 @@ def fit(trainer, cfg, out_dir: Path, device: str, resume: bool, advice: str = "L
         trainer.add_callback(callback)
     if cfg.train.early_stopping_patience and trainer.eval_dataset is not None:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    log_to_run_folder(trainer, out_dir)
     checkpoints = out_dir / "checkpoints"
     start = distributed.on_main(lambda: last_complete(checkpoints, log)) if resume else None
     if resume:

@@ -1,0 +1,110 @@
+"""`python -m weitiao ARGS` as a fresh process, started from a fork server that has already imported the libraries.
+
+Each CLI call in the tests is still its own process, with its own exit code, stdout, stderr, working folder and
+environment: a crash, a `sys.exit` or a stray thread in one call touches nothing else, and the test reads what a
+user's terminal would show. What the server saves is the interpreter start: `python -m weitiao` spends about 5 s of
+CPU importing torch, transformers, peft, TRL and bitsandbytes before it reads its first argument, and the suite
+makes a few hundred such calls. multiprocessing's fork server imports them once per pytest worker, in a process
+that has never run a torch operation (so no OpenMP thread pool is copied into a fork), and forks a child per call.
+
+The server imports after `weitiao.api.environment()`, as `python -m weitiao` does. The libraries read some
+environment variables once, at import (HF_HOME, HF_HUB_OFFLINE, OMP_NUM_THREADS, ...), so a call whose environment
+differs from the one the server started with (a test that sets HF_HUB_CACHE, say) runs as a plain
+`python -m weitiao` subprocess instead.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# what the server imports, in order (`cli_process_server` runs weitiao's environment() first)
+PRELOAD = ["cli_process_server"]
+IGNORED = ("PYTEST_CURRENT_TEST", "PYTHONWARNINGS")  # changes per test; applied by the child itself
+_server: dict = {}
+
+
+def comparable(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k not in IGNORED}
+
+
+def run(args: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """What `subprocess.run([python, -m, weitiao, *args], capture_output=True, text=True)` returns."""
+    if not _server:
+        start_server()
+    command = [sys.executable, "-m", "weitiao", *args]
+    if comparable(env) != _server["env"]:
+        return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        out.touch()
+        err.write_text("the forked CLI process ended before it redirected its output\n")
+        child = _server["context"].Process(target=child_main, args=(args, str(cwd or os.getcwd()), env, out, err))
+        child.start()
+        child.join(timeout)
+        if child.is_alive():
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired(command, timeout)
+        return subprocess.CompletedProcess(command, child.exitcode, out.read_text(errors="replace"),
+                                           err.read_text(errors="replace"))
+
+
+def start_server() -> None:
+    """Start the fork server now, with this folder on its PYTHONPATH: multiprocessing hands the server the module
+    names to preload but not this process's sys.path, and skips a preload that does not import, silently."""
+    import multiprocessing.forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [env.get("PYTHONPATH")] if p])
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    _server.update(context=context, env=comparable(env))
+
+
+def child_main(args: list[str], cwd: str, env: dict, out: Path, err: Path) -> None:
+    """In the forked child: the caller's environment and folder, stdout and stderr to files, then what
+    weitiao/__main__.py does, and the interpreter's own exit (exit handlers, flushed streams, the exit code)."""
+    import atexit
+    import traceback
+    import warnings
+
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    for fd, path in ((1, out), (2, err)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    if env.get("PYTHONWARNINGS") == "ignore":
+        warnings.simplefilter("ignore")
+    import weitiao
+
+    sys.argv = [str(Path(weitiao.__file__).with_name("__main__.py")), *args]
+    from weitiao.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as stop:  # argparse's usage errors, and any sys.exit inside a command
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if not isinstance(stop.code, (int, type(None))):
+            print(stop.code, file=sys.stderr)
+    except BaseException:  # what the interpreter prints for an uncaught exception
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
