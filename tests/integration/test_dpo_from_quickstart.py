@@ -28,7 +28,8 @@ def test_dpo_from_the_quickstart_run_prefers_chosen_answers_and_keeps_the_task(q
     out, _ = quickstart_run
     pairs = REPO / "examples" / "data" / "count_list_preference"
     dpo_out = tmp_path / "dpo"
-    monkeypatch.setenv("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    for threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # (MKL's fp32 GEMMs read their own variable)
+        monkeypatch.setenv(threads, str(os.cpu_count() or 1))
     proc = run_cli("train", REPO / "examples" / "dpo.yaml", f"model.name_or_path={out}", f"output.dir={dpo_out}",
                    "train.max_steps=2", f"data.test={pairs / 'val.jsonl'}", "data.val=[]", "eval.max_samples=5",
                    timeout=1500)
