@@ -37,9 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 SLOWEST_FIRST = ("integration/test_quickstart.py", "integration/test_reward_demo.py",
                  "integration/test_rephrase_augment.py", "training/test_distributed.py",
                  "training/test_speed_bench.py", "integration/test_classify_demo.py", "training/test_kill_resume.py",
-                 "training/test_guards.py")
+                 "training/test_guards.py", "workflows/test_training_options.py")
 # Last: the tests that start from the quickstart's run (the quickstart_run fixture), so that whichever worker takes
-# them finds it trained already.
+# them finds it trained already, and the other worker is done (they take every core; the files just before them are
+# short, so the two do not share the cores for long: torch.compile's test beside DPO took 47 s instead of 17).
 LAST = ("integration/test_dpo_from_quickstart.py",)
 
 
