@@ -4,7 +4,7 @@
     python bench/memory_grid.py --device cuda [--out ...]
     python bench/memory_grid.py --device cpu --precisions bf16 --merge   # add bf16 rows, keep the file's others
 
-On a CPU, bf16 rows run only where bf16 is native (avx512_bf16/AMX); each row names the machine it was measured on,
+On a CPU, bf16 rows run only where bf16 is fast (AMX); each row names the machine it was measured on,
 and `--merge` keeps rows measured elsewhere (the fp32 rows of an AVX2 machine, say).
 
 The causal-LM methods that weitiao trains with its fused head-and-loss pass (train.fused_loss: full, freeze, lora,
@@ -58,8 +58,8 @@ def settings(device: str, quick: bool) -> list[dict]:
                 for seq, batch in shapes[: 1 if method in ("freeze", "prompt") else None]:
                     grid.append(dict(model=model, method=method, seq=seq, batch=batch, precision="fp32", gc=False))
             grid.append(dict(model=model, method="lora", seq=256, batch=4, precision="fp32", gc=True))
-        if cpu_bf16_native():  # emulated bf16 (AVX2-only CPUs) is ~100x slower: 3 steps would take many minutes
-            # bf16 autocast, the default where bf16 is native: every method, at two token counts (1024 and 512)
+        if cpu_bf16_native():  # without AMX bf16 is slower than fp32 (~100x on AVX2-only CPUs, emulated)
+            # bf16 autocast, the default where bf16 is fast: every method, at two token counts (1024 and 512)
             for model in models:
                 for method in ("full", "freeze", "lora", "qlora", "prefix", "prompt"):
                     for seq, batch in [(256, 4), (512, 1)][: 1 if method in ("freeze", "prompt") else None]:

@@ -34,7 +34,7 @@ typical packed row, as a share of the peak, next to that of large square product
 (`decoder_matmul_share`): what the matmuls could reach with nothing else to do. The peak is the best single
 product, measured at the start and again at the end of the run; the higher of the two is used.
 
-A bf16 row runs only where bf16 is native (CUDA, or a CPU with avx512_bf16/AMX); elsewhere it is skipped with the
+A bf16 row runs only where bf16 is fast (CUDA, or a CPU with AMX); elsewhere it is skipped with the
 measured bf16 and fp32 matmul rates, because emulated bf16 is many times slower than fp32 (`--force-bf16` runs it).
 """
 from __future__ import annotations
@@ -436,7 +436,7 @@ def main(argv=None) -> int:
           f"{peaks['bf16'] / 1e9:.1f} GFLOP/s (measured now)")
     if "bf16" in precisions and not fast_bf16(device) and not args.force_bf16:
         precisions.remove("bf16")
-        print("bf16 rows skipped: bf16 is emulated on this machine (no avx512_bf16/AMX), "
+        print("bf16 rows skipped: bf16 is slower than fp32 on this machine (no AMX), "
               f"{peaks['fp32'] / peaks['bf16']:.0f}x slower than fp32 in the matmul above; --force-bf16 runs them")
     # val.jsonl: the held-out rows, of the same kind and none trained on (the demo's splits share no combination)
     datasets = {name: write_data(work / name, name == "varied", args.rows, val_rows=HELDOUT_ROWS)

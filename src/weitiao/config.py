@@ -46,7 +46,7 @@ class ModelConfig:
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc(
                 "Weight dtype. `auto`: bfloat16 on a GPU that supports it. On a CPU, float32, except for `task: sft` with "
-        "lora under bf16 autocast (train.precision auto or bf16 on a CPU with avx512_bf16/AMX): its base weights "
+        "lora under bf16 autocast (train.precision auto on a CPU with AMX, or bf16): its base weights "
         "are never updated, so they are kept in bfloat16 rather than cast to it in every step. Measured effect: "
         "docs/guides/training.md.", "auto"
     )
@@ -169,9 +169,9 @@ class TrainConfig:
     optim: str = doc("Optimizer name as transformers knows it (`adamw_torch`, `adamw_torch_fused`, `sgd`, ...).",
                      "adamw_torch")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = doc(
-                "Mixed precision for training and evaluation. `auto`: bf16 autocast where bf16 is native (a GPU that "
-        "supports it, a CPU with avx512_bf16 or AMX), else fp32. On a CPU without them (AVX2 only) bf16 is "
-        "emulated and many times slower than fp32.",
+                "Mixed precision for training and evaluation. `auto`: bf16 autocast where bf16 is faster than fp32 (a "
+        "GPU that supports it, a CPU with AMX), else fp32. On a CPU without AMX, bf16 is emulated or "
+        "unaccelerated and slower than fp32.",
         "auto",
     )
     gradient_checkpointing: bool = doc(        "Recompute activations in backward: less memory, more compute.", False)

@@ -64,15 +64,20 @@ def test_alpaca_csv_with_ratio_splits_trains(tmp_path, tiny_model_dir):
 
 
 def test_precision_auto_uses_bf16_only_where_it_is_native(monkeypatch):
-    """On an AVX2-only CPU, bf16 is emulated (measured 0.8 vs 74 GFLOP/s fp32): auto must pick fp32 there, and an
-    explicit bf16 gets a warning; with avx512_bf16/AMX, auto picks bf16."""
+    """On an AVX2-only CPU, bf16 is emulated (measured 0.8 vs 74 GFLOP/s fp32), and with avx512_bf16 but no AMX
+    a LoRA step took twice as long as in fp32: auto must pick fp32 on both, and an explicit bf16 gets a warning;
+    with AMX, auto picks bf16."""
     import torch
 
     from weitiao.models import precision as common
 
+    assert not common.cpu_bf16_native({"avx2", "fma"})
+    assert not common.cpu_bf16_native({"avx2", "avx512f", "avx512_bf16"})
+    assert common.cpu_bf16_native({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
+
     monkeypatch.setattr(common, "cpu_bf16_native", lambda: False)
     assert common.autocast_dtype("auto", "cpu") is None
-    assert "emulated" in common.precision_warning("bf16", "cpu")
+    assert "slower than fp32" in common.precision_warning("bf16", "cpu")
     assert common.precision_warning("fp32", "cpu") is None
     monkeypatch.setattr(common, "cpu_bf16_native", lambda: True)
     assert common.autocast_dtype("auto", "cpu") is torch.bfloat16
