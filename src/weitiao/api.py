@@ -95,11 +95,14 @@ class Run:
         ids = self._engine.encode(self._engine.render(turns))
         return self._engine.complete(ids, Sampling(max_new_tokens=max_tokens, temperature=temperature)).text
 
-    def export(self, out: str | Path, dtype: str = "fp32", overwrite: bool = False) -> Path:
-        """The run as a plain Hugging Face model folder (adapter merged and checked; see `weitiao export`)."""
+    def export(self, out: str | Path, dtype: str | None = None, overwrite: bool = False, format: str = "hf",
+               quant: str | None = None) -> Path:
+        """The run as a plain Hugging Face model folder (`format="hf"`, in `dtype`, default fp32), or as a GGUF
+        file with an Ollama Modelfile (`format="gguf"`, in `quant`, default q8_0); adapter merged and the result
+        checked (see `weitiao export`)."""
         from weitiao.serving import export
 
-        export.run(str(self.path), str(out), dtype=dtype, overwrite=overwrite)
+        export.run(str(self.path), str(out), dtype=dtype, overwrite=overwrite, format=format, quant=quant)
         return Path(out)
 
     def evaluate(self, split: str = "test", rephrase: bool = False, **sections) -> dict:

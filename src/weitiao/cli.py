@@ -344,7 +344,8 @@ def cmd_generate(args) -> int:
 def cmd_export(args) -> int:
     from weitiao.serving import export
 
-    export.run(args.run, args.out, dtype=args.dtype, overwrite=args.overwrite, tolerance=args.tolerance)
+    export.run(args.run, args.out, dtype=args.dtype, overwrite=args.overwrite, tolerance=args.tolerance,
+               format=args.format, quant=args.quant)
     return 0
 
 
@@ -488,17 +489,25 @@ def _add_serving(sub) -> None:
     _add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("export", help="merge a run's adapter into its base and write a plain HF model folder",
-                       description="Merge LoRA/QLoRA into the base (QLoRA: into a de-quantized copy), write "
-                                   "safetensors, tokenizer, chat template and generation config with the run's stop "
-                                   "tokens. Refuses when the merged logits differ from the unmerged ones beyond "
+    p = sub.add_parser("export", help="merge a run's adapter into its base: a plain HF model folder, or a GGUF file "
+                                      "with an Ollama Modelfile",
+                       description="Merge LoRA/QLoRA into the base (QLoRA: into a de-quantized copy). --format hf "
+                                   "writes safetensors, tokenizer, chat template and generation config with the run's "
+                                   "stop tokens; --format gguf writes one GGUF file (Llama, Mistral, Qwen2) for "
+                                   "llama.cpp and a Modelfile for Ollama with the run's template and stop tokens. "
+                                   "Refuses when the export, read back, differs from the unmerged model beyond "
                                    "tolerance, or the template does not round-trip. Prefix/prompt runs export the "
                                    "adapter (cannot be merged).")
     p.add_argument("run", help="a finished run folder")
     p.add_argument("--out", required=True, help="folder to write")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
-    p.add_argument("--tolerance", type=float, help="largest allowed total variation distance between the merged and unmerged next-token "
-                        "distributions (default: fp32 1e-3, fp16 0.05, bf16 0.15)")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf",
+                   help="hf: a Hugging Face model folder; gguf: a GGUF file and an Ollama Modelfile")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="weights of an hf export (default fp32)")
+    p.add_argument("--quant", choices=["f16", "q8_0", "f32"],
+                   help="weights of a gguf export (default q8_0: 8-bit blocks; f16 is larger and closer)")
+    p.add_argument("--tolerance", type=float, help="largest allowed total variation distance between the export's "
+                   "and the unmerged model's next-token distributions (default: hf fp32 1e-3, fp16 0.05, bf16 0.15; "
+                   "gguf f32 1e-3, f16 0.05, q8_0 0.25)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_export)
 

@@ -39,12 +39,12 @@ def build_tokenizer(vocab_size: int = 600):
     return fast
 
 
-ARCHITECTURES = ("llama", "glm", "glm4")
+ARCHITECTURES = ("llama", "qwen2", "glm", "glm4")
 
 
 def build_model(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2, arch: str = "llama"):
-    """A tiny random causal LM: `llama` (SmolLM2's architecture, grouped-query attention, tied embeddings) or the
-    GLM families built into transformers (`glm`: GlmForCausalLM, `glm4`: Glm4ForCausalLM; partial rotary
+    """A tiny random causal LM: `llama` (SmolLM2's architecture, grouped-query attention, tied embeddings), `qwen2`
+    (biased QKV, untied output), or the GLM families built into transformers (`glm`: GlmForCausalLM, `glm4`: Glm4ForCausalLM; partial rotary
     embeddings and biased QKV, the ChatGLM/GLM-4 layout)."""
     import torch
     import transformers
@@ -55,6 +55,8 @@ def build_model(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 
                   eos_token_id=2, pad_token_id=0)
     if arch == "llama":
         return transformers.LlamaForCausalLM(transformers.LlamaConfig(tie_word_embeddings=True, **common))
+    if arch == "qwen2":
+        return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(tie_word_embeddings=False, **common))
     if arch == "glm":
         return transformers.GlmForCausalLM(transformers.GlmConfig(head_dim=hidden // 4, **common))
     if arch == "glm4":

@@ -128,3 +128,40 @@ def test_quickstart_export_answers_like_the_tuned_run_with_plain_transformers(qu
     print(f"count_list: exported (plain transformers, fp32) {accuracy:.4f}, tuned run {tuned:.4f}")
     assert accuracy >= 0.9
     assert abs(accuracy - tuned) <= 0.025  # one or two rows may flip when the run decoded under bf16 autocast
+
+
+def test_quickstart_gguf_q8_0_read_back_by_transformers_answers_like_the_tuned_run(quickstart_run, tmp_path):
+    """`weitiao export --format gguf` (q8_0, the default): the file, read back by transformers' own GGUF loader and
+    de-quantizer (no weitiao code), answers the whole test split with a count accuracy within 0.05 of the run's.
+    f16, and llama.cpp itself reading both: bench/gguf_export.py (docs/guides/export.md)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from weitiao.evaluation.metrics import count_list
+
+    out, _ = quickstart_run
+    exported = tmp_path / "gguf"
+    proc = run_cli("export", out, "--out", exported, "--format", "gguf")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((exported / "weitiao_export.json").read_text())
+    print(f"gguf export: {summary['bytes'] / 2**20:.1f} MiB, {summary['tensors']}, logit check {summary['logit_check']}")
+    assert summary["quant"] == "q8_0" and (exported / "Modelfile").read_text().startswith(f"FROM ./{summary['file']}")
+
+    model = AutoModelForCausalLM.from_pretrained(exported, gguf_file=summary["file"], dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(exported, gguf_file=summary["file"], padding_side="left")
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert tok.chat_template == (out / "chat_template.jinja").read_text()  # the file carries the run's template
+    prompts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
+                                       tokenize=False) for r in rows]
+    answers = []
+    for start in range(0, len(prompts), 40):
+        batch = tok(prompts[start:start + 40], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(**batch, max_new_tokens=96, do_sample=False, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id)
+        answers += [a.strip() for a in tok.batch_decode(gen[:, batch["input_ids"].shape[1]:],
+                                                        skip_special_tokens=True)]
+    accuracy = sum(count_list(a, r["reference"]) for a, r in zip(answers, rows)) / len(rows)
+    same = sum(a == r["tuned"] for a, r in zip(answers, rows)) / len(rows)
+    tuned = json.loads((out / "metrics.json").read_text())["test"]["tuned"]["count_list"]
+    print(f"count_list: gguf q8_0 {accuracy:.4f}, tuned run {tuned:.4f}; answers identical to the run's: {same:.4f}")
+    assert len(rows) == 80 and abs(accuracy - tuned) <= 0.05

@@ -26,6 +26,7 @@ class Loaded:
     run_dir: Path | None = None
     config: object = None  # the run's Config, when loaded from a run
     adapters: dict = field(default_factory=dict)  # served name -> peft adapter name inside `model`
+    source: object = None  # models.loading.ModelSource of the base weights (a GGUF file, a folder, a hub id)
 
 
 def is_run(path: str | Path) -> bool:
@@ -51,7 +52,7 @@ def load(target: str, device: str = "auto", precision: str | None = None, overri
         cfg = load_config(config_path, list(overrides) + ([f"model.device={device}"] if device != "auto" else []))
         if cfg.task not in POLICY_TASKS:
             raise WeitiaoError(f"{run_dir}: a `task: {cfg.task}` run has no text to generate; use `weitiao eval`")
-        _, folder, tokenizer, _ = find_model(cfg, model_dir)
+        source, folder, tokenizer, _ = find_model(cfg, model_dir)
         template = run_template(run_dir, tokenizer)  # exactly what training used, not what the tokenizer says now
         dev = pick_device(cfg.model.device)
         extra = load_kwargs(cfg.method, dev) if (adapter and quantized_base) else {}
@@ -61,12 +62,13 @@ def load(target: str, device: str = "auto", precision: str | None = None, overri
         amp = autocast_dtype(precision or cfg.train.precision, dev)
         name = run_dir.resolve().name
         adapters = {name: "default"} if adapter else {}
-        return Loaded(model, tokenizer, template, name, dev, amp, cfg.method.name, run_dir, cfg, adapters)
+        return Loaded(model, tokenizer, template, name, dev, amp, cfg.method.name, run_dir, cfg, adapters, source)
 
     source, folder, tokenizer, template = find_model(Config(), target)
     dev = pick_device(device)
     model = load_model(folder, pick_dtype("auto", dev), dev)
-    return Loaded(model, tokenizer, template, source.label, dev, autocast_dtype(precision or "auto", dev))
+    return Loaded(model, tokenizer, template, source.label, dev, autocast_dtype(precision or "auto", dev),
+                  source=source)
 
 
 def add_adapter(loaded: Loaded, name: str, path: str, log=print) -> None:
