@@ -37,6 +37,7 @@ def run(args: list[str], cwd, env: dict, timeout: float) -> subprocess.Completed
         start_server()
     command = [sys.executable, "-m", "weitiao", *args]
     if comparable(env) != _server["env"]:
+        log_fallback(args, comparable(env), _server["env"])
         return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
@@ -51,6 +52,15 @@ def run(args: list[str], cwd, env: dict, timeout: float) -> subprocess.Completed
             raise subprocess.TimeoutExpired(command, timeout)
         return subprocess.CompletedProcess(command, child.exitcode, out.read_text(errors="replace"),
                                            err.read_text(errors="replace"))
+
+
+def log_fallback(args: list[str], env: dict, server: dict) -> None:
+    """With WEITIAO_CLI_FALLBACK_LOG set: which variables sent a call to a plain subprocess (a suite-time check)."""
+    path = os.environ.get("WEITIAO_CLI_FALLBACK_LOG")
+    if path:
+        keys = sorted(k for k in set(env) | set(server) if env.get(k) != server.get(k))
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}\t{' '.join(args[:2])}\t{','.join(keys)}\n")
 
 
 def start_server() -> None:

@@ -16,6 +16,12 @@ if WORKERS > 1:  # before torch is imported, so that its thread pool and the CLI
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = THREADS
 
+from torch._inductor.runtime.cache_dir_utils import cache_dir  # noqa: E402
+
+# torch.compile sets TORCHINDUCTOR_CACHE_DIR in this process the first time it compiles (to its default, when unset):
+# set now to that same value, so that the environment the CLI calls inherit does not change under the fork server
+cache_dir()
+
 import cli_process  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
