@@ -53,21 +53,15 @@ def weitiao(*args) -> None:
     subprocess.run([sys.executable, "-m", "weitiao", *map(str, args)], check=True)
 
 
-def transformers_answers(folder: Path, name: str, prompts: list[str]) -> list[str]:
+def transformers_answers(folder: Path, name: str, questions: list[str]) -> list[str]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from weitiao.testing import plain_greedy_answers
+
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name, padding_side="left")
-    answers = []
-    for start in range(0, len(prompts), 40):
-        batch = tok(prompts[start:start + 40], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(**batch, max_new_tokens=96, do_sample=False, eos_token_id=tok.eos_token_id,
-                                 pad_token_id=tok.pad_token_id)
-        answers += [a.strip() for a in tok.batch_decode(gen[:, batch["input_ids"].shape[1]:],
-                                                        skip_special_tokens=True)]
-    return answers
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    return plain_greedy_answers(model, tok, questions, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
 def llama_cpp_answers(modules: Path, model: Path, prompts: list[str], stops: list[str]) -> list[str]:
@@ -114,7 +108,7 @@ def main() -> None:
         tok = AutoTokenizer.from_pretrained(out, gguf_file=summary["file"])
         prompts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
                                            tokenize=False) for r in rows]
-        row["transformers"] = score(transformers_answers(out, summary["file"], prompts), rows)
+        row["transformers"] = score(transformers_answers(out, summary["file"], [r["prompt"] for r in rows]), rows)
         if args.llama_cpp:
             row["llama_cpp"] = score(llama_cpp_answers(args.llama_cpp, out / summary["file"], prompts,
                                                        summary["stops"]), rows)

@@ -27,18 +27,30 @@ IGNORED = ("PYTEST_CURRENT_TEST", "PYTHONWARNINGS")  # changes per test; applied
 _server: dict = {}
 
 
+# torch's compiled-code loader hands a pointer to a loaded module through this process's environment
+# (_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR): meaningless in another process, and read by nothing at import
+IGNORED_PREFIXES = ("_TORCHINDUCTOR_",)
+
+
 def comparable(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k not in IGNORED}
+    return {k: v for k, v in env.items() if k not in IGNORED and not k.startswith(IGNORED_PREFIXES)}
+
+
+def set_environment(env: dict) -> None:
+    """The environment the server will import the libraries under (the suite's own, set once at its start): a
+    call with any other environment runs as a plain subprocess."""
+    _server["env"] = comparable(env)
 
 
 def run(args: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
     """What `subprocess.run([python, -m, weitiao, *args], capture_output=True, text=True)` returns."""
-    if not _server:
-        start_server()
     command = [sys.executable, "-m", "weitiao", *args]
-    if comparable(env) != _server["env"]:
+    # --offline changes what the libraries read at import, which the server did long before
+    if comparable(env) != _server["env"] or "--offline" in args:
         log_fallback(args, comparable(env), _server["env"])
         return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    if "context" not in _server:
+        start_server()
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
         out.touch()
@@ -72,13 +84,15 @@ def start_server() -> None:
     context.set_forkserver_preload(PRELOAD)
     env = dict(os.environ)
     here = str(Path(__file__).resolve().parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [env.get("PYTHONPATH")] if p])
+    os.environ.clear()  # the server starts under the suite's environment, whatever the test that asks first set
+    os.environ.update(_server["env"], **{k: env[k] for k in IGNORED if k in env})
+    os.environ["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [_server["env"].get("PYTHONPATH")] if p])
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
         os.environ.clear()
         os.environ.update(env)
-    _server.update(context=context, env=comparable(env))
+    _server.update(context=context)
 
 
 def child_main(args: list[str], cwd: str, env: dict, out: Path, err: Path) -> None:

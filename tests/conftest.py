@@ -16,6 +16,11 @@ if WORKERS > 1:  # before torch is imported, so that its thread pool and the CLI
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = THREADS
 
+# Before any library reads them: no test reaches the real hub. Hub ids resolve from the local cache; the hub tests
+# start their own hub on loopback (tests/hub_server.py) and switch this off for the processes they start.
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ[_name] = "1"
+
 from torch._inductor.runtime.cache_dir_utils import cache_dir  # noqa: E402
 
 # torch.compile sets TORCHINDUCTOR_CACHE_DIR in this process the first time it compiles (to its default, when unset):
@@ -29,10 +34,12 @@ import yaml  # noqa: E402
 
 from weitiao.api import environment  # noqa: E402
 
+
 # What every entry point sets first (offline, quiet), before the libraries read it. Set once here, so that the
 # environment the tests' CLI processes see is the same before and after an in-process test calls an entry point
 # (tests/cli_process.py forks a call from its server only when it is).
 environment()
+cli_process.set_environment(dict(os.environ))
 
 from weitiao.testing import build_tokenizer, save_tiny_model, write_demo_slice  # noqa: E402
 

@@ -25,14 +25,17 @@ from weitiao.errors import WeitiaoError
 WORKFLOWS = {"sft": "sft", "classify": "classify", "dpo": "dpo", "kto": "dpo", "reward": "reward"}
 
 
-def environment() -> None:
-    """What every entry point sets before anything loads: no download (models and data must be local; see
-    models/loading.py) and no library noise before weitiao's own one-line errors."""
+def environment(offline: bool = False) -> None:
+    """What every entry point sets before anything loads: offline mode when asked (`--offline`; HF_HUB_OFFLINE=1
+    from the environment works too: hub ids are then read from the local cache only, models/hub.py), no telemetry,
+    and no library noise before weitiao's own one-line errors."""
     import logging
     import warnings
 
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(name, "1")
+    if offline:
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+            os.environ[name] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # bitsandbytes looks for an optional kernel package on import and logs when it is absent; it then uses its
     # own CPU kernels, so there is nothing for a user to do (and a config error should print one line only)

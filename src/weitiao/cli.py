@@ -114,7 +114,7 @@ def validate_classify(cfg, splits) -> int:
     from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
 
     labels = label_names(cfg.data, splits)
-    source = resolve_source(cfg.model.name_or_path, cfg.model.convert_pickle)
+    source = resolve_source(cfg.model.name_or_path, cfg.model.convert_pickle, cfg.model.revision)
     tokenizer = load_tokenizer(local_folder(source, print, cfg.model.trust_remote_code), cfg.model.trust_remote_code)
     for name in ("train", "val", "test"):
         examples = getattr(splits, name)
@@ -379,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="weitiao",
         description="Fine-tune a pretrained transformer on your data, and prove what it changed.",
     )
+    parser.add_argument("--offline", action="store_true",
+                        help="read hub models and datasets from the local cache only, never download (anywhere on "
+                             "the command line; HF_HUB_OFFLINE=1 does the same)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_memory(sub)
@@ -607,8 +610,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def main(argv: list[str] | None = None) -> int:
     from weitiao.api import environment
 
-    environment()
-    args = parse_args(build_parser(), argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    environment(offline="--offline" in argv)  # before any library reads HF_HUB_OFFLINE, at its import
+    args = parse_args(build_parser(), [a for a in argv if a != "--offline"])
     try:
         return args.func(args)
     except WeitiaoError as err:

@@ -34,11 +34,15 @@ ALL_METHODS = tuple(METHODS)  # the registered methods (methods/__init__.py), in
 class ModelConfig:
     name_or_path: str = doc(
         "The pretrained model: a short name (`smollm2-135m-instruct`), a local HF folder, a `.gguf` file "
-        "(dequantized once and cached as safetensors), or a hub id already in the local cache (loaded offline). "
+        "(dequantized once and cached as safetensors), or a hub id (`owner/name`: downloaded into the Hugging Face "
+        "cache, or read from it with --offline). "
         "For `task: dpo` and `kto`, also a finished weitiao run folder: training continues from its model or LoRA adapter, "
         "with its chat template, and that starting point is DPO's frozen reference.",
         "smollm2-135m-instruct",
     )
+    revision: Optional[str] = doc(
+        "For a hub id: the branch, tag or commit to download (empty: the default branch). The commit it resolves "
+        "to is recorded in the run folder (sources.json).", None)
     chat_template: str = doc(
         "`auto` uses the tokenizer's own chat template; or a built-in template by name "
         "(`chatml`, `llama3`, `qwen`, `glm4`, `chatglm3`) for models without one.",
@@ -88,11 +92,14 @@ class DataConfig:
         "Class names for `task: classify`, in the order of the head's outputs; empty: the sorted names found in the "
         "training data. A val/test label outside this list is an error.", default_factory=list)
     train: list[str] = doc(
-        "Training data: one or more .json/.jsonl/.csv/.parquet files or folders (relative to the config file).",
+        "Training data: one or more .json/.jsonl/.csv/.parquet files or folders (relative to the config file), or "
+        "hub datasets as `OWNER/NAME[/CONFIG][@REVISION][:SPLIT]` (split default: train).",
         default_factory=list,
     )
-    val: list[str] = doc("Validation files; empty to split `val_ratio` off the training data.", default_factory=list)
-    test: list[str] = doc("Test files; empty to split `test_ratio` off the training data.", default_factory=list)
+    val: list[str] = doc("Validation files or hub datasets (split default: validation); empty to split `val_ratio` "
+                         "off the training data.", default_factory=list)
+    test: list[str] = doc("Test files or hub datasets (split default: test); empty to split `test_ratio` off the "
+                          "training data.", default_factory=list)
     val_ratio: float = doc("Fraction of the training rows held out for validation when `val` is empty.", 0.0)
     test_ratio: float = doc("Fraction of the training rows held out for testing when `test` is empty.", 0.0)
     split_seed: int = doc("Seed of the train/val/test split.", 42)

@@ -42,7 +42,8 @@ def versions() -> dict:
 
 def write_run_files(out_dir: Path, cfg: Config, template, report: dict, skipped: list | None) -> None:
     """What makes a run folder describe itself from its start: status, resolved config, versions, chat template,
-    data report, and the rows skipped."""
+    data report, where the model and data came from (sources.json: a hub id's commit, a hub dataset's commit and
+    split), and the rows skipped."""
     write_json(out_dir / RUN_FILE, {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     (out_dir / "config.yaml").write_text(dump_config(resolved(cfg)), encoding="utf-8")
     write_json(out_dir / "versions.json", versions())
@@ -50,6 +51,9 @@ def write_run_files(out_dir: Path, cfg: Config, template, report: dict, skipped:
         (out_dir / "chat_template.jinja").write_text(template.jinja, encoding="utf-8")
         write_json(out_dir / "template.json", template.describe())
     write_json(out_dir / "data_report.json", report)
+    write_json(out_dir / "sources.json", {"model": report.get("model_source"),
+                                          "data": {name: report.get(f"{name}_files", [])
+                                                   for name in ("train", "val", "test")}})
     if skipped is not None:
         (out_dir / "skipped_rows.jsonl").write_text(
             "".join(json.dumps(b.as_dict(), ensure_ascii=False) + "\n" for b in skipped), encoding="utf-8")

@@ -113,3 +113,24 @@ def _write_slice(folder: str | Path, splits: dict) -> Path:
 
     write_split_files(folder, splits)
     return Path(folder)
+
+
+def plain_greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int = 96, batch_size: int = 40,
+                         **generate) -> list[str]:
+    """Greedy answers from plain transformers only (no weitiao code): each question as one user turn in the
+    tokenizer's own chat template, left-padded batches, `generate` with the model's generation config (its stop
+    tokens) unless `generate` overrides it. The independent reader of an exported model."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                             tokenize=False) for q in questions]
+    answers = []
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, **generate)
+        answers += [a.strip() for a in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
+                                                              skip_special_tokens=True)]
+    return answers

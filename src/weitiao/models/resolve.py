@@ -32,7 +32,8 @@ def find_tokenizer(cfg: Config, name_or_path: str | None = None):
     from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
 
     m = cfg.model
-    source = resolve_source(name_or_path or m.name_or_path, m.convert_pickle)
+    revision = m.revision if name_or_path is None else None  # the revision belongs to model.name_or_path
+    source = resolve_source(name_or_path or m.name_or_path, m.convert_pickle, revision)
     if m.trust_remote_code:
         log(f"warning: model.trust_remote_code is on: code shipped with {source.label} will run")
     folder = local_folder(source, log, m.trust_remote_code)

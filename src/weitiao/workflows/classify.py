@@ -50,6 +50,7 @@ def prepare(cfg: Config, device: str) -> Prepared:
     log(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test rows; "
         f"{len(labels)} classes: {', '.join(labels)}")
     source, folder, tokenizer = find_tokenizer(cfg)
+    splits.report["model_source"] = source.describe()
     encoded = {name: encode_labelled(getattr(splits, name), tokenizer, labels, cfg.data.max_length, name,
                                      splits.report) for name in ("train", "val", "test")}
     log("train rows per class: " + ", ".join(f"{k} {v}" for k, v in splits.report["train_label_counts"].items()))

@@ -58,6 +58,7 @@ def prepare(cfg: Config, device: str) -> Prepared:
     go through the model together."""
     splits, skipped = read_splits(cfg, "pairs")
     start = find_start(cfg)
+    splits.report["model_source"] = start.source.describe()
     tokenizer, template = start.tokenizer, start.template
     pairs = {name: encode_pair_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
                                      skipped=skipped)

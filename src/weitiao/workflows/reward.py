@@ -48,6 +48,7 @@ def prepare(cfg: Config, device: str) -> Prepared:
     rejected go through the model together (2 x batch_size rows)."""
     splits, skipped = read_splits(cfg, "pairs")
     source, folder, tokenizer, template = find_model(cfg)
+    splits.report["model_source"] = source.describe()
     pairs = {name: encode_pair_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
                                      skipped=skipped)
              for name in ("train", "val", "test")}

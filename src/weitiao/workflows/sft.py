@@ -57,6 +57,7 @@ def prepare(cfg: Config, device: str) -> Prepared:
         rephrase.check_source(cfg)
         rephrase.refuse_the_augmenters_rephraser(cfg, splits.report.get("train_files", []))
     source, folder, tokenizer, template = find_model(cfg)
+    splits.report["model_source"] = source.describe()
     encoded = {name: encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
                                   skipped=skipped)
                for name in ("train", "val", "test")}

@@ -1,0 +1,149 @@
+"""A Hugging Face Hub on loopback for the tests: the endpoints huggingface_hub's `snapshot_download` calls, over
+real HTTP, serving model and dataset repos from local folders (point HF_ENDPOINT at `Hub.url`).
+
+- GET /api/{models,datasets}/{repo}/revision/{rev}: the repo's commit and files;
+- GET /api/{models,datasets}/{repo}/tree/{rev}?recursive=true: the file list with sizes and ids;
+- HEAD/GET /{repo}/resolve/{rev}/{path} and /datasets/{repo}/resolve/{rev}/{path}: a file, with the commit in
+  X-Repo-Commit and its id in ETag, as the hub answers.
+
+Errors carry the hub's `X-Error-Code` header (RepoNotFound, RevisionNotFound, GatedRepo), which huggingface_hub
+turns into its own exception types. A repo marked private answers 401 without `Authorization: Bearer <token>`.
+Every request is recorded in `Hub.requests`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+@dataclass
+class Repo:
+    folder: Path
+    private_token: str | None = None  # required bearer token, or None for a public repo
+
+    @property
+    def files(self) -> dict[str, Path]:
+        return {p.relative_to(self.folder).as_posix(): p for p in sorted(self.folder.rglob("*")) if p.is_file()}
+
+    @property
+    def commit(self) -> str:
+        digest = hashlib.sha1()
+        for name, path in self.files.items():
+            digest.update(name.encode() + b"\0" + hashlib.sha1(path.read_bytes()).digest())
+        return digest.hexdigest()
+
+
+@dataclass
+class Hub:
+    repos: dict[tuple[str, str], Repo] = field(default_factory=dict)  # (models|datasets, "owner/name") -> Repo
+    requests: list[str] = field(default_factory=list)
+    url: str = ""
+    _server: ThreadingHTTPServer | None = None
+
+    def add(self, kind: str, repo_id: str, folder: Path, private_token: str | None = None) -> Repo:
+        self.repos[(kind, repo_id)] = Repo(Path(folder), private_token)
+        return self.repos[(kind, repo_id)]
+
+    def start(self) -> Hub:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_HEAD(self):
+                hub.answer(self, body=False)
+
+            def do_GET(self):
+                hub.answer(self, body=True)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # ------------------------------------------------------------------------------------------- routing
+
+    def answer(self, request: BaseHTTPRequestHandler, body: bool) -> None:
+        path = unquote(urlparse(request.path).path)
+        self.requests.append(f"{request.command} {path}")
+        parts = path.strip("/").split("/")
+        if parts[0] == "api" and len(parts) >= 6 and parts[1] in ("models", "datasets"):
+            kind, repo_id, action, rev = parts[1], "/".join(parts[2:4]), parts[4], parts[5]
+            repo = self.find(request, kind, repo_id, rev)
+            if repo is None:
+                return
+            if action == "revision":
+                siblings = [{"rfilename": name} for name in repo.files]
+                return self.send_json(request, {"id": repo_id, "sha": repo.commit, "siblings": siblings,
+                                                "private": repo.private_token is not None}, body)
+            if action == "tree":
+                tree = [{"type": "file", "path": name, "size": p.stat().st_size,
+                         "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for name, p in repo.files.items()]
+                return self.send_json(request, tree, body)
+        kind = "datasets" if parts[0] == "datasets" else "models"
+        parts = parts[1:] if kind == "datasets" else parts
+        if len(parts) >= 5 and parts[2] == "resolve":
+            repo = self.find(request, kind, "/".join(parts[:2]), parts[3])
+            if repo is None:
+                return
+            name = "/".join(parts[4:])
+            if name not in repo.files:
+                return self.error(request, 404, "EntryNotFound", f"{name} not in {parts[:2]}")
+            data = repo.files[name].read_bytes()
+            request.send_response(200)
+            request.send_header("Content-Length", str(len(data)))
+            request.send_header("X-Repo-Commit", repo.commit)
+            request.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+            request.end_headers()
+            if body:
+                request.wfile.write(data)
+            return
+        self.error(request, 404, "EntryNotFound", f"no route for {path}")
+
+    def find(self, request, kind: str, repo_id: str, rev: str) -> Repo | None:
+        repo = self.repos.get((kind, repo_id))
+        if repo is None:
+            self.error(request, 404, "RepoNotFound", f"Repository Not Found for url: {request.path}.")
+            return None
+        if repo.private_token and request.headers.get("Authorization") != f"Bearer {repo.private_token}":
+            self.error(request, 401, "RepoNotFound", f"Repository Not Found for url: {request.path}. "
+                                                     "Invalid credentials in Authorization header")
+            return None
+        if rev not in ("main", repo.commit):
+            self.error(request, 404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            return None
+        return repo
+
+    @staticmethod
+    def send_json(request, obj, body: bool) -> None:
+        data = json.dumps(obj).encode()
+        request.send_response(200)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        if body:
+            request.wfile.write(data)
+
+    @staticmethod
+    def error(request, status: int, code: str, message: str) -> None:
+        data = json.dumps({"error": message}).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("X-Error-Code", code)
+        request.send_header("X-Error-Message", message)
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(data)

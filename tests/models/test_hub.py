@@ -1,0 +1,132 @@
+"""Models and datasets by hub id, downloaded over real HTTP from a hub on loopback (tests/hub_server.py, through
+HF_ENDPOINT; huggingface_hub and datasets are not mocked), then used again from the cache with the hub gone."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from hub_server import Hub
+from weitiao.testing import save_tiny_model, write_demo_slice
+
+
+@pytest.fixture
+def hub(tmp_path_factory, tiny_model_dir, monkeypatch):
+    """A hub serving the tiny Llama (public and private copies) and a demo-data slice; the processes the test
+    starts are online against it, with an empty cache."""
+    data = write_demo_slice(tmp_path_factory.mktemp("hub-data"), train=24, val=4, test=4)
+    served = Hub()
+    served.add("models", "acme/tiny-llama", tiny_model_dir)
+    served.add("models", "acme/private-llama", tiny_model_dir, private_token="hf_secret")
+    served.add("datasets", "acme/count-list", data)
+    served.start()
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "0")
+    monkeypatch.setenv("HF_ENDPOINT", served.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    yield served
+    served.stop()
+
+
+def hub_config(folder, out, **sections) -> str:
+    cfg = {"model": {"name_or_path": "acme/tiny-llama"},
+           "data": {"format": "messages", "train": ["acme/count-list"], "val": ["acme/count-list"],
+                    "test": ["acme/count-list"], "max_length": 128},
+           "method": {"name": "lora", "lora": {"r": 4, "alpha": 8}},
+           "train": {"max_steps": 2, "batch_size": 4, "eval_steps": 2, "precision": "fp32"},
+           "eval": {"metrics": ["count_list"], "generation": {"max_new_tokens": 8, "batch_size": 4}},
+           "output": {"dir": str(out)}}
+    for section, values in sections.items():
+        cfg[section].update(values)
+    path = folder / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_model_and_a_dataset_by_hub_id_train_and_train_again_from_the_cache_with_the_hub_gone(hub, tmp_path):
+    first = run_cli("train", hub_config(tmp_path, tmp_path / "first"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    sources = json.loads((tmp_path / "first" / "sources.json").read_text())
+    model_commit, data_commit = hub.repos[("models", "acme/tiny-llama")].commit, \
+        hub.repos[("datasets", "acme/count-list")].commit
+    assert sources["model"]["kind"] == "hub" and sources["model"]["commit"] == model_commit
+    assert sources["data"] == {"train": [f"acme/count-list@{data_commit}:train"],
+                               "val": [f"acme/count-list@{data_commit}:validation"],
+                               "test": [f"acme/count-list@{data_commit}:test"]}
+    assert f"GET /acme/tiny-llama/resolve/{model_commit}/model.safetensors" in hub.requests
+    report = json.loads((tmp_path / "first" / "data_report.json").read_text())
+    assert (report["train_rows"], report["val_rows"], report["test_rows"]) == (24, 4, 4)
+
+    hub.stop()  # the network is gone: the same config trains from the cache, to the same result
+    again = run_cli("train", hub_config(tmp_path, tmp_path / "again"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "again" / "sources.json").read_text()) == sources
+    assert (json.loads((tmp_path / "again" / "metrics.json").read_text())["test"]
+            == json.loads((tmp_path / "first" / "metrics.json").read_text())["test"])
+
+
+CASES = r"""
+import json, os, sys
+from weitiao.config import Config
+from weitiao.data.dataset import load_splits
+from weitiao.errors import WeitiaoError
+from weitiao.models.loading import resolve_source
+
+def attempt(what, call):
+    try:
+        call()
+        print(json.dumps([what, "ok"]))
+    except WeitiaoError as err:
+        print(json.dumps([what, str(err)]))
+
+data = Config().data
+data.format = "messages"
+attempt("private", lambda: resolve_source("acme/private-llama"))
+attempt("revision", lambda: resolve_source("acme/tiny-llama", revision="v9"))
+data.train, data.test = ["acme/no-such-set"], ["acme/count-list@v9"]
+attempt("data", lambda: load_splits(data, "."))
+data.train, data.test = ["acme/count-list"], ["acme/count-list:testing"]
+attempt("split", lambda: load_splits(data, "."))
+os.environ["HF_TOKEN"] = "hf_secret"
+attempt("private with a token", lambda: resolve_source("acme/private-llama"))
+from weitiao.memory.shape import load_config_dict  # `weitiao estimate owner/name`: the config only
+print(json.dumps(["estimate", load_config_dict("acme/tiny-llama")["hidden_size"]]))
+"""
+
+
+def test_bad_hub_requests_get_one_clear_error_and_nothing_written(hub, tmp_path):
+    """Through the CLI: one error line, exit 2, no traceback, no run folder. The other cases in one process (the
+    same functions the CLI calls), over the same HTTP."""
+    proc = run_cli("train", hub_config(tmp_path, tmp_path / "run", model={"name_or_path": "acme/no-such-model"}))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "model.name_or_path: 'acme/no-such-model' is not a model on the hub" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+    proc = subprocess.run([sys.executable, "-c", CASES], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = dict(json.loads(line) for line in proc.stdout.splitlines() if line.startswith("["))
+    assert "for a private repo log in (`hf auth login`) or set HF_TOKEN" in said["private"]
+    assert "model.name_or_path: 'acme/tiny-llama': revision 'v9' does not exist" in said["revision"]
+    assert "data.train[0]: 'acme/no-such-set' is not a dataset on the hub" in said["data"]
+    assert "data.test[0]: 'acme/count-list': revision 'v9' does not exist" in said["data"]  # reported together
+    assert 'acme/count-list: Unknown split "testing"' in said["split"], said["split"]
+    assert said["private with a token"] == "ok"
+    assert said["estimate"] == 64
+    assert not any(r.startswith("GET /acme/tiny-llama/resolve/") and r.endswith(".safetensors") for r in hub.requests)
+    assert any(r.startswith("GET /acme/private-llama/resolve/") for r in hub.requests)
+
+
+def test_offline_a_hub_id_that_was_never_fetched_says_how_to_fetch_it(hub, tmp_path):
+    """--offline with an empty cache: the hub is up, but nothing is asked of it. (A model id offline:
+    tests/models/test_loading.py, as the whole suite runs offline.)"""
+    proc = run_cli("--offline", "validate", hub_config(tmp_path, tmp_path / "run"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("data.train[0]: 'acme/count-list' is not in the local cache" in proc.stderr
+            and "`hf download acme/count-list --repo-type dataset`" in proc.stderr), proc.stderr
+    assert hub.requests == []
