@@ -15,7 +15,7 @@ DATA_DEMOS = {"one-phrasing"}  # the rephrasing demo: its own data and evaluatio
 def test_one_example_per_method():
     methods = {load_config(p).method.name for p in EXAMPLES}
     assert methods == {"full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning"}
-    assert {load_config(p).task for p in EXAMPLES} == {"sft", "classify", "dpo", "kto", "reward"}
+    assert {load_config(p).task for p in EXAMPLES} == {"sft", "classify", "regress", "dpo", "kto", "reward"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

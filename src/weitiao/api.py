@@ -22,7 +22,8 @@ from weitiao.config import Config, load_config
 from weitiao.errors import WeitiaoError
 
 # task -> workflows module; dpo.py runs both trainers that optimise a policy against a reference (DPO, KTO)
-WORKFLOWS = {"sft": "sft", "classify": "classify", "dpo": "dpo", "kto": "dpo", "reward": "reward"}
+WORKFLOWS = {"sft": "sft", "classify": "classify", "regress": "regress", "dpo": "dpo", "kto": "dpo",
+             "reward": "reward"}
 
 
 def environment(offline: bool = False) -> None:

@@ -84,8 +84,8 @@ def cmd_validate(args) -> int:
         check_source(cfg)
         print(f"rephrase.templates {rules_path(cfg)}: ok")
     splits = load_splits(cfg.data, cfg.base_dir)
-    if cfg.task == "classify":
-        return validate_classify(cfg, splits)
+    if cfg.task in ("classify", "regress"):
+        return validate_labelled(cfg, splits)
     source, _, tokenizer, template = find_model(cfg)
     for name in ("train", "val", "test"):
         examples = getattr(splits, name)
@@ -109,11 +109,11 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def validate_classify(cfg, splits) -> int:
-    from weitiao.data.dataset import encode_labelled, label_names
+def validate_labelled(cfg, splits) -> int:
+    from weitiao.data.dataset import encode_labelled, label_names, score_labels
     from weitiao.models.loading import load_tokenizer, local_folder, resolve_source
 
-    labels = label_names(cfg.data, splits)
+    labels = label_names(cfg.data, splits) if cfg.task == "classify" else score_labels(splits)
     source = resolve_source(cfg.model.name_or_path, cfg.model.convert_pickle, cfg.model.revision)
     tokenizer = load_tokenizer(local_folder(source, print, cfg.model.trust_remote_code), cfg.model.trust_remote_code)
     for name in ("train", "val", "test"):
@@ -123,10 +123,12 @@ def validate_classify(cfg, splits) -> int:
             continue
         enc = encode_labelled(examples, tokenizer, labels, cfg.data.max_length, name, splits.report)
         lengths = sorted(len(e["input_ids"]) for e in enc)
-        counts = ", ".join(f"{k} {v}" for k, v in splits.report[f"{name}_label_counts"].items())
+        counts = (", ".join(f"{k} {v}" for k, v in splits.report[f"{name}_label_counts"].items()) if labels
+                  else "scores " + ", ".join(f"{k} {v}" for k, v in splits.report[f"{name}_scores"].items()))
         print(f"{name}: {len(examples)} rows ok ({counts}); tokens per row max {lengths[-1]}, truncated "
               f"{splits.report[f'{name}_truncated']}")
-    print(f"model {source.label} ({source.kind}); {len(labels)} classes: {', '.join(labels)}")
+    print(f"model {source.label} ({source.kind}); " + (f"{len(labels)} classes: {', '.join(labels)}" if labels
+                                                        else "a one-output regression head"))
     print("valid: nothing was trained or written")
     return 0
 
@@ -289,12 +291,12 @@ def cmd_data_augment(args) -> int:
 
 
 def cmd_data_demo(args) -> int:
-    from weitiao.demo import count_list, person_extraction, support_intent
+    from weitiao.demo import count_list, person_extraction, review_scores, support_intent
 
     write = {"count_list": count_list.write_splits, "count_list_preference": count_list.write_preference_splits,
              "count_list_one_phrasing": count_list.write_one_phrasing_splits,
-             "support_intent": support_intent.write_splits, "person_extraction": person_extraction.write_splits
-             }[args.task]
+             "support_intent": support_intent.write_splits, "person_extraction": person_extraction.write_splits,
+             "review_scores": review_scores.write_splits}[args.task]
     for name, path in write(args.out_dir, args.seed).items():
         print(f"{name}: {path}")
     return 0
@@ -577,11 +579,12 @@ def _add_data(sub) -> None:
                                         "prompt/chosen/rejected pairs, for `task: dpo`/`reward`), "
                                         "`count_list_one_phrasing` (every question asked one way, for the "
                                         "rephrasing demo), `support_intent` (5-way message classification, "
-                                        "text/label rows) or `person_extraction` (alpaca rows: an instruction, a "
-                                        "paragraph about a person, a JSON answer).")
+                                        "text/label rows), `review_scores` (product reviews scored 1-5, "
+                                        "text/label rows for `task: regress`) or `person_extraction` (alpaca "
+                                        "rows: an instruction, a paragraph about a person, a JSON answer).")
     q.add_argument("out_dir", help="folder for train.jsonl, val.jsonl and test.jsonl")
     q.add_argument("--task", choices=["count_list", "count_list_preference", "count_list_one_phrasing",
-                                      "support_intent", "person_extraction"], default="count_list",
+                                      "support_intent", "review_scores", "person_extraction"], default="count_list",
                    help="which demo dataset (default count_list)")
     q.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
     q.set_defaults(func=cmd_data_demo)

@@ -379,6 +379,9 @@ class RephraseConfig:
         "question with pasted context), the first paragraph, or the last when it is a question and the first is "
         "not; a one-paragraph turn whole. `whole_turn`: the whole turn, data included.", "instruction")
     k: int = doc("Rephrasings per question.", 2)
+    batch_size: int = doc("Rows the rephrasing model generates at once (each question of a batch asked `k` "
+                          "times); the texts are cut into batches of `batch_size // k` questions, and the cache is "
+                          "written after each batch.", 16)
     prompt: str = doc("What the rephrasing model is asked; `{question}` is replaced by the question.",
                       REPHRASE_PROMPT)
     cache: Optional[str] = doc("JSONL cache of model-written rephrasings (empty: `rephrase.jsonl` in weitiao's "
@@ -388,6 +391,8 @@ class RephraseConfig:
         p = ["rephrase: set templates or model, not both"] if self.templates and self.model else []
         if self.k < 1:
             p.append(f"rephrase.k: must be at least 1, got {self.k}")
+        if self.batch_size < 1:
+            p.append(f"rephrase.batch_size: must be at least 1, got {self.batch_size}")
         if "{question}" not in self.prompt:
             p.append("rephrase.prompt: must contain {question}, where the question goes")
         return p
@@ -476,9 +481,10 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    task: Literal["sft", "classify", "dpo", "kto", "reward"] = doc(
+    task: Literal["sft", "classify", "regress", "dpo", "kto", "reward"] = doc(
         "`sft`: a causal LM learns to write the answers. `classify`: a sequence-classification head on an encoder "
-        "or a decoder learns `labelled` rows' labels. `dpo`: preference optimisation on chosen/rejected pairs "
+        "or a decoder learns `labelled` rows' labels. `regress`: a one-output head learns `labelled` rows' numeric "
+        "labels with mean squared error. `dpo`: preference optimisation on chosen/rejected pairs "
         "(TRL's DPOTrainer), usually starting from an SFT run. `kto`: Kahneman-Tversky optimisation (TRL's "
         "KTOTrainer) on the same pairs taken apart into desirable and undesirable answers. `reward`: a reward "
         "model (one-output sequence-classification head) learns to score the chosen answer above the rejected one "
@@ -633,6 +639,7 @@ POLICY_TASKS = ("sft", "dpo", "kto")
 PREFERENCE_OPTIMISATION_TASKS = ("dpo", "kto")  # a policy trained against a reference; may start from a run
 
 CLASSIFY_METRICS = ("accuracy", "macro_f1")  # always reported for task classify, with the confusion matrix
+REGRESS_METRICS = ("mse", "mae", "pearson", "spearman")  # always reported for task regress
 
 
 @dataclass(frozen=True)
@@ -659,6 +666,8 @@ TASK_RULES = {
     "reward": TaskRule(("lora", "full"), PREFERENCE_FORMATS, PAIRS, generates=False, strategies=("auto", "ddp")),
     "classify": TaskRule(("lora", "full"), ("labelled",), "reads text + label rows", generates=False,
                          strategies=("auto", "ddp")),
+    "regress": TaskRule(("lora", "full"), ("labelled",), "reads text + numeric label rows", generates=False,
+                        strategies=("auto", "ddp")),
 }
 # distributed.strategy x method.name: what each strategy trains here (qlora and the virtual-token methods run on one
 # process or under ddp)
@@ -689,7 +698,7 @@ def compatibility_problems(cfg: Config) -> list[str]:
     if rule.formats and d.format not in rule.formats:
         p.append(f"data.format: task {task} {rule.rows}: use format {' or '.join(rule.formats)}, got {d.format!r}")
     elif rule.formats is None and d.format == "labelled":
-        p.append("data.format: labelled rows are for task classify (set task: classify)")
+        p.append("data.format: labelled rows are for task classify or regress (set the task)")
     if m.name not in rule.methods:
         p.append(f"method.name: task {task} supports {', '.join(rule.methods)}, got {m.name!r}")
     if t.class_weights != "none" and task != "classify":
@@ -721,9 +730,10 @@ def metric_problems(cfg: Config) -> list[str]:
 
     p = []
     for i, name in enumerate(cfg.eval.metrics):
-        if cfg.task == "classify":
-            if name not in CLASSIFY_METRICS:
-                p.append(f"eval.metrics[{i}]: task classify reports {', '.join(CLASSIFY_METRICS)}; got {name!r}")
+        reported = {"classify": CLASSIFY_METRICS, "regress": REGRESS_METRICS}.get(cfg.task)
+        if reported:
+            if name not in reported:
+                p.append(f"eval.metrics[{i}]: task {cfg.task} reports {', '.join(reported)}; got {name!r}")
         elif not TASK_RULES[cfg.task].generates:
             continue
         elif ":" in name:  # a user metric, module:function

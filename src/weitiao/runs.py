@@ -96,6 +96,11 @@ def check_output_dir(out_dir: Path, overwrite: bool, resume: bool) -> str:
     return "fresh"
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object per line, UTF-8 (predictions.jsonl and the like)."""
+    Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
 def write_json(path: Path, obj) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves a half-written file."""
     tmp = path.with_name(path.name + ".tmp")

@@ -70,3 +70,23 @@ def log_data(prepared_report: dict, skipped: list | None, template, what: str, c
         log(f"skipping {len(skipped)} bad row(s) (data.skip_bad_rows); they are listed in skipped_rows.jsonl")
     log(f"template: {template.name} (end of turn {template.eot!r}); train {what} {count}, truncated "
         f"{prepared_report['train_truncated']}, dropped as over-long {prepared_report['train_overlong_dropped']}")
+
+
+def conclude(cfg, out_dir, trainer, metrics: dict, saved: str, base: dict | None, tuned: dict | None,
+             rows: int) -> None:
+    """How a workflow that scores a head on the test split ends (classify, regress): the run marked finished, the
+    base-vs-tuned table, where the weights went, and the report."""
+    from pathlib import Path
+
+    from weitiao.console import comparison_table
+    from weitiao.evaluation.compare import write_report
+    from weitiao.runs import finish
+
+    finish(out_dir, trainer, metrics, saved)
+    log("")
+    if tuned:
+        columns = {"base": base["metrics"], "tuned": tuned["metrics"]} if base else {"tuned": tuned["metrics"]}
+        log(comparison_table(f"test split ({rows} rows)", columns))
+    log(f"\nsaved {Path(saved).name} to {saved}; metrics in {Path(out_dir) / 'metrics.json'}")
+    if tuned and base and cfg.eval.report:
+        write_report(out_dir)

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import run_cli
 from hub_server import Hub
-from weitiao.testing import save_tiny_model, write_demo_slice
+from weitiao.testing import write_demo_slice
 
 
 @pytest.fixture

@@ -344,36 +344,61 @@ def label_names(cfg: DataConfig, splits: Splits) -> list[str]:
     return names
 
 
-def encode_labelled(examples: list[Example], tokenizer, labels: list[str], max_length: int, name: str,
+def encode_labelled(examples: list[Example], tokenizer, labels: list[str] | None, max_length: int, name: str,
                     report: dict) -> list[dict]:
     """{"input_ids", "labels"} per row: the text tokenized with the model's special tokens ([CLS] ... [SEP] for
-    BERT), cut to `max_length`, and the label's index."""
-    index = {label: i for i, label in enumerate(labels)}
+    BERT), cut to `max_length`, and the label's index among `labels`, or (`labels` None: task regress) the label
+    as a number (`score_labels` checked them)."""
+    index = {label: i for i, label in enumerate(labels or [])}
     out, truncated = [], 0
     for ex in examples:
         ids = tokenizer(ex.text, truncation=False)["input_ids"]
         if len(ids) > max_length:
             truncated += 1
             ids = tokenizer(ex.text, truncation=True, max_length=max_length)["input_ids"]
-        out.append({"input_ids": ids, "labels": index[ex.label]})
+        out.append({"input_ids": ids, "labels": index[ex.label] if labels else float(ex.label)})
     report[f"{name}_truncated"] = truncated
     report[f"{name}_tokens"] = sum(len(e["input_ids"]) for e in out)
-    report[f"{name}_label_counts"] = {label: sum(1 for ex in examples if ex.label == label) for label in labels}
+    if labels:
+        report[f"{name}_label_counts"] = {label: sum(1 for ex in examples if ex.label == label) for label in labels}
+    elif out:
+        scores = [e["labels"] for e in out]
+        report[f"{name}_scores"] = {"min": min(scores), "mean": round(sum(scores) / len(scores), 4),
+                                    "max": max(scores)}
     return out
 
 
-class LabelledCollator:
-    """Pads token ids with the tokenizer's pad token (and side), builds the attention mask, stacks the labels."""
+def score_labels(splits: Splits) -> None:
+    """task regress: every row's label is a finite number; all rows that are not are reported together."""
+    import math
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+    bad = []
+    for split in (splits.train, splits.val, splits.test):
+        for ex in split:
+            try:
+                ok = math.isfinite(float(ex.label))
+            except ValueError:
+                ok = False
+            if not ok:
+                bad.append(f"{ex.where}: label {ex.label!r} is not a number (task regress learns a score)")
+    if bad:
+        raise DataError(bad[:MAX_REPORTED], total=len(bad))
+
+
+class LabelledCollator:
+    """Pads token ids with the tokenizer's pad token (and side), builds the attention mask, stacks the labels:
+    class indices, or (`scores`) float targets for a regression head."""
+
+    def __init__(self, tokenizer, scores: bool = False):
+        self.tokenizer, self.scores = tokenizer, scores
 
     def __call__(self, features: list[dict]):
         import torch
 
         batch = self.tokenizer.pad([{"input_ids": f["input_ids"]} for f in features], return_tensors="pt",
                                    pad_to_multiple_of=8)
-        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        batch["labels"] = torch.tensor([f["labels"] for f in features],
+                                       dtype=torch.float32 if self.scores else torch.long)
         return batch
 
 

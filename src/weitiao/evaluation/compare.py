@@ -123,7 +123,11 @@ def side(run: dict, which: str, rows: list[dict], label: str) -> Side:
 
 
 def row_scores(row: dict, which: str) -> dict:
-    """The row's metric values; a classification row (it has a `label`) scores accuracy."""
+    """The row's metric values; a classification row (it has a text `label`) scores accuracy, a regression row
+    (a number) its squared and absolute error."""
+    if isinstance(row.get("label"), (int, float)) and row.get(which) is not None:
+        error = float(row[which]) - float(row["label"])
+        return {"squared_error": error * error, "absolute_error": abs(error)}
     if "label" in row:
         return {"accuracy": float(row.get(which) == row["label"])}
     return dict(row.get(f"{which}_scores") or {})

@@ -30,7 +30,6 @@ from weitiao.evaluation.rephrase import (
     texts_to_reword,
 )
 
-ROWS_PER_CALL = 16  # generated rows per batch (each text is sampled as often as it still needs rephrasings)
 
 
 class ModelRephraser:
@@ -38,9 +37,11 @@ class ModelRephraser:
     many were asked for, and what was rejected on the way, so a cached text reports the same as a fresh one."""
 
     def __init__(self, model, tokenizer, template, model_id: str, prompt: str, cache: Path | None,
-                 max_new_tokens: int = 64, tries: int = 4, amp_dtype=None):
+                 rows_per_call: int = 16, max_new_tokens: int = 64, tries: int = 4, amp_dtype=None):
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.model_id, self.prompt, self.cache = model_id, prompt, cache
+        # generated rows per batch: each text of a batch is sampled as often as it still needs rephrasings
+        self.rows_per_call = rows_per_call
         self.max_new_tokens, self.tries, self.amp = max_new_tokens, tries, amp_dtype
         self.cached = read_cache(cache)
         self.rejected: Counter = Counter()  # problem kind -> candidates rejected, over the texts of the last call
@@ -59,7 +60,7 @@ class ModelRephraser:
         from tqdm.auto import tqdm
 
         order = sorted(texts, key=lambda t: (len(t), t))
-        per_batch = max(1, ROWS_PER_CALL // k)
+        per_batch = max(1, self.rows_per_call // k)
         todo = [t for t in order if not self.done(t, k)]
         if todo:
             log(f"rephrase: asking {self.model_id} for {k} rephrasings of {len(todo)} distinct text(s) "
@@ -110,7 +111,7 @@ class ModelRephraser:
         from weitiao.evaluation.generate import generate
 
         entries = {t: {"rephrasings": [], "asked": k, "rejected": Counter(), "examples": []} for t in batch}
-        gen = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=ROWS_PER_CALL, do_sample=True,
+        gen = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.rows_per_call, do_sample=True,
                                temperature=0.9, top_p=0.95)
         for attempt in range(self.tries):
             asked = [t for t in batch for _ in range(k - len(entries[t]["rephrasings"]))]
@@ -212,7 +213,7 @@ def model_rephrasings(cfg, texts: dict[str, dict], log, base) -> Rephrasings:
         model, tokenizer, template, model_id = load_chat_model(cfg, cfg.model.name_or_path if r.model == "base"
                                                                else r.model)
     cache = Path(r.cache) if r.cache else cache_dir() / "rephrase.jsonl"
-    rephraser = ModelRephraser(model, tokenizer, template, str(model_id), r.prompt, cache)
+    rephraser = ModelRephraser(model, tokenizer, template, str(model_id), r.prompt, cache, r.batch_size)
     by_text = rephraser.rephrase_all(texts, r.k, log)
     return Rephrasings(r.target, f"model {model_id}", source_identity(cfg), by_text,
                        dict(rephraser.rejected), rephraser.rejected_examples)

@@ -21,7 +21,7 @@ import numpy as np
 from weitiao.evaluation.metrics import deciding_metric
 from weitiao.evaluation.rephrase import MIN_GAP_QUESTIONS, rejected_summary
 
-LOWER_IS_BETTER = {"loss", "perplexity"}
+LOWER_IS_BETTER = {"loss", "perplexity", "squared_error", "absolute_error"}
 CHUNK = 256  # resamples drawn at once: CHUNK x n row indices in memory
 
 
@@ -123,6 +123,7 @@ def compare_sides(a: Side, b: Side, rows: list[dict], samples: int = 2000, seed:
             change = row_loss(a.losses[i]) - row_loss(b.losses[i])  # a fall in loss is an improvement
         else:
             change = b.scores[i][key] - a.scores[i][key]
+            change = -change if key in LOWER_IS_BETTER else change
         kind = "improved" if change > 1e-12 else "regressed" if change < -1e-12 else "unchanged"
         outcomes[kind].append({**row, "a": a.outputs[i] if i < len(a.outputs) else None,
                                "b": b.outputs[i] if i < len(b.outputs) else None,

@@ -55,7 +55,7 @@ ROWS_PER_EXAMPLE = {task: 2 for task in PAIR_TASKS}  # rows through the model pe
 
 def estimate_task(task: str) -> str:
     """The estimator's model kind: a DPO/KTO policy is a causal LM (`sft`), a reward model a classifier."""
-    return {"dpo": "sft", "kto": "sft", "reward": "classify"}.get(task, task)
+    return {"dpo": "sft", "kto": "sft", "reward": "classify", "regress": "classify"}.get(task, task)
 
 
 def check(cfg: Config, folder: str, device: str, seq: int, log=print, logit_fraction: float = 1.0) -> dict | None:

@@ -244,9 +244,10 @@ def load_model(folder: str, dtype, device: str, trust_remote_code: bool = False,
     return model if placed else model.to(device)
 
 
-def load_classifier(folder: str, labels: list[str], dtype, device: str, trust_remote_code: bool = False,
+def load_classifier(folder: str, labels: list[str] | None, dtype, device: str, trust_remote_code: bool = False,
                     attn_implementation=None, pad_token_id: int | None = None):
-    """A sequence-classification model with a new head of len(labels) outputs (safetensors only).
+    """A sequence-classification model with a new head of len(labels) outputs, or (`labels` None) one output
+    trained with mean squared error (transformers' problem_type "regression"); safetensors only.
 
     Encoders classify from their pooled first token; decoders (Llama, Qwen, ...) from the last non-pad token,
     which they find through `pad_token_id`, so it is set from the tokenizer when the config lacks it.
@@ -254,9 +255,12 @@ def load_classifier(folder: str, labels: list[str], dtype, device: str, trust_re
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
+    names = labels or ["score"]
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "local_files_only": True,
-              "use_safetensors": True, "num_labels": len(labels),
-              "id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+              "use_safetensors": True, "num_labels": len(names),
+              "id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)}}
+    if labels is None:
+        kwargs["problem_type"] = "regression"
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     verbosity = hf_logging.get_verbosity()

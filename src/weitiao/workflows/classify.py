@@ -6,25 +6,23 @@ per-class scores and a confusion matrix instead of generated answers.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from weitiao.config import Config
-from weitiao.console import comparison_table, log
+from weitiao.console import log
 from weitiao.data.dataset import (LabelledCollator, encode_labelled, label_names, load_splits,
                                   to_hf_dataset_labelled)
 from weitiao.evaluation.classification import balanced_class_weights, plot_confusion, score_classes
-from weitiao.evaluation.compare import write_report
 from weitiao.evaluation.scoring import base_model_context
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import save_trained, weights_footprint
 from weitiao.models.loading import load_classifier, pick_device, pick_dtype
 from weitiao.models.precision import autocast_dtype, precision_name
 from weitiao.models.resolve import find_tokenizer
-from weitiao.runs import TrainResult, decide_mode, finish, run_folder, write_json
-from weitiao.stages import Built, Prepared, with_method
+from weitiao.runs import TrainResult, decide_mode, run_folder, write_json, write_jsonl
+from weitiao.stages import Built, Prepared, conclude, with_method
 from weitiao.training.arguments import build_training_args
 from weitiao.training.fit import Fitted, fit
 
@@ -142,14 +140,6 @@ def save(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, base, tu
         rows = [{"where": ex.where, "text": ex.text, "label": ex.label, "tuned": labels[p]}
                 | ({"base": labels[base["predictions"][i]]} if base else {})
                 for i, (ex, p) in enumerate(zip(prepared.splits.test, tuned["predictions"]))]
-        (out_dir / "predictions.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    finish(out_dir, fitted.trainer, metrics, saved)
-    log("")
-    if tuned:
-        columns = {"base": base["metrics"], "tuned": tuned["metrics"]} if base else {"tuned": tuned["metrics"]}
-        log(comparison_table(f"test split ({len(prepared.encoded['test'])} rows)", columns))
-    log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
-    if tuned and base and cfg.eval.report:
-        write_report(out_dir)
+        write_jsonl(out_dir / "predictions.jsonl", rows)
+    conclude(cfg, out_dir, fitted.trainer, metrics, saved, base, tuned, len(prepared.encoded["test"]))
     return TrainResult(metrics, fitted.model, prepared.tokenizer, out_dir)

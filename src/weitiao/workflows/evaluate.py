@@ -37,6 +37,9 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     if rephrase:
         check_source(cfg)
         refuse_the_augmenters_rephraser(cfg, splits.report.get("train_files", []))
+    if cfg.task == "regress":
+        raise WeitiaoError("weitiao eval: a task regress run is scored when it trains (metrics.json, "
+                           "predictions.jsonl); evaluating it again on other rows is not supported yet")
     if cfg.task == "classify":
         if rephrase:
             raise WeitiaoError("--rephrase: rephrased questions are for chat tasks (sft, dpo, kto), not classify")
