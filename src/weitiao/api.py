@@ -22,7 +22,7 @@ from weitiao.config import Config, load_config
 from weitiao.errors import WeitiaoError
 
 # task -> workflows module; dpo.py runs both trainers that optimise a policy against a reference (DPO, KTO)
-WORKFLOWS = {"sft": "sft", "classify": "classify", "regress": "regress", "dpo": "dpo", "kto": "dpo",
+WORKFLOWS = {"sft": "sft", "pretrain": "sft", "classify": "classify", "regress": "regress", "dpo": "dpo", "kto": "dpo",
              "reward": "reward"}
 
 

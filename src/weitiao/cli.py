@@ -72,8 +72,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from weitiao.config import PAIR_TASKS, load_config
-    from weitiao.data.dataset import encode_pair_split, encode_split, load_splits
+    from weitiao.config import PAIR_TASKS, TASK_RULES, load_config
+    from weitiao.data.dataset import encode_documents, encode_pair_split, encode_split, load_splits
     from weitiao.models.resolve import find_model
 
     cfg = load_config(args.config, args.overrides)
@@ -95,6 +95,11 @@ def cmd_validate(args) -> int:
         if cfg.task in PAIR_TASKS:  # pairs: prompt + the longer of the two answers
             pairs = encode_pair_split(examples, template, tokenizer, cfg.data, name, splits.report)
             lengths = sorted(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
+        elif TASK_RULES[cfg.task].documents:  # documents: cut into max_length pieces
+            pieces, _ = encode_documents(examples, template, tokenizer, cfg.data, name, splits.report)
+            print(f"{name}: {len(examples)} documents, {splits.report[f'{name}_tokens']} tokens in {len(pieces)} "
+                  f"pieces of at most {cfg.data.max_length} tokens, none dropped")
+            continue
         else:
             lengths = sorted(len(e.input_ids) for e in encode_split(examples, template, tokenizer, cfg.data, name,
                                                                     splits.report))

@@ -481,8 +481,10 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    task: Literal["sft", "classify", "regress", "dpo", "kto", "reward"] = doc(
-        "`sft`: a causal LM learns to write the answers. `classify`: a sequence-classification head on an encoder "
+    task: Literal["sft", "pretrain", "classify", "regress", "dpo", "kto", "reward"] = doc(
+        "`sft`: a causal LM learns to write the answers. `pretrain`: continued pre-training of a causal LM on "
+        "plain-text documents (`text` rows, or .txt files), each cut into `data.max_length` pieces, none dropped, "
+        "scored by held-out perplexity. `classify`: a sequence-classification head on an encoder "
         "or a decoder learns `labelled` rows' labels. `regress`: a one-output head learns `labelled` rows' numeric "
         "labels with mean squared error. `dpo`: preference optimisation on chosen/rejected pairs "
         "(TRL's DPOTrainer), usually starting from an SFT run. `kto`: Kahneman-Tversky optimisation (TRL's "
@@ -653,12 +655,15 @@ class TaskRule:
     strategies: tuple[str, ...] = ("auto", "ddp", "fsdp", "deepspeed")  # distributed.strategy values it runs under
     rephrase: bool = False  # eval.rephrase after training
     compile: bool = False  # train.compile
+    documents: bool = False  # rows are documents, cut into max_length pieces (data.encode_documents)
 
 
 PAIRS = "trains on chosen/rejected pairs"
 TASK_RULES = {
     "sft": TaskRule(ALL_METHODS, None, "trains on conversations or text", generates=True, rephrase=True,
                     compile=True),
+    "pretrain": TaskRule(ALL_METHODS, ("text",), "reads plain-text documents", generates=False, compile=True,
+                         documents=True),
     "dpo": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
                     strategies=("auto", "ddp")),
     "kto": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,

@@ -59,7 +59,7 @@ def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False, nee
     paths, missing = {}, []
     for name in ("train", "val", "test"):  # every split's missing file or hub dataset, reported together
         try:
-            paths[name] = resolve_paths(getattr(cfg, name), base_dir, f"data.{name}")
+            paths[name] = resolve_paths(getattr(cfg, name), base_dir, f"data.{name}", cfg.format == "text")
         except DataError as err:
             missing += err.problems
     if missing:
@@ -135,6 +135,28 @@ def encode_split(examples: list[Example], template: ChatTemplate, tokenizer, cfg
     report[f"{name}_tokens"] = sum(len(e.input_ids) for e in out)
     report[f"{name}_trained_tokens"] = sum(sum(1 for x in e.labels if x != IGNORE_INDEX) for e in out)
     return out
+
+
+def encode_documents(examples: list[Example], template: ChatTemplate, tokenizer, cfg: DataConfig, name: str,
+                     report: dict) -> tuple[list[Encoded], list[Example]]:
+    """task pretrain: each text row is a document, tokenized with its end-of-document token and cut into pieces
+    of at most `max_length` tokens, every token trained on: nothing is truncated or dropped. Each piece is its own
+    example (padding-free batches attend within it only, so attention never crosses a document boundary), and
+    comes back with an Example of its own text and place (`where` plus "piece k/n"), in the same order."""
+    import dataclasses
+
+    encoded, pieces = [], []
+    for ex in examples:
+        ids = encode(ex, template, tokenizer, "all").input_ids
+        chunks = [ids[i:i + cfg.max_length] for i in range(0, len(ids), cfg.max_length)]
+        for k, chunk in enumerate(chunks):
+            encoded.append(Encoded(chunk, list(chunk)))
+            where = ex.where if len(chunks) == 1 else f"{ex.where} piece {k + 1}/{len(chunks)}"
+            pieces.append(dataclasses.replace(ex, text=tokenizer.decode(chunk), where=where))
+    report.update({f"{name}_truncated": 0, f"{name}_overlong_dropped": 0, f"{name}_documents": len(examples),
+                   f"{name}_pieces": len(encoded), f"{name}_tokens": sum(len(e.input_ids) for e in encoded)})
+    report[f"{name}_trained_tokens"] = report[f"{name}_tokens"]
+    return encoded, pieces
 
 
 def encode_pair_split(examples: list[Example], template: ChatTemplate, tokenizer, cfg: DataConfig, name: str,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from weitiao.errors import DataError, WeitiaoError
 
-SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
+ROW_SUFFIXES = SUFFIXES[:4]  # files of rows; a .txt file is one document, read for format text only
 MAX_REPORTED = 20  # problems listed in one error message; the rest are counted
 
 
@@ -68,9 +69,11 @@ def hub_dataset(entry: str, field: str) -> HubDataset | None:
                                                                                           "train"), folder, commit)
 
 
-def resolve_paths(entries: list[str], base_dir: str, field: str) -> list[Path | HubDataset]:
+def resolve_paths(entries: list[str], base_dir: str, field: str, documents: bool = False) -> list[Path | HubDataset]:
     """Turn config entries (files or folders, relative to the config's folder; or hub datasets) into a sorted list
-    of data files and hub datasets."""
+    of data files and hub datasets. `documents` (format text): .txt files count too, as one document each; a
+    folder's other .txt files (notes, a README) are not data."""
+    suffixes = SUFFIXES if documents else ROW_SUFFIXES
     paths: list[Path | HubDataset] = []
     problems: list[str] = []
     for i, entry in enumerate(entries):
@@ -78,13 +81,14 @@ def resolve_paths(entries: list[str], base_dir: str, field: str) -> list[Path | 
         if not p.is_absolute():
             p = Path(base_dir) / p
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.name.endswith(SUFFIXES))
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.name.endswith(suffixes))
             if not found:
-                problems.append(f"{field}[{i}]: folder {p} holds no {'/'.join(SUFFIXES)} files")
+                problems.append(f"{field}[{i}]: folder {p} holds no {'/'.join(suffixes)} files")
             paths.extend(found)
         elif p.is_file():
-            if not p.name.endswith(SUFFIXES):
-                problems.append(f"{field}[{i}]: {p} is not a {'/'.join(SUFFIXES)} file")
+            if not p.name.endswith(suffixes):
+                problems.append(f"{field}[{i}]: {p} is not a {'/'.join(suffixes)} file" +
+                                (" (.txt files are documents for format text)" if p.suffix == ".txt" else ""))
             paths.append(p)
         else:
             try:
@@ -204,7 +208,18 @@ def _read_parquet(path: Path, bad: list[BadRow]) -> list[Row]:
     return [Row(rec, f"{path} row {i}") for i, rec in enumerate(table.to_pylist())]
 
 
-READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+def _read_txt(path: Path, bad: list[BadRow]) -> list[Row]:
+    """A plain-text file is one document: a row {"text": its content} (format text, task pretrain)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        bad.append(BadRow(str(path), "not-utf8", f"not UTF-8 text ({err.reason} at byte {err.start})"))
+        return []
+    return [Row({"text": text}, str(path))] if text.strip() else []
+
+
+READERS = {".txt": _read_txt, ".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv,
+           ".parquet": _read_parquet}
 
 
 def _read_hub(source: HubDataset, bad: list[BadRow]) -> list[Row]:

@@ -1,7 +1,7 @@
 """Supervised fine-tuning: prepare -> load -> score_base -> fit -> score_tuned -> save (see weitiao.stages).
 
 What is particular to SFT: rows are conversations (or plain text) whose answer tokens carry the loss; the model is
-a causal LM; the held-out rows are scored by loss and by the answers it generates (eval.metrics), and optionally on
+a causal LM (`task: pretrain` runs here too: its text rows are documents, cut into pieces, every token trained); the held-out rows are scored by loss and by the answers it generates (eval.metrics), and optionally on
 the same questions asked in other words (eval.rephrase) and on general text (eval.forgetting). Several processes
 (`--nproc`, torchrun) each run this whole file; rank 0 alone prints, decides about the output folder and writes it
 (see training.distributed).
@@ -12,9 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from weitiao.config import Config
+from weitiao.config import TASK_RULES, Config
 from weitiao.console import comparison_table, log
-from weitiao.data.dataset import encode_split
+from weitiao.data.dataset import encode_documents, encode_split
 from weitiao.data.splits import read_splits
 from weitiao.errors import WeitiaoError
 from weitiao.evaluation import rephrase, rephraser
@@ -58,9 +58,15 @@ def prepare(cfg: Config, device: str) -> Prepared:
         rephrase.refuse_the_augmenters_rephraser(cfg, splits.report.get("train_files", []))
     source, folder, tokenizer, template = find_model(cfg)
     splits.report["model_source"] = source.describe()
-    encoded = {name: encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
-                                  skipped=skipped)
-               for name in ("train", "val", "test")}
+    encoded = {}
+    for name in ("train", "val", "test"):
+        if TASK_RULES[cfg.task].documents:  # task pretrain: each document in max_length pieces, none dropped
+            encoded[name], pieces = encode_documents(getattr(splits, name), template, tokenizer, cfg.data, name,
+                                                     splits.report)
+            setattr(splits, name, pieces)  # one example per piece, in step with `encoded`
+        else:
+            encoded[name] = encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
+                                         skipped=skipped)
     report = splits.report
     log_data(report, skipped, template, "tokens", report["train_tokens"])
     log(f"trained tokens (with a loss): {report['train_trained_tokens']}")
