@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
+from weitiao.api import evaluate
 from weitiao.config import load_config
 from weitiao.demo import review_scores, write_split_files
 from weitiao.errors import ConfigError
@@ -59,6 +60,9 @@ def test_a_one_output_head_learns_the_scores(tmp_path, scores_dir, tiny_model_di
     assert (tmp_path / "run" / "scores.png").stat().st_size > 1000
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert {m["name"] for m in report["metrics"]} >= {"squared_error", "absolute_error"}
+    again = evaluate(tmp_path / "run", split="test")  # `weitiao eval RUN`: the saved head scores the same
+    assert again["metrics"]["mse"] == pytest.approx(test["tuned"]["mse"], abs=1e-4)
+    assert again["predictions"] == [pytest.approx(r["tuned"], abs=1e-3) for r in rows]
 
 
 def test_a_label_that_is_not_a_number_and_a_classification_metric_are_refused(tmp_path, scores_dir, tiny_model_dir):

@@ -37,13 +37,10 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     if rephrase:
         check_source(cfg)
         refuse_the_augmenters_rephraser(cfg, splits.report.get("train_files", []))
-    if cfg.task == "regress":
-        raise WeitiaoError("weitiao eval: a task regress run is scored when it trains (metrics.json, "
-                           "predictions.jsonl); evaluating it again on other rows is not supported yet")
-    if cfg.task == "classify":
+    if cfg.task in ("classify", "regress"):
         if rephrase:
-            raise WeitiaoError("--rephrase: rephrased questions are for chat tasks (sft, dpo, kto), not classify")
-        return run_classify(cfg, splits, examples, adapter, model_dir, split, out)
+            raise WeitiaoError(f"--rephrase: rephrased questions are for chat tasks (sft, dpo, kto), not {cfg.task}")
+        return run_head(cfg, splits, examples, adapter, model_dir, split, out)
 
     # ---- model: base, a full model folder, or base + adapter
     source, folder, tokenizer, template = find_model(cfg, model_dir)
@@ -81,14 +78,15 @@ def run(cfg: Config, adapter: str | None = None, model_dir: str | None = None, s
     return result
 
 
-def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, out) -> dict:
-    """The classification counterpart: the classifier (base + new head, an adapter, or a saved model folder) on a
-    split, with the classes in the order the config (a run's resolved config) lists them."""
-    from weitiao.data.dataset import encode_labelled, label_names
+def run_head(cfg: Config, splits, examples, adapter, model_dir, split: str, out) -> dict:
+    """The counterpart for a head (base + new head, an adapter, or a saved model folder) on a split: a classifier,
+    with the classes in the order the config (a run's resolved config) lists them, or a regression head."""
+    from weitiao.data.dataset import encode_labelled, label_names, score_labels
     from weitiao.evaluation.classification import score_classes
+    from weitiao.evaluation.regression import score_regression
     from weitiao.models.loading import load_classifier
 
-    labels = label_names(cfg.data, splits)
+    labels = label_names(cfg.data, splits) if cfg.task == "classify" else score_labels(splits)
     source, folder, tokenizer = find_tokenizer(cfg, model_dir)
     encoded = encode_labelled(examples, tokenizer, labels, cfg.data.max_length, split, splits.report)
     device = pick_device(cfg.model.device)
@@ -96,12 +94,18 @@ def run_classify(cfg: Config, splits, examples, adapter, model_dir, split: str, 
                             cfg.model.attn_implementation, tokenizer.pad_token_id)
     model, label = attach_adapter(model, adapter)
     amp = autocast_dtype(cfg.train.precision, device)
-    scores = score_classes(model, tokenizer, encoded, labels, cfg.eval.generation.batch_size, amp, label)
+    batch = cfg.eval.generation.batch_size
+    result = {"model": source.label, "adapter": adapter, "split": split, "rows": len(encoded)}
+    if labels:
+        scores = score_classes(model, tokenizer, encoded, labels, batch, amp, label)
+        result.update(labels=labels, confusion=scores["confusion"], per_class=scores["per_class"],
+                      predictions=[labels[p] for p in scores["predictions"]])
+    else:
+        scores = score_regression(model, tokenizer, encoded, batch, amp, label)
+        result.update(predictions=[round(p, 4) for p in scores["predictions"]])
+    result["metrics"] = scores["metrics"]
     log("")
     log(comparison_table(f"{split} split ({len(encoded)} rows)", {label: scores["metrics"]}))
-    result = {"model": source.label, "adapter": adapter, "split": split, "rows": len(encoded),
-              "metrics": scores["metrics"], "labels": labels, "confusion": scores["confusion"],
-              "per_class": scores["per_class"], "predictions": [labels[p] for p in scores["predictions"]]}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out), result)
