@@ -6,6 +6,10 @@ real HTTP, serving model and dataset repos from local folders (point HF_ENDPOINT
 - HEAD/GET /{repo}/resolve/{rev}/{path} and /datasets/{repo}/resolve/{rev}/{path}: a file, with the commit in
   X-Repo-Commit and its id in ETag, as the hub answers.
 
+It also answers the two ModelScope endpoints its client's `snapshot_download` uses (point MODELSCOPE_ENDPOINT at
+`Hub.url`), from the same model repos: GET /api/v1/models/{repo}/repo/files (the file list) and
+GET /api/v1/models/{repo}/repo?Revision=...&FilePath=... (a file).
+
 Errors carry the hub's `X-Error-Code` header (RepoNotFound, RevisionNotFound, GatedRepo), which huggingface_hub
 turns into its own exception types. A repo marked private answers 401 without `Authorization: Bearer <token>`.
 Every request is recorded in `Hub.requests`.
@@ -18,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Hub:
         path = unquote(urlparse(request.path).path)
         self.requests.append(f"{request.command} {path}")
         parts = path.strip("/").split("/")
+        if parts[:3] == ["api", "v1", "models"] and len(parts) >= 6:
+            return self.modelscope(request, "/".join(parts[3:5]), parts[5], body)
         if parts[0] == "api" and len(parts) >= 6 and parts[1] in ("models", "datasets"):
             kind, repo_id, action, rev = parts[1], "/".join(parts[2:4]), parts[4], parts[5]
             repo = self.find(request, kind, repo_id, rev)
@@ -111,6 +117,31 @@ class Hub:
                 request.wfile.write(data)
             return
         self.error(request, 404, "EntryNotFound", f"no route for {path}")
+
+    def modelscope(self, request, repo_id: str, action: str, body: bool) -> None:
+        """ModelScope's answers: {"Code": 200, "Data": {"Files": [...]}} for the list, the bytes for a file."""
+        repo = self.repos.get(("models", repo_id))
+        if repo is None:
+            data = json.dumps({"Code": 10010205001, "Message": f"model {repo_id} not found"}).encode()
+            request.send_response(404)
+            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Length", str(len(data)))
+            request.end_headers()
+            if body:
+                request.wfile.write(data)
+            return
+        if action == "repo" and "FilePath" in (query := parse_qs(urlparse(request.path).query)):
+            data = repo.files[query["FilePath"][0]].read_bytes()
+            request.send_response(200)
+            request.send_header("Content-Type", "application/octet-stream")
+            request.send_header("Content-Length", str(len(data)))
+            request.end_headers()
+            if body:
+                request.wfile.write(data)
+            return
+        files = [{"Name": name, "Path": name, "Type": "blob", "Size": p.stat().st_size, "Revision": repo.commit,
+                  "Sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for name, p in repo.files.items()]
+        self.send_json(request, {"Code": 200, "Success": True, "Data": {"Files": files}}, body)
 
     def find(self, request, kind: str, repo_id: str, rev: str) -> Repo | None:
         repo = self.repos.get((kind, repo_id))

@@ -35,7 +35,7 @@ class ModelConfig:
     name_or_path: str = doc(
         "The pretrained model: a short name (`smollm2-135m-instruct`), a local HF folder, a `.gguf` file "
         "(dequantized once and cached as safetensors), or a hub id (`owner/name`: downloaded into the Hugging Face "
-        "cache, or read from it with --offline). "
+        "cache, or read from it with --offline; `modelscope:owner/name` from ModelScope). "
         "For `task: dpo` and `kto`, also a finished weitiao run folder: training continues from its model or LoRA adapter, "
         "with its chat template, and that starting point is DPO's frozen reference.",
         "smollm2-135m-instruct",

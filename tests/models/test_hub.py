@@ -130,3 +130,21 @@ def test_offline_a_hub_id_that_was_never_fetched_says_how_to_fetch_it(hub, tmp_p
     assert ("data.train[0]: 'acme/count-list' is not in the local cache" in proc.stderr
             and "`hf download acme/count-list --repo-type dataset`" in proc.stderr), proc.stderr
     assert hub.requests == []
+
+
+def test_a_model_from_modelscope_by_id(hub, tmp_path, monkeypatch):
+    """`modelscope:OWNER/NAME` through ModelScope's own client, against the same loopback server's ModelScope
+    endpoints (MODELSCOPE_ENDPOINT); an unknown id is one error."""
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "modelscope"))
+    config = hub_config(tmp_path, tmp_path / "run", model={"name_or_path": "modelscope:acme/tiny-llama"})
+    proc = run_cli("train", config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sources = json.loads((tmp_path / "run" / "sources.json").read_text())
+    assert sources["model"]["name_or_path"] == "modelscope:acme/tiny-llama" and sources["model"]["commit"] == "master"
+    assert "GET /api/v1/models/acme/tiny-llama/repo" in hub.requests  # the weights came from the ModelScope route
+
+    config = hub_config(tmp_path, tmp_path / "other", model={"name_or_path": "modelscope:acme/nope"})
+    proc = run_cli("validate", config)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "model.name_or_path: 'modelscope:acme/nope': ModelScope could not provide it" in proc.stderr

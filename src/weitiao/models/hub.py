@@ -8,6 +8,7 @@ says how to fetch it.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -20,7 +21,11 @@ MODEL_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*
 PICKLE_FILES = ["*.bin", "*.pt", "*.pth"]
 
 
+MODELSCOPE = "modelscope:"  # model.name_or_path: modelscope:OWNER/NAME downloads from ModelScope instead
+
+
 def is_hub_id(text: str) -> bool:
+    text = text.removeprefix(MODELSCOPE)
     return bool(HUB_ID.match(text)) and not text.startswith((".", "/", "~"))
 
 
@@ -38,6 +43,8 @@ def snapshot(repo_id: str, kind: str, revision: str | None, field: str, patterns
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     where = f"{field}: {repo_id!r}"
+    if repo_id.startswith(MODELSCOPE):
+        return modelscope_snapshot(repo_id.removeprefix(MODELSCOPE), revision, where, patterns)
     try:
         folder = snapshot_download(repo_id, repo_type=kind, revision=revision, allow_patterns=patterns)
     except GatedRepoError:
@@ -59,3 +66,25 @@ def snapshot(repo_id: str, kind: str, revision: str | None, field: str, patterns
     except HfHubHTTPError as err:
         raise ModelNotFoundError(f"{where}: the hub refused the download: {str(err).splitlines()[0]}") from None
     return Path(folder), Path(folder).name
+
+
+def modelscope_snapshot(repo_id: str, revision: str | None, where: str, patterns: list[str] | None
+                        ) -> tuple[Path, str]:
+    """(local folder, revision) of a ModelScope model, through ModelScope's own client (its cache: MODELSCOPE_CACHE;
+    another server: MODELSCOPE_ENDPOINT; a token: MODELSCOPE_API_TOKEN). Its snapshot folder is named by the
+    revision, which is what the run records (the client does not resolve a branch to a commit)."""
+    from modelscope import snapshot_download
+
+    revision = revision or "master"
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=offline(),
+                                   endpoint=os.environ.get("MODELSCOPE_ENDPOINT"))
+    except Exception as err:  # noqa: BLE001 - modelscope_hub raises its own HTTP and lookup errors
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if offline():
+            raise ModelNotFoundError(f"{where} is not in ModelScope's local cache and weitiao is offline (--offline "
+                                     f"or HF_HUB_OFFLINE=1): run once online, or `modelscope download {repo_id}` "
+                                     f"({first})") from None
+        raise ModelNotFoundError(f"{where}: ModelScope could not provide it at revision {revision!r}: "
+                                 f"{first}") from None
+    return Path(folder), revision
