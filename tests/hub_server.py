@@ -122,23 +122,11 @@ class Hub:
         """ModelScope's answers: {"Code": 200, "Data": {"Files": [...]}} for the list, the bytes for a file."""
         repo = self.repos.get(("models", repo_id))
         if repo is None:
-            data = json.dumps({"Code": 10010205001, "Message": f"model {repo_id} not found"}).encode()
-            request.send_response(404)
-            request.send_header("Content-Type", "application/json")
-            request.send_header("Content-Length", str(len(data)))
-            request.end_headers()
-            if body:
-                request.wfile.write(data)
-            return
+            error = json.dumps({"Code": 10010205001, "Message": f"model {repo_id} not found"}).encode()
+            return self.send_bytes(request, 404, "application/json", error, body)
         if action == "repo" and "FilePath" in (query := parse_qs(urlparse(request.path).query)):
             data = repo.files[query["FilePath"][0]].read_bytes()
-            request.send_response(200)
-            request.send_header("Content-Type", "application/octet-stream")
-            request.send_header("Content-Length", str(len(data)))
-            request.end_headers()
-            if body:
-                request.wfile.write(data)
-            return
+            return self.send_bytes(request, 200, "application/octet-stream", data, body)
         files = [{"Name": name, "Path": name, "Type": "blob", "Size": p.stat().st_size, "Revision": repo.commit,
                   "Sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for name, p in repo.files.items()]
         self.send_json(request, {"Code": 200, "Success": True, "Data": {"Files": files}}, body)
@@ -158,14 +146,17 @@ class Hub:
         return repo
 
     @staticmethod
-    def send_json(request, obj, body: bool) -> None:
-        data = json.dumps(obj).encode()
-        request.send_response(200)
-        request.send_header("Content-Type", "application/json")
+    def send_bytes(request, status: int, content_type: str, data: bytes, body: bool) -> None:
+        request.send_response(status)
+        request.send_header("Content-Type", content_type)
         request.send_header("Content-Length", str(len(data)))
         request.end_headers()
         if body:
             request.wfile.write(data)
+
+    @classmethod
+    def send_json(cls, request, obj, body: bool) -> None:
+        cls.send_bytes(request, 200, "application/json", json.dumps(obj).encode(), body)
 
     @staticmethod
     def error(request, status: int, code: str, message: str) -> None:
