@@ -66,6 +66,10 @@ def rope_parameters(config) -> dict:
     return params
 
 
+def head_size(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def interleave_qk(weight: torch.Tensor, heads: int) -> torch.Tensor:
     """(heads * head_dim, ...) rows from rotate_half order to adjacent pairs, per head."""
     shape = weight.shape
@@ -84,7 +88,7 @@ def write_gguf(path: Path, model, tokenizer, template, quant: str, name: str, pr
     write_hyperparameters(writer, config, quant, name)
     write_tokenizer(writer, tokenizer, template, config.vocab_size, pre)
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = head_size(config)
     counts: dict[str, int] = {}
     for hf_name, tensor in model.state_dict().items():
         if hf_name == "lm_head.weight" and config.tie_word_embeddings:
@@ -124,7 +128,6 @@ def stored_type(tensor: torch.Tensor, quant: str):
 def write_hyperparameters(writer, config, quant: str, name: str) -> None:
     import gguf
 
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer.add_name(name)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -134,7 +137,7 @@ def write_hyperparameters(writer, config, quant: str, name: str) -> None:
     writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(float(rope_parameters(config)["rope_theta"]))
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_dimension_count(head_size(config))
     writer.add_vocab_size(config.vocab_size)
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant]
