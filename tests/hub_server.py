@@ -2,6 +2,7 @@
 real HTTP, serving model and dataset repos from local folders (point HF_ENDPOINT at `Hub.url`).
 
 - GET /api/{models,datasets}/{repo}/revision/{rev}: the repo's commit and files;
+- GET /api/{models,datasets}/{repo}: the same at main (what `datasets` asks before streaming);
 - GET /api/{models,datasets}/{repo}/tree/{rev}?recursive=true: the file list with sizes and ids;
 - HEAD/GET /{repo}/resolve/{rev}/{path} and /datasets/{repo}/resolve/{rev}/{path}: a file, with the commit in
   X-Repo-Commit and its id in ETag, as the hub answers.
@@ -85,7 +86,8 @@ class Hub:
         parts = path.strip("/").split("/")
         if parts[:3] == ["api", "v1", "models"] and len(parts) >= 6:
             return self.modelscope(request, "/".join(parts[3:5]), parts[5], body)
-        if parts[0] == "api" and len(parts) >= 6 and parts[1] in ("models", "datasets"):
+        if parts[0] == "api" and len(parts) in (4, 5) or len(parts) >= 6 and parts[1] in ("models", "datasets"):
+            parts += ["revision", "main"][len(parts) - 4:]  # /api/datasets/{repo}: the info at main
             kind, repo_id, action, rev = parts[1], "/".join(parts[2:4]), parts[4], parts[5]
             repo = self.find(request, kind, repo_id, rev)
             if repo is None:
@@ -94,7 +96,10 @@ class Hub:
                 siblings = [{"rfilename": name} for name in repo.files]
                 return self.send_json(request, {"id": repo_id, "sha": repo.commit, "siblings": siblings,
                                                 "private": repo.private_token is not None}, body)
-            if action == "tree":
+            if action == "tree":  # tree/{rev}[/{folder}]: the files under a folder (this hub's repos are flat)
+                folder = "/".join(parts[6:])
+                if folder:
+                    return self.error(request, 404, "EntryNotFound", f"{folder} not in {repo_id}")
                 tree = [{"type": "file", "path": name, "size": p.stat().st_size,
                          "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for name, p in repo.files.items()]
                 return self.send_json(request, tree, body)

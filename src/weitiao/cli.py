@@ -74,6 +74,7 @@ def cmd_compare(args) -> int:
 def cmd_validate(args) -> int:
     from weitiao.config import PAIR_TASKS, TASK_RULES, load_config
     from weitiao.data.dataset import encode_documents, encode_pair_split, encode_split, load_splits
+    from weitiao.data.splits import open_stream
     from weitiao.models.resolve import find_model
 
     cfg = load_config(args.config, args.overrides)
@@ -84,11 +85,17 @@ def cmd_validate(args) -> int:
         check_source(cfg)
         print(f"rephrase.templates {rules_path(cfg)}: ok")
     splits = load_splits(cfg.data, cfg.base_dir)
+    if cfg.data.streaming:
+        open_stream(cfg, splits, None)
     if cfg.task in ("classify", "regress"):
         return validate_labelled(cfg, splits)
     source, _, tokenizer, template = find_model(cfg)
     for name in ("train", "val", "test"):
         examples = getattr(splits, name)
+        if name == "train" and splits.stream:
+            print("train: streamed (data.streaming); its first row is usable, and each row is checked when training "
+                  "reads it (`weitiao data check` reads them all now)")
+            continue
         if not examples:
             print(f"{name}: no rows")
             continue
@@ -123,6 +130,10 @@ def validate_labelled(cfg, splits) -> int:
     tokenizer = load_tokenizer(local_folder(source, print, cfg.model.trust_remote_code), cfg.model.trust_remote_code)
     for name in ("train", "val", "test"):
         examples = getattr(splits, name)
+        if name == "train" and splits.stream:
+            print("train: streamed (data.streaming); its first row is usable, and each row is checked when training "
+                  "reads it (`weitiao data check` reads them all now)")
+            continue
         if not examples:
             print(f"{name}: no rows")
             continue

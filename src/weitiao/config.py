@@ -121,6 +121,15 @@ class DataConfig:
         "written to `skipped_rows.jsonl` in the output folder. Off: any bad row stops the run before training.",
         False,
     )
+    streaming: bool = doc(
+        "Read the training data as training consumes it instead of all at once, for data larger than memory: local "
+        "files row by row, hub datasets straight from the hub (nothing downloaded beforehand). Each row is checked "
+        "and tokenized when it is reached: a bad row stops the run there, naming its file and line (or is skipped "
+        "with `skip_bad_rows`). Needs `train.max_steps`, and `val`/`test` as their own files or splits (read at "
+        "once); the stream is not de-duplicated or checked for leakage. Tasks sft and pretrain.", False)
+    shuffle_buffer: int = doc(
+        "With `streaming`: rows are shuffled within a window of this many (datasets' buffer shuffle); 1 keeps the "
+        "files' order.", 1000)
     near_duplicate_threshold: float = doc(
         "Estimated Jaccard similarity (MinHash over character 5-grams) at which two rows count as near-duplicates "
         "(inside train) or as leakage (between train and val/test).",
@@ -133,6 +142,11 @@ class DataConfig:
               if not 0.0 <= getattr(self, name) < 1.0]
         if self.val_ratio + self.test_ratio >= 1.0:
             p.append("data.val_ratio + data.test_ratio: must leave rows for training")
+        if self.streaming and (self.val_ratio or self.test_ratio):
+            p.append("data.streaming: a stream cannot be split by val_ratio/test_ratio; give data.val and data.test as "
+                     "their own files or splits")
+        if self.shuffle_buffer < 1:
+            p.append(f"data.shuffle_buffer: must be at least 1, got {self.shuffle_buffer}")
         if not 0.0 < self.near_duplicate_threshold <= 1.0:
             p.append(f"data.near_duplicate_threshold: must be in (0, 1], got {self.near_duplicate_threshold}")
         if self.max_length < 8:
@@ -656,14 +670,15 @@ class TaskRule:
     rephrase: bool = False  # eval.rephrase after training
     compile: bool = False  # train.compile
     documents: bool = False  # rows are documents, cut into max_length pieces (data.encode_documents)
+    streams: bool = False  # data.streaming: trains on rows read as training consumes them
 
 
 PAIRS = "trains on chosen/rejected pairs"
 TASK_RULES = {
     "sft": TaskRule(ALL_METHODS, None, "trains on conversations or text", generates=True, rephrase=True,
-                    compile=True),
+                    compile=True, streams=True),
     "pretrain": TaskRule(ALL_METHODS, ("text",), "reads plain-text documents", generates=False, compile=True,
-                         documents=True),
+                         documents=True, streams=True),
     "dpo": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
                     strategies=("auto", "ddp")),
     "kto": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
@@ -718,6 +733,12 @@ def compatibility_problems(cfg: Config) -> list[str]:
     if t.compile and not (rule.compile and m.name in COMPILED_METHODS and strategy in COMPILED_STRATEGIES):
         p.append(f"train.compile: applies to task sft with {listed(COMPILED_METHODS, 'or')}, on one process or "
                  f"under ddp (got task {task}, method {m.name}, distributed.strategy {strategy})")
+    if d.streaming and not rule.streams:
+        p.append(f"data.streaming: applies to task sft and pretrain, not {task}")
+    if d.streaming and t.max_steps <= 0:
+        p.append("data.streaming: set train.max_steps (a stream has no length to count epochs by)")
+    if d.streaming and t.group_by_length:
+        p.append("train.group_by_length: needs the whole training split; it does not apply with data.streaming")
     r = cfg.rephrase
     if cfg.eval.rephrase and not (r.templates or r.model):
         p.append("eval.rephrase: set rephrase.templates (a file of rules) or rephrase.model (a model that writes "

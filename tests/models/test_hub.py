@@ -3,8 +3,10 @@ HF_ENDPOINT; huggingface_hub and datasets are not mocked), then used again from 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -98,6 +100,34 @@ attempt("private with a token", lambda: resolve_source("acme/private-llama"))
 from weitiao.memory.shape import load_config_dict  # `weitiao estimate owner/name`: the config only
 print(json.dumps(["estimate", load_config_dict("acme/tiny-llama")["hidden_size"]]))
 """
+
+
+def test_a_streamed_hub_dataset_is_read_from_the_hub_as_training_reads_it(hub, tmp_path, tmp_path_factory):
+    """data.streaming with a hub dataset: nothing of it is downloaded to the cache beforehand; `datasets` reads
+    the file over HTTP while training; the run records the commit."""
+    corpus = tmp_path_factory.mktemp("corpus")
+    (corpus / "train.jsonl").write_text((hub.repos[("datasets", "acme/count-list")].files["train.jsonl"]).read_text())
+    hub.add("datasets", "acme/count-corpus", corpus)
+    config = hub_config(tmp_path, tmp_path / "run", data={"train": ["acme/count-corpus"], "streaming": True,
+                                                          "shuffle_buffer": 4})
+    proc = run_cli("train", config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commit = hub.repos[("datasets", "acme/count-corpus")].commit
+    assert json.loads((tmp_path / "run" / "sources.json").read_text())["data"]["train"] == [
+        f"acme/count-corpus@{commit}:train"]
+    assert f"GET /datasets/acme/count-corpus/resolve/{commit}/train.jsonl" in hub.requests
+    cache = Path(os.environ["HF_HOME"]) / "hub"
+    assert not (cache / "datasets--acme--count-corpus").exists()  # streamed, not downloaded
+    assert (cache / "datasets--acme--count-list").is_dir()  # val and test are read at once
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]["streamed"]["train_rows"] == 8
+
+
+def test_a_streamed_hub_dataset_with_the_hub_out_of_reach_is_one_clear_error(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    proc = run_cli("validate", hub_config(tmp_path, tmp_path / "run", data={"streaming": True}))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "data.train[0]: 'acme/count-list': the hub (http://127.0.0.1:9) cannot be reached to stream it" \
+        in proc.stderr
 
 
 def test_bad_hub_requests_get_one_clear_error_and_nothing_written(hub, tmp_path):

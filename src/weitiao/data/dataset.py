@@ -25,6 +25,10 @@ class Splits:
     report: dict = field(default_factory=dict)  # counts of what cleaning and splitting did
     bad: list[BadRow] = field(default_factory=list)  # rows that could not be used (raised unless skipping)
     duplicates: list[tuple[Example, Example]] = field(default_factory=list)  # (dropped, kept first)
+    # data.streaming: where the training rows are (train stays empty), and the data.stream.TrainStream over them
+    # that splits.read_splits opens
+    train_paths: list | None = None
+    stream: object | None = None
 
 
 def _examples(paths: list, cfg: DataConfig, name: str, report: dict, bad: list[BadRow]) -> list[Example]:
@@ -59,12 +63,15 @@ def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False, nee
     paths, missing = {}, []
     for name in ("train", "val", "test"):  # every split's missing file or hub dataset, reported together
         try:
-            paths[name] = resolve_paths(getattr(cfg, name), base_dir, f"data.{name}", cfg.format == "text")
+            paths[name] = resolve_paths(getattr(cfg, name), base_dir, f"data.{name}", cfg.format == "text",
+                                        streaming=cfg.streaming and name == "train")
         except DataError as err:
             missing += err.problems
     if missing:
         raise DataError(missing)
-    train = _examples(paths["train"], cfg, "train", report, bad)
+    if cfg.streaming:
+        report["train_files"] = [str(p) for p in paths["train"]]
+    train = [] if cfg.streaming else _examples(paths["train"], cfg, "train", report, bad)
     val = _examples(paths["val"], cfg, "val", report, bad) if cfg.val else []
     test = _examples(paths["test"], cfg, "test", report, bad) if cfg.test else []
     if bad and not skip_bad_rows:
@@ -90,10 +97,12 @@ def load_splits(cfg: DataConfig, base_dir: str, skip_bad_rows: bool = False, nee
         held = [train[i] for i in order[: n_val + n_test]]
         train = [train[i] for i in sorted(order[n_val + n_test:])]
         val, test = (val or held[:n_val]), (test or held[n_val:])
-    if not train and need_train:
+    if not train and need_train and not cfg.streaming:
         raise DataError([f"data.train: no usable training rows in {', '.join(cfg.train)}"])
     report.update(train_rows=len(train), val_rows=len(val), test_rows=len(test), bad_rows_skipped=len(bad))
-    return Splits(train, val, test, report, bad, duplicates)
+    if cfg.streaming:
+        report.update(train_rows=None, train_duplicates_dropped=None, train_empty_rows_dropped=None)
+    return Splits(train, val, test, report, bad, duplicates, paths["train"] if cfg.streaming else None)
 
 
 def encode_split(examples: list[Example], template: ChatTemplate, tokenizer, cfg: DataConfig, name: str,

@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 
 from weitiao.errors import DataError, WeitiaoError
 
@@ -50,29 +51,34 @@ class HubDataset:
     repo: str
     config: str | None
     split: str
-    folder: Path
+    folder: Path | None  # None: streamed from the hub as it is read (data.streaming, online)
     commit: str
 
     def __str__(self) -> str:
         return f"{self.repo}{'/' + self.config if self.config else ''}@{self.commit}:{self.split}"
 
 
-def hub_dataset(entry: str, field: str) -> HubDataset | None:
-    """The hub dataset an entry names, downloaded; None when it does not look like one."""
+def hub_dataset(entry: str, field: str, streaming: bool = False) -> HubDataset | None:
+    """The hub dataset an entry names, downloaded (or with `streaming`, online, only its commit looked up); None
+    when it does not look like one."""
     from weitiao.models import hub
 
     match = HUB_DATASET.match(entry)
     if match is None or entry.endswith(SUFFIXES) or entry.startswith((".", "/", "~")):
         return None
-    folder, commit = hub.snapshot(match["repo"], "dataset", match["revision"], field)
+    if streaming and not hub.offline():
+        folder, commit = None, hub.commit(match["repo"], "dataset", match["revision"], field)
+    else:
+        folder, commit = hub.snapshot(match["repo"], "dataset", match["revision"], field)
     return HubDataset(match["repo"], match["config"], match["split"] or DEFAULT_SPLITS.get(field.split("[")[0],
                                                                                           "train"), folder, commit)
 
 
-def resolve_paths(entries: list[str], base_dir: str, field: str, documents: bool = False) -> list[Path | HubDataset]:
+def resolve_paths(entries: list[str], base_dir: str, field: str, documents: bool = False,
+                  streaming: bool = False) -> list[Path | HubDataset]:
     """Turn config entries (files or folders, relative to the config's folder; or hub datasets) into a sorted list
     of data files and hub datasets. `documents` (format text): .txt files count too, as one document each; a
-    folder's other .txt files (notes, a README) are not data."""
+    folder's other .txt files (notes, a README) are not data. `streaming`: hub datasets are not downloaded."""
     suffixes = SUFFIXES if documents else ROW_SUFFIXES
     paths: list[Path | HubDataset] = []
     problems: list[str] = []
@@ -92,7 +98,7 @@ def resolve_paths(entries: list[str], base_dir: str, field: str, documents: bool
             paths.append(p)
         else:
             try:
-                remote = hub_dataset(entry, f"{field}[{i}]")
+                remote = hub_dataset(entry, f"{field}[{i}]", streaming)
             except WeitiaoError as err:
                 problems.append(f"{err} (and {p} does not exist)")
                 continue
@@ -105,141 +111,148 @@ def resolve_paths(entries: list[str], base_dir: str, field: str, documents: bool
     return paths
 
 
-def _read_jsonl(path: Path, bad: list[BadRow]) -> list[Row]:
-    rows = []
+def _read_jsonl(path: Path) -> Iterator[Row | BadRow]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
                 # utf-8-sig on the first line: a byte-order mark, as Windows tools write one, is not part of the row
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as err:
-                bad.append(BadRow(f"{path} line {lineno}", "not-utf8", f"not valid UTF-8 (byte {err.start})"))
+                yield BadRow(f"{path} line {lineno}", "not-utf8", f"not valid UTF-8 (byte {err.start})")
                 continue
             if not line.strip():
                 continue  # blank lines are allowed and skipped
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                bad.append(_json_error(f"{path} line {lineno}", err))
+                yield _json_error(f"{path} line {lineno}", err)
                 continue
-            _add_object(obj, f"{path} line {lineno}", rows, bad)
-    return rows
+            yield _row_of(obj, f"{path} line {lineno}")
 
 
 def _json_error(where: str, err: json.JSONDecodeError) -> BadRow:
     return BadRow(where, "unparsable", f"not valid JSON ({err.msg} at column {err.colno})")
 
 
-def _add_object(obj, where: str, rows: list[Row], bad: list[BadRow]) -> None:
+def _row_of(obj, where: str) -> Row | BadRow:
     """A row must be a JSON object (a mapping of field names to values)."""
     if isinstance(obj, dict):
-        rows.append(Row(obj, where))
-    else:
-        bad.append(BadRow(where, "wrong-type", f"expected a JSON object, got {type(obj).__name__}"))
+        return Row(obj, where)
+    return BadRow(where, "wrong-type", f"expected a JSON object, got {type(obj).__name__}")
 
 
-def _read_json(path: Path, bad: list[BadRow]) -> list[Row]:
+def _read_json(path: Path) -> Iterator[Row | BadRow]:
+    """A whole JSON document (a list of rows, or one wrapper object holding it): read at once, so it is not
+    streamed; JSON lines are."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is dropped
     except UnicodeDecodeError as err:
-        bad.append(BadRow(str(path), "not-utf8", f"not valid UTF-8 (byte {err.start})"))
-        return []
+        yield BadRow(str(path), "not-utf8", f"not valid UTF-8 (byte {err.start})")
+        return
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":  # a .json file that is really JSON lines
-            return _read_jsonl(path, bad)
-        bad.append(_json_error(f"{path} line {err.lineno}", err))
-        return []
+            yield from _read_jsonl(path)
+        else:
+            yield _json_error(f"{path} line {err.lineno}", err)
+        return
     if isinstance(obj, dict):
         # {"data": [...]} or {"train": [...]} style wrappers hold one list of rows
         lists = [v for v in obj.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            bad.append(BadRow(str(path), "wrong-type", "expected a list of row objects"))
-            return []
-        obj = lists[0]
+        obj = lists[0] if len(lists) == 1 else None
     if not isinstance(obj, list):
-        bad.append(BadRow(str(path), "wrong-type", "expected a list of row objects"))
-        return []
-    rows: list[Row] = []
+        yield BadRow(str(path), "wrong-type", "expected a list of row objects")
+        return
     for i, item in enumerate(obj):
-        _add_object(item, f"{path} row {i}", rows, bad)
-    return rows
+        yield _row_of(item, f"{path} row {i}")
 
 
-def _read_csv(path: Path, bad: list[BadRow]) -> list[Row]:
-    rows = []
+def _read_csv(path: Path) -> Iterator[Row | BadRow]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # else a BOM joins the first column's name
             reader = csv.DictReader(fh)
             for record in reader:
                 # line_num is the line where this record ended (records may span lines)
                 if None in record:
-                    where = f"{path} line {reader.line_num}"
-                    bad.append(BadRow(where, "unparsable", "more values than header columns"))
-                    continue
-                if all(v is None or v == "" for v in record.values()):
-                    continue
-                data = {}
-                for k, v in record.items():
-                    # JSON-looking cells (lists of turns, history) are decoded; everything else stays text
-                    if isinstance(v, str) and v[:1] in "[{":
-                        try:
-                            v = json.loads(v)
-                        except json.JSONDecodeError:
-                            pass
-                    data[k] = v
-                rows.append(Row(data, f"{path} line {reader.line_num}"))
+                    yield BadRow(f"{path} line {reader.line_num}", "unparsable", "more values than header columns")
+                elif not all(v is None or v == "" for v in record.values()):
+                    yield Row({k: _cell(v) for k, v in record.items()}, f"{path} line {reader.line_num}")
     except UnicodeDecodeError as err:
-        bad.append(BadRow(str(path), "not-utf8", f"not valid UTF-8 (byte {err.start})"))
+        yield BadRow(str(path), "not-utf8", f"not valid UTF-8 (byte {err.start})")
     except csv.Error as err:
-        bad.append(BadRow(str(path), "unparsable", f"not valid CSV ({err})"))
-    return rows
+        yield BadRow(str(path), "unparsable", f"not valid CSV ({err})")
 
 
-def _read_parquet(path: Path, bad: list[BadRow]) -> list[Row]:
+def _cell(value):
+    """A CSV cell: JSON-looking cells (lists of turns, history) are decoded; everything else stays text."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    return value
+
+
+def _read_parquet(path: Path) -> Iterator[Row | BadRow]:
+    """Read a row group at a time, so that a large file streams."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        batches = pq.ParquetFile(path).iter_batches()
+        i = 0
+        for batch in batches:
+            for rec in batch.to_pylist():
+                yield Row(rec, f"{path} row {i}")
+                i += 1
     except Exception as err:  # pyarrow raises several types for corrupt files
-        bad.append(BadRow(str(path), "unparsable", f"not a readable parquet file ({err})"))
-        return []
-    return [Row(rec, f"{path} row {i}") for i, rec in enumerate(table.to_pylist())]
+        yield BadRow(str(path), "unparsable", f"not a readable parquet file ({err})")
 
 
-def _read_txt(path: Path, bad: list[BadRow]) -> list[Row]:
+def _read_txt(path: Path) -> Iterator[Row | BadRow]:
     """A plain-text file is one document: a row {"text": its content} (format text, task pretrain)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        bad.append(BadRow(str(path), "not-utf8", f"not UTF-8 text ({err.reason} at byte {err.start})"))
-        return []
-    return [Row({"text": text}, str(path))] if text.strip() else []
+        yield BadRow(str(path), "not-utf8", f"not UTF-8 text ({err.reason} at byte {err.start})")
+        return
+    if text.strip():
+        yield Row({"text": text}, str(path))
 
 
 READERS = {".txt": _read_txt, ".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv,
            ".parquet": _read_parquet}
 
 
-def _read_hub(source: HubDataset, bad: list[BadRow]) -> list[Row]:
+def _read_hub(source: HubDataset) -> Iterator[Row]:
+    """A hub dataset's rows through `datasets`: from the downloaded snapshot, or (`source.folder` None, with
+    data.streaming) straight from the hub, file by file as they are read."""
     import datasets
 
     try:
-        table = datasets.load_dataset(str(source.folder), name=source.config, split=source.split)
+        table = datasets.load_dataset(str(source.folder) if source.folder else source.repo, name=source.config,
+                                      split=source.split, streaming=source.folder is None,
+                                      **({} if source.folder else {"revision": source.commit}))
     except ValueError as err:  # an unknown split or config: datasets names the ones there are
         raise DataError([f"{source.repo}: {str(err).splitlines()[0]}"]) from None
-    return [Row(rec, f"{source} row {i}") for i, rec in enumerate(table)]
+    for i, rec in enumerate(table):
+        yield Row(rec, f"{source} row {i}")
+
+
+def iter_rows(paths: list[Path | HubDataset]) -> Iterator[Row | BadRow]:
+    """Every row of every file and hub dataset, in order, read as it is asked for: a readable row as a Row, one
+    that is not as a BadRow."""
+    for path in paths:
+        if isinstance(path, HubDataset):
+            yield from _read_hub(path)
+        else:
+            yield from READERS[next(s for s in SUFFIXES if path.name.endswith(s))](path)
 
 
 def read_rows(paths: list[Path | HubDataset]) -> tuple[list[Row], list[BadRow]]:
     """All readable rows of all files and hub datasets, in order, and every row that could not be read."""
     rows: list[Row] = []
     bad: list[BadRow] = []
-    for path in paths:
-        if isinstance(path, HubDataset):
-            rows.extend(_read_hub(path, bad))
-            continue
-        suffix = next(s for s in SUFFIXES if path.name.endswith(s))
-        rows.extend(READERS[suffix](path, bad))
+    for row in iter_rows(paths):
+        (rows if isinstance(row, Row) else bad).append(row)
     return rows, bad

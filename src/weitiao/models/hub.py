@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from weitiao.errors import ModelNotFoundError
@@ -38,15 +39,42 @@ def offline() -> bool:
 def snapshot(repo_id: str, kind: str, revision: str | None, field: str, patterns: list[str] | None = None
              ) -> tuple[Path, str]:
     """(local folder, commit) of `repo_id` (`kind`: model or dataset) at `revision`, downloaded when needed."""
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub import snapshot_download
 
     where = f"{field}: {repo_id!r}"
     if repo_id.startswith(MODELSCOPE):
         return modelscope_snapshot(repo_id.removeprefix(MODELSCOPE), revision, where, patterns)
-    try:
+    with hub_errors(where, repo_id, kind, revision):
         folder = snapshot_download(repo_id, repo_type=kind, revision=revision, allow_patterns=patterns)
+    return Path(folder), Path(folder).name
+
+
+def commit(repo_id: str, kind: str, revision: str | None, field: str) -> str:
+    """The commit `revision` of `repo_id` resolves to on the hub, asked without downloading anything (a streamed
+    dataset is read from the hub as training reads it)."""
+    from huggingface_hub import HfApi, constants
+
+    where = f"{field}: {repo_id!r}"
+    with hub_errors(where, repo_id, kind, revision):
+        try:
+            return HfApi().repo_info(repo_id, repo_type=kind, revision=revision).sha
+        except Exception as err:
+            # a connection that failed: huggingface_hub's HTTP client raises its TransportError (httpx or httpx2)
+            if not any(c.__name__ == "TransportError" for c in type(err).__mro__):
+                raise
+            raise ModelNotFoundError(f"{where}: the hub ({constants.ENDPOINT}) cannot be reached to stream it: check "
+                                     "the connection or HF_ENDPOINT") from None
+
+
+@contextmanager
+def hub_errors(where: str, repo_id: str, kind: str, revision: str | None):
+    """huggingface_hub's errors as one sentence that says what to do (ModelNotFoundError)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    try:
+        yield
     except GatedRepoError:
         raise ModelNotFoundError(f"{where} is gated on the hub: accept its terms on its page, then log in "
                                  "(`hf auth login`) or set HF_TOKEN") from None
@@ -65,7 +93,6 @@ def snapshot(repo_id: str, kind: str, revision: str | None, field: str, patterns
                                  "in the local cache: check the connection or HF_ENDPOINT") from None
     except HfHubHTTPError as err:
         raise ModelNotFoundError(f"{where}: the hub refused the download: {str(err).splitlines()[0]}") from None
-    return Path(folder), Path(folder).name
 
 
 def modelscope_snapshot(repo_id: str, revision: str | None, where: str, patterns: list[str] | None

@@ -7,7 +7,7 @@ from pathlib import Path
 from weitiao.config import Config
 
 
-def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: bool, n_train: int,
+def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: bool, n_train: int | None,
                         args_class=None, **extra):
     """transformers' TrainingArguments from the train section: validation, checkpoints, best-model tracking.
 
@@ -53,6 +53,10 @@ def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: b
         prediction_loss_only=True,  # validation needs the loss only; keeping logits costs B x T x vocab floats
         dataloader_num_workers=0,
         disable_tqdm=False,
+        # a stream (n_train None): each process reads its own share of batches. accelerate's default for an
+        # iterable set, one process reading and slicing every batch along dim 0, would cut a padding-free batch's
+        # 1-D boundaries (cu_seq_lens) to the row count
+        **({"accelerator_config": {"dispatch_batches": False}} if n_train is None else {}),
     )
     return (args_class or TrainingArguments)(**{**kwargs, **extra})
 
@@ -69,7 +73,8 @@ def checkpointing_args(enabled: bool) -> dict:
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
-def planned_steps(cfg: Config, n_train: int) -> int:
+def planned_steps(cfg: Config, n_train: int | None) -> int:
+    """The optimizer steps a run will take (n_train None: a stream, which sets train.max_steps)."""
     t = cfg.train
     if t.max_steps > 0:
         return t.max_steps

@@ -19,10 +19,10 @@ def logit_fraction(cfg: Config, encoded: list) -> float:
     """The share of a batch's positions that get logits, for the memory estimate: with the fused loss (trained
     tokens only, in any batch) or label-position logits on one-row (padding-free) batches, at most the most
     label-dense example's share; otherwise every position (a padded batch computes the union of its rows' label
-    positions, and padding-free may turn out unusable)."""
+    positions, and padding-free may turn out unusable), and when no example is known beforehand (a stream)."""
     fused = memory_guard.fused_loss_planned(cfg)  # logits at trained tokens only, in any batch
     if not (fused or cfg.train.logits_at_labels_only and cfg.train.padding_free) \
-            or method_of(cfg.method).virtual_tokens:
+            or method_of(cfg.method).virtual_tokens or not encoded:
         return 1.0
     return max(sum(1 for x in e.labels[1:] if x != IGNORE_INDEX) / max(len(e.input_ids), 1) for e in encoded)
 
@@ -34,8 +34,9 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
     from transformers import Trainer
 
     t = cfg.train
-    has_val = bool(encoded["val"])
-    args = build_training_args(cfg, out_dir, device, amp, has_val, len(encoded["train"]),
+    has_val, train = bool(encoded["val"]), encoded["train"]
+    streamed = not isinstance(train, list)  # data.streaming: a datasets.IterableDataset (data.stream)
+    args = build_training_args(cfg, out_dir, device, amp, has_val, None if streamed else len(train),
                                **distributed.training_args(cfg, device))
     callbacks = []
     if method_of(cfg.method).adapter and t.gradient_checkpointing:
@@ -67,7 +68,7 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
     return trainer_class(
         model=model,
         args=args,
-        train_dataset=to_hf_dataset(encoded["train"]),
+        train_dataset=train if streamed else to_hf_dataset(train),
         eval_dataset=to_hf_dataset(encoded["val"]) if has_val else None,
         data_collator=collator,
         compute_loss_func=loss_func,

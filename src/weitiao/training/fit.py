@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weitiao.console import log
-from weitiao.errors import Interrupted, WeitiaoError, disk_full_error
+from weitiao.errors import DataError, Interrupted, WeitiaoError, disk_full_error
 from weitiao.memory.measured import peak_memory, training_peak
 from weitiao.runs import RUN_FILE, write_json
 from weitiao.training import distributed
@@ -36,6 +36,7 @@ class Fitted:
     peak: dict  # the training phase's peak memory (memory.measured.training_peak)
     nonfinite_skipped: int
     extra: dict = field(default_factory=dict)  # what the workflow's own training context reported
+    steps_run: int = 0  # optimizer steps this process took (a resumed run counts from its checkpoint)
 
     @property
     def model(self):
@@ -56,6 +57,10 @@ class Fitted:
     def per_second(self, units: int) -> float:
         """`units` per epoch (rows, pairs, tokens) over the time of the training steps alone."""
         return round(units * self.epochs_run / max(self.step_seconds, 1e-9), 3)
+
+    def per_run_second(self, units: int) -> float:
+        """`units` this process trained on in all (a stream's rows or tokens) over the time of the training steps."""
+        return round(units / max(self.step_seconds, 1e-9), 3)
 
     def common_metrics(self, device: str, estimate: dict | None, **val_columns: str) -> dict:
         """metrics.json's memory, validation and best-checkpoint entries; `val_columns` adds a column to each
@@ -95,6 +100,14 @@ def fit(trainer, cfg, out_dir: Path, device: str, resume: bool, advice: str = "L
         raise WeitiaoError(f"the disk holding {out_dir} is full ({str(err).strip()[:200]}). The last complete "
                            f"checkpoint is {last_complete(checkpoints, log) or 'none'}; free some space and run the "
                            "same command again to resume") from None
+    except DataError as err:  # a bad row met while training (data.streaming)
+        if distributed.world().main:
+            write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "bad training row",
+                                            "step": trainer.state.global_step})
+        good = distributed.on_main(lambda: last_complete(checkpoints, log))
+        raise WeitiaoError(f"{err}\ntraining stopped at step {trainer.state.global_step}; the last complete checkpoint "
+                           f"is {good or 'none'}: fix the row (or set data.skip_bad_rows) and run the same command "
+                           "with --resume to continue from it") from None
     seconds = time.time() - t0
     main = distributed.world().main
     if guard.stopped_at is not None:
@@ -113,7 +126,7 @@ def fit(trainer, cfg, out_dir: Path, device: str, resume: bool, advice: str = "L
                           "resume")
     trainer.save_state()
     return Fitted(trainer, result, seconds, timer.seconds, (trainer.state.epoch or 0) - timer.start_epoch, peak,
-                  guard.skipped)
+                  guard.skipped, steps_run=timer.steps)
 
 
 def disk_full(err: Exception, out_dir: Path) -> bool:

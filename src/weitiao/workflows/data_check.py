@@ -10,6 +10,8 @@ leakage are counted and listed as warnings.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from collections import Counter
 from pathlib import Path
 
@@ -35,7 +37,9 @@ def file_of(where: str) -> str:
 
 def run(cfg: Config, preview: int = 2, out: str | None = None) -> int:
     # ---- read every row, keeping the bad ones
-    splits = load_splits(cfg.data, cfg.base_dir, skip_bad_rows=True, need_train=False)
+    # a streamed training split (data.streaming) is read whole here: checking every row is this command's job
+    splits = load_splits(dataclasses.replace(cfg.data, streaming=False), cfg.base_dir, skip_bad_rows=True,
+                         need_train=False)
     bad: list[BadRow] = list(splits.bad)
 
     # ---- tokenize with the model's template (no weights are loaded). Rows the over-long policy drops are

@@ -26,7 +26,7 @@ from weitiao.methods import load_kwargs, method_of, save_trained, unwrapped, wei
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.models.precision import autocast_dtype, precision_name, precision_warning, weights_dtype
 from weitiao.models.resolve import find_model
-from weitiao.runs import TrainResult, decide_mode, finish, run_folder, write_json, write_predictions
+from weitiao.runs import TrainResult, decide_mode, finish, run_folder, write_json, write_jsonl, write_predictions
 from weitiao.stages import Built, Prepared, log_data, with_method
 from weitiao.training import distributed
 from weitiao.training.causal_lm import batch_kinds, build_trainer, logit_fraction, logits_kind, segment_attention_used
@@ -58,9 +58,9 @@ def prepare(cfg: Config, device: str) -> Prepared:
         rephrase.refuse_the_augmenters_rephraser(cfg, splits.report.get("train_files", []))
     source, folder, tokenizer, template = find_model(cfg)
     splits.report["model_source"] = source.describe()
-    encoded = {}
-    for name in ("train", "val", "test"):
-        if TASK_RULES[cfg.task].documents:  # task pretrain: each document in max_length pieces, none dropped
+    encoded, documents = {}, TASK_RULES[cfg.task].documents
+    for name in ("train", "val", "test") if not splits.stream else ("val", "test"):
+        if documents:  # task pretrain: each document in max_length pieces, none dropped
             encoded[name], pieces = encode_documents(getattr(splits, name), template, tokenizer, cfg.data, name,
                                                      splits.report)
             setattr(splits, name, pieces)  # one example per piece, in step with `encoded`
@@ -68,13 +68,20 @@ def prepare(cfg: Config, device: str) -> Prepared:
             encoded[name] = encode_split(getattr(splits, name), template, tokenizer, cfg.data, name, splits.report,
                                          skipped=skipped)
     report = splits.report
-    log_data(report, skipped, template, "tokens", report["train_tokens"])
-    log(f"trained tokens (with a loss): {report['train_trained_tokens']}")
-    if not encoded["train"]:
-        raise WeitiaoError("data: every training row was dropped as over-long; raise data.max_length")
-    longest = max(len(e.input_ids) for e in encoded["train"] + encoded["val"])
+    if splits.stream:  # data.streaming: a stream's rows are tokenized as training reads them
+        encoded["train"] = splits.stream.dataset(template, tokenizer, documents, cfg.train.seed,
+                                                  cfg.train.batch_size)
+        log(f"template: {template.name} (end of turn {template.eot!r}); train tokens counted as the stream is read")
+        longest = cfg.data.max_length  # the stream's longest row is not known: the estimate takes the longest allowed
+    else:
+        log_data(report, skipped, template, "tokens", report["train_tokens"])
+        log(f"trained tokens (with a loss): {report['train_trained_tokens']}")
+        if not encoded["train"]:
+            raise WeitiaoError("data: every training row was dropped as over-long; raise data.max_length")
+        longest = max(len(e.input_ids) for e in encoded["train"] + encoded["val"])
     estimate = memory_guard.check(cfg, folder, device, -(-longest // 8) * 8, log,  # batches pad to a multiple of 8
-                                  logit_fraction=logit_fraction(cfg, encoded["train"] + encoded["val"]))
+                                  logit_fraction=logit_fraction(cfg, [] if splits.stream  # unknown: the most
+                                                                else encoded["train"] + encoded["val"]))
     return Prepared(device, splits, skipped, source, folder, tokenizer, template, encoded, estimate)
 
 
@@ -179,7 +186,14 @@ def score_tuned(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, b
 def save(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, base, tuned, rephrased) -> TrainResult:
     """Weights (every process takes part: FSDP gathers each tensor's shards), then rank 0 alone writes the metrics,
     predictions and report, and prints the comparison."""
-    out_dir, device = Path(cfg.output.dir), prepared.device
+    out_dir, device, stream = Path(cfg.output.dir), prepared.device, prepared.splits.stream
+    if stream:  # what the stream handed to training, for the throughput and metrics.json
+        # every process reads the whole stream and keeps its share of each step's batches (accelerate's
+        # IterableDatasetShard): a "batch" of the stream is one per process
+        stream.settle(fitted.steps_run * cfg.train.grad_accum, cfg.train.batch_size * distributed.world().world_size)
+        prepared.splits.report.update(stream.counts.as_report())
+        if stream.skipped:
+            write_jsonl(out_dir / "skipped_rows.jsonl", [b.as_dict() for b in stream.skipped])
     saved = save_trained(fitted.model, prepared.tokenizer, str(out_dir), cfg.method, main=distributed.world().main)
     if not distributed.world().main:
         return TrainResult({}, fitted.model, prepared.tokenizer, out_dir)
@@ -215,6 +229,8 @@ def save(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, base, tu
 def run_metrics(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, base, tuned) -> dict:
     """What metrics.json holds for an SFT run."""
     report, trainer = prepared.splits.report, fitted.trainer
+    # a stream's counts are of what this process trained; the rest are per epoch
+    rate = fitted.per_run_second if prepared.splits.stream else fitted.per_second
     batches = batch_kinds(getattr(trainer.data_collator, "inner", trainer.data_collator))
     world, strategy = distributed.world(), distributed.strategy(cfg)
     metrics = {
@@ -233,8 +249,8 @@ def run_metrics(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, b
             # the training steps alone (no validation, checkpoint saving or logging): the throughput's time base
             "step_seconds": round(fitted.step_seconds, 4),
             # tokens through the model per second of training steps: all (prompt + answer) and those with a loss
-            "tokens_per_s": round(fitted.per_second(report["train_tokens"]), 1),
-            "trained_tokens_per_s": round(fitted.per_second(report["train_trained_tokens"]), 1),
+            "tokens_per_s": round(rate(report["train_tokens"]), 1),
+            "trained_tokens_per_s": round(rate(report["train_trained_tokens"]), 1),
         },
         # rank 0's, in a multi-process run; train_*: the training phase alone, which the estimate is for
         **fitted.common_metrics(prepared.device, prepared.estimate),
@@ -244,8 +260,10 @@ def run_metrics(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, b
                         **built.extra["sharding"]},
         "test": {"rows": tuned["rows"] if tuned else 0, "base": base["metrics"] if base else None,
                  "tuned": tuned["metrics"] if tuned else None},
-        "data": {"train_rows": len(prepared.encoded["train"]), "train_tokens": report["train_tokens"],
-                 "train_trained_tokens": report["train_trained_tokens"]},
+        "data": {"train_rows": report["train_rows"] if prepared.splits.stream else len(prepared.encoded["train"]),
+                 "train_tokens": report["train_tokens"], "train_trained_tokens": report["train_trained_tokens"],
+                 # data.streaming: what this process's stream read and did (StreamCounts), else null
+                 "streamed": prepared.splits.stream.counts.as_report() if prepared.splits.stream else None},
     }
     if tuned and "general_text" in tuned:
         metrics["forgetting"] = forgetting_summary(base["general_text"], tuned["general_text"])
