@@ -184,6 +184,15 @@ def tensorboard_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
 # ---------------------------------------------------------------- pages, as a browser shows them
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def chromium() -> str | None:
     for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):

@@ -3,7 +3,7 @@
 Every `import` and `from ... import` in src/weitiao is read with `ast`, those deferred into functions included (a
 deferred import still climbs the layers; it only hides the cycle from Python). Layers, top down:
 
-- `cli` (and `__main__`) and `api`: the command line and the Python API, which the CLI calls;
+- `cli` (and `__main__`), `api` and `ui`: the command line, the Python API (which the CLI calls) and the web UI;
 - `workflows`: the stage scripts, imported only by the layer above;
 - the core (`data`, `models`, `methods`, `training`, `evaluation`, `memory`, `serving`, `demo`, and the modules
   `config`, `runs`, `console`, `errors`, `testing`), which never imports a workflow or the CLI.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "weitiao"
 TOP = {"weitiao.cli", "weitiao.__main__", "weitiao.api"}
+TOP_PACKAGES = ("weitiao.ui",)  # the web UI, beside the CLI and the API
 
 
 def module_name(path: Path) -> str:
@@ -65,7 +66,7 @@ def owner(target: str, known: dict) -> str:
 
 
 def layer(name: str) -> str:
-    if name in TOP:
+    if name in TOP or name.startswith(TOP_PACKAGES):
         return "cli"
     if name == "weitiao.workflows" or name.startswith("weitiao.workflows."):
         return "workflows"

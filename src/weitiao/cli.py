@@ -7,6 +7,7 @@
     weitiao data demo OUT_DIR [--seed 0]
     weitiao config-reference [--markdown]
     weitiao chat|generate|serve RUN_OR_MODEL ...;  weitiao export RUN --out DIR
+    weitiao ui [--root runs] [--host 127.0.0.1] [--port 7860] [--auth USER:PASSWORD]
 
 A user error (bad config, bad data row, missing model) prints one message and exits with status 2, no traceback.
 """
@@ -405,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_memory(sub)
     _add_evaluation(sub)
     _add_serving(sub)
+    _add_ui(sub)
     _add_config(sub)
     _add_data(sub)
     return parser
@@ -547,6 +549,37 @@ def _add_serving(sub) -> None:
     p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=cmd_serve)
+
+
+def _add_ui(sub) -> None:
+    p = sub.add_parser("ui", help="the browser workbench: new runs, runs, results, chat, preferences, export",
+                       description="A local web UI over the same functions as these commands. Training, export "
+                                   "and serving run as processes of their own, so closing the browser or the UI "
+                                   "stops no run. Binds to 127.0.0.1 unless --host says otherwise; set --auth "
+                                   "(or WEITIAO_UI_AUTH) before sharing it.")
+    p.add_argument("--root", default="runs", help="the folder of runs it shows and creates (default runs)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="ask for this login (HTTP basic); or set WEITIAO_UI_AUTH")
+    p.set_defaults(func=cmd_ui)
+
+
+def cmd_ui(args) -> int:
+    import uvicorn
+
+    from weitiao.ui.app import create_app
+
+    auth = args.auth or os.environ.get("WEITIAO_UI_AUTH") or None
+    if auth is not None and (":" not in auth or not auth.split(":", 1)[0] or not auth.split(":", 1)[1]):
+        raise WeitiaoError("--auth: give USER:PASSWORD, both non-empty")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not auth:
+        print(f"warning: --host {args.host} without --auth: anyone who can reach the port can train and read runs",
+              file=sys.stderr)
+    app = create_app(args.root, auth)
+    print(f"weitiao ui: http://{args.host}:{args.port}/ (runs in {Path(args.root).resolve()}; Ctrl+C stops the UI, "
+          "not its jobs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def _add_config(sub) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_config
+from conftest import free_port, run_cli, write_config
 
 from weitiao.training.checkpoints import is_complete
 
@@ -141,12 +140,6 @@ def test_full_under_ddp_and_resumed_fsdp_match_one_process(tmp_path, tiny_model_
     assert_same_run(got, want, weights(run), want_w)
     # a full model folder, with the tokenizer, that loads on one process
     assert (run / "model" / "config.json").is_file() and (run / "model" / "tokenizer.json").is_file()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_nodes_on_loopback_match_one_process(tmp_path, tiny_model_dir, demo_data_dir, single):
