@@ -15,7 +15,8 @@ DATA_DEMOS = {"one-phrasing"}  # the rephrasing demo: its own data and evaluatio
 def test_one_example_per_method():
     methods = {load_config(p).method.name for p in EXAMPLES}
     assert methods == {"full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning"}
-    assert {load_config(p).task for p in EXAMPLES} == {"sft", "pretrain", "classify", "regress", "dpo", "kto", "reward"}
+    assert {load_config(p).task for p in EXAMPLES} == {"sft", "pretrain", "classify", "regress", "dpo", "kto", "orpo",
+                                                            "simpo", "reward"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -34,7 +35,9 @@ def test_example_is_valid_and_self_contained(path):
 
 def test_preference_examples_use_the_same_pairs_and_dpo_starts_from_the_quickstart():
     folder = EXAMPLES[0].parent
-    dpo, kto, rm = (load_config(folder / f"{name}.yaml") for name in ("dpo", "kto", "reward"))
-    assert dpo.data == kto.data == rm.data and dpo.data.format == "preference"
-    assert dpo.model.name_or_path == kto.model.name_or_path == load_config(folder / "quickstart.yaml").output.dir
-    assert (dpo.train, dpo.eval, dpo.method) == (kto.train, kto.eval, kto.method)
+    dpo, kto, orpo, simpo, rm = (load_config(folder / f"{name}.yaml") for name in ("dpo", "kto", "orpo", "simpo",
+                                                                                     "reward"))
+    assert dpo.data == kto.data == orpo.data == simpo.data == rm.data and dpo.data.format == "preference"
+    quickstart = load_config(folder / "quickstart.yaml").output.dir
+    assert {c.model.name_or_path for c in (dpo, kto, orpo, simpo)} == {quickstart}
+    assert all((dpo.train, dpo.eval, dpo.method) == (c.train, c.eval, c.method) for c in (kto, orpo, simpo))

@@ -21,9 +21,9 @@ from pathlib import Path
 from weitiao.config import Config, load_config
 from weitiao.errors import WeitiaoError
 
-# task -> workflows module; dpo.py runs both trainers that optimise a policy against a reference (DPO, KTO)
+# task -> workflows module; dpo.py runs every trainer that optimises a policy on pairs (DPO, KTO, ORPO, SimPO)
 WORKFLOWS = {"sft": "sft", "pretrain": "sft", "classify": "classify", "regress": "regress", "dpo": "dpo", "kto": "dpo",
-             "reward": "reward"}
+             "orpo": "dpo", "simpo": "dpo", "reward": "reward"}
 
 
 def environment(offline: bool = False) -> None:

@@ -421,7 +421,10 @@ DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "
 class PreferenceConfig:
     beta: float = doc(
         "How far the policy may move from the reference: the DPO loss is -log sigmoid(beta x (chosen log-ratio - "
-        "rejected log-ratio)) (Rafailov et al. 2023, arXiv:2305.18290); for `ipo` it is the regulariser tau.", 0.1)
+        "rejected log-ratio)) (Rafailov et al. 2023, arXiv:2305.18290); for `ipo` it is the regulariser tau. "
+        "`task: orpo`: the weight lambda of the odds-ratio term added to the chosen answer's NLL (Hong et al. 2024, "
+        "arXiv:2403.07691). `task: simpo`: the scale of the reward beta / |y| x log pi(y|x) (Meng et al. 2024, "
+        "arXiv:2405.14734).", 0.1)
     loss_type: list[str] = doc(
         "Empty: `sigmoid` for `task: dpo`, `kto` for `task: kto`. `task: kto` takes one of `kto`, "
         "`apo_zero_unpaired`. `task: dpo` takes one or more, as TRL names them: `sigmoid` (DPO), `ipo` (arXiv:2310.12036), `hinge` (SLiC), "
@@ -435,6 +438,8 @@ class PreferenceConfig:
     undesirable_weight: float = doc("`task: kto`: weight of the undesirable (rejected) rows' loss.", 1.0)
     label_smoothing: float = doc(
         "Probability that a pair's preference is flipped (`robust`) or EXO's epsilon; 0 for plain DPO.", 0.0)
+    simpo_gamma: float = doc(
+        "`task: simpo`: the target margin gamma the chosen answer's reward must clear over the rejected one's.", 0.5)
     center_rewards: float = doc(
         "`task: reward` only: adds this coefficient x mean(reward^2) to the loss -log sigmoid(r_chosen - "
         "r_rejected) (TRL's `center_rewards_coefficient`, Eisenstein et al. 2023, arXiv:2312.09244), which keeps "
@@ -451,6 +456,10 @@ class PreferenceConfig:
               f"{', '.join(known)}" for i, name in enumerate(self.loss_type) if name not in known]
         if task == "kto" and len(self.loss_type) > 1:
             p.append("preference.loss_type: task kto takes one loss")
+        if task in ("orpo", "simpo") and self.loss_type:
+            p.append(f"preference.loss_type: task {task} has its own loss; leave loss_type empty")
+        if self.simpo_gamma < 0:
+            p.append(f"preference.simpo_gamma: must not be negative, got {self.simpo_gamma}")
         if min(self.desirable_weight, self.undesirable_weight) <= 0:
             p.append("preference.desirable_weight, undesirable_weight: must be positive")
         if self.loss_weights and len(self.loss_weights) != len(self.loss_type):
@@ -495,14 +504,16 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    task: Literal["sft", "pretrain", "classify", "regress", "dpo", "kto", "reward"] = doc(
+    task: Literal["sft", "pretrain", "classify", "regress", "dpo", "kto", "orpo", "simpo", "reward"] = doc(
         "`sft`: a causal LM learns to write the answers. `pretrain`: continued pre-training of a causal LM on "
         "plain-text documents (`text` rows, or .txt files), each cut into `data.max_length` pieces, none dropped, "
         "scored by held-out perplexity. `classify`: a sequence-classification head on an encoder "
         "or a decoder learns `labelled` rows' labels. `regress`: a one-output head learns `labelled` rows' numeric "
         "labels with mean squared error. `dpo`: preference optimisation on chosen/rejected pairs "
         "(TRL's DPOTrainer), usually starting from an SFT run. `kto`: Kahneman-Tversky optimisation (TRL's "
-        "KTOTrainer) on the same pairs taken apart into desirable and undesirable answers. `reward`: a reward "
+        "KTOTrainer) on the same pairs taken apart into desirable and undesirable answers. `orpo` and `simpo`: "
+        "preference optimisation without a reference model (TRL's ORPOTrainer; CPOTrainer with the SimPO loss), "
+        "so no second copy of the weights or frozen adapter. `reward`: a reward "
         "model (one-output sequence-classification head) learns to score the chosen answer above the rejected one "
         "(TRL's RewardTrainer).", "sft")
     model: ModelConfig = doc("The pretrained model.", default_factory=ModelConfig)
@@ -650,9 +661,9 @@ def _apply_override(data: dict, override: str, errors: list[str]) -> None:
 
 # What each task is, in one place: the tasks whose rows are chosen/rejected pairs, and those whose result is a
 # language model that writes answers (generated, scored, served, and a start for preference optimisation)
-PAIR_TASKS = ("dpo", "kto", "reward")
-POLICY_TASKS = ("sft", "dpo", "kto")
-PREFERENCE_OPTIMISATION_TASKS = ("dpo", "kto")  # a policy trained against a reference; may start from a run
+PAIR_TASKS = ("dpo", "kto", "orpo", "simpo", "reward")
+POLICY_TASKS = ("sft", "dpo", "kto", "orpo", "simpo")
+PREFERENCE_OPTIMISATION_TASKS = ("dpo", "kto", "orpo", "simpo")  # a policy trained on pairs; may start from a run
 
 CLASSIFY_METRICS = ("accuracy", "macro_f1")  # always reported for task classify, with the confusion matrix
 REGRESS_METRICS = ("mse", "mae", "pearson", "spearman")  # always reported for task regress
@@ -671,6 +682,7 @@ class TaskRule:
     compile: bool = False  # train.compile
     documents: bool = False  # rows are documents, cut into max_length pieces (data.encode_documents)
     streams: bool = False  # data.streaming: trains on rows read as training consumes them
+    reference_free: bool = False  # a preference loss without a reference model (ORPO, SimPO)
 
 
 PAIRS = "trains on chosen/rejected pairs"
@@ -683,6 +695,10 @@ TASK_RULES = {
                     strategies=("auto", "ddp")),
     "kto": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
                     strategies=("auto", "ddp")),
+    "orpo": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
+                     strategies=("auto", "ddp"), reference_free=True),
+    "simpo": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
+                      strategies=("auto", "ddp"), reference_free=True),
     "reward": TaskRule(("lora", "full"), PREFERENCE_FORMATS, PAIRS, generates=False, strategies=("auto", "ddp")),
     "classify": TaskRule(("lora", "full"), ("labelled",), "reads text + label rows", generates=False,
                          strategies=("auto", "ddp")),

@@ -12,6 +12,7 @@ from weitiao.config import load_config
 from weitiao.data.encode import encode_pair
 from weitiao.data.formats import to_example
 from weitiao.data.readers import Row
+from weitiao.evaluation.preference import length_normalised_rewards
 from weitiao.testing import write_preference_slice
 from weitiao.workflows import dpo, reward
 
@@ -259,3 +260,34 @@ def test_kto_on_the_pairs_taken_apart(tmp_path, lora_run_dir, pref_data_dir):
     assert metrics["preference"]["reward_margin"] > 0 and metrics["preference"]["reward_accuracy"] >= 0.75
     # 48 pairs became 96 rows, of which 12 steps of 4 rows took half
     assert metrics["train"]["steps"] == 12 and metrics["train"]["epochs"] == 0.5
+
+
+@pytest.mark.parametrize("task", ["orpo", "simpo"])
+def test_orpo_and_simpo_learn_the_pairs_without_a_reference(task, tmp_path, lora_run_dir, pref_data_dir):
+    """TRL's ORPOTrainer and CPOTrainer (SimPO loss) on weitiao's tokenized pairs, from the LoRA run: no reference
+    adapter or model is made, and the held-out pairs' length-normalised reward prefers the chosen answers."""
+    cfg = pref_config(tmp_path, lora_run_dir, pref_data_dir, tmp_path / task, task=task,
+                      train={"max_steps": 12, "learning_rate": 2e-2, "eval_steps": 6},
+                      eval={"compare_base": False, "metrics": []},
+                      preference={"beta": 1.0 if task == "orpo" else 2.0})  # ORPO's lambda; SimPO's paper beta
+    config = load_config(cfg)
+    from weitiao.workflows.dpo import load, prepare
+
+    prepared = prepare(config, "cpu")
+    before = length_normalised_rewards(load(config, prepared).model, prepared.encoded["test"],
+                                       config.preference.beta, prepared.tokenizer.pad_token_id)
+    result = dpo.run(config)
+    metrics = json.loads((result.out_dir / "metrics.json").read_text())
+    print(task, "held-out before", before, "after", metrics["preference"])
+    assert metrics["task"] == task and metrics["train"]["loss"] == [task] and metrics["train"]["steps"] == 12
+    assert "ref" not in result.model.peft_config  # no frozen copy of the adapter: these losses have no reference
+    assert metrics["preference"]["reward_margin"] > 1.3 * before["reward_margin"] > 0  # measured: x1.44, x1.49
+    assert metrics["preference"]["reward_accuracy"] >= 0.75
+
+
+def test_orpo_refuses_a_loss_type(tmp_path, lora_run_dir, pref_data_dir):
+    proc = run_cli("validate", pref_config(tmp_path, lora_run_dir, pref_data_dir, tmp_path / "x", task="orpo",
+                                           preference={"loss_type": ["sigmoid"], "simpo_gamma": -1}))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "preference.loss_type: task orpo has its own loss; leave loss_type empty" in proc.stderr
+    assert "preference.simpo_gamma: must not be negative, got -1" in proc.stderr

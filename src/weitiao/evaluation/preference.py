@@ -63,9 +63,27 @@ def implicit_rewards(model, pairs: list[EncodedPair], beta: float, pad_id: int, 
     with reference_context(model, ref_model) as ref:
         reference = {w: answer_logps(ref, pairs, w, pad_id, batch_size, amp_dtype) for w in ("chosen", "rejected")}
     reward = {w: [beta * (p - r) for p, r in zip(policy[w], reference[w])] for w in policy}
-    n = max(len(pairs), 1)
+    return reward_summary(policy, reward)
+
+
+def length_normalised_rewards(model, pairs: list[EncodedPair], beta: float, pad_id: int, batch_size: int = 8,
+                              amp_dtype=None) -> dict:
+    """The reward of the reference-free methods, which have no starting model to compare with: SimPO's
+    beta / |y| * log pi(y|x) (Meng et al. 2024, arXiv:2405.14734, eq. 4), the mean log-probability per answer
+    token; ORPO (Hong et al. 2024, arXiv:2403.07691) raises the odds of the same per-token mean. Accuracy: the
+    share of pairs whose chosen answer gets the higher reward."""
+    policy = {w: answer_logps(model, pairs, w, pad_id, batch_size, amp_dtype) for w in ("chosen", "rejected")}
+    reward = {w: [beta * lp / max(len(getattr(p, f"{w}_ids")), 1) for lp, p in zip(policy[w], pairs)]
+              for w in policy}
+    return reward_summary(policy, reward)
+
+
+def reward_summary(policy: dict, reward: dict) -> dict:
+    """Accuracy (the chosen answer's reward is the higher), mean margin, mean rewards and mean log-probabilities,
+    from per-pair lists under "chosen" and "rejected"."""
+    n = max(len(reward["chosen"]), 1)
     margins = [c - r for c, r in zip(reward["chosen"], reward["rejected"])]
-    return {"pairs": len(pairs),
+    return {"pairs": len(reward["chosen"]),
             "reward_accuracy": round(sum(m > 0 for m in margins) / n, 6),
             "reward_margin": round(sum(margins) / n, 6),
             "chosen_reward": round(sum(reward["chosen"]) / n, 6),

@@ -1,5 +1,8 @@
 """TRL's preference trainers fed with pairs weitiao tokenized itself.
 
+ORPO and SimPO (TRL's ORPOTrainer, and CPOTrainer with loss_type simpo) live in `trl.experimental` in TRL 1.x:
+they tokenize in `tokenize_row`, which the subclasses below replace with the ids weitiao made.
+
 `data.encode.encode_pair` cuts prompt and answers exactly as SFT does (the run's chat template, segment by segment),
 so the prompt ids a DPO step sees are the ids `weitiao chat`/`serve` send at inference. TRL's DPOTrainer would
 otherwise re-render each pair with the tokenizer's template in one piece and re-tokenize it; its RewardTrainer
@@ -44,6 +47,38 @@ class TokenizedKTOTrainer(KTOTrainer):
             return batch
 
         return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+
+
+def pair_features(feature: dict, model=None) -> dict:
+    """What CPOTrainer/ORPOTrainer's `tokenize_row` returns for a decoder, from a row of `pair_dataset`: each answer
+    after its prompt, with labels -100 over the prompt."""
+    prompt = feature["prompt_ids"]
+    out = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+    for which in ("chosen", "rejected"):
+        answer = feature[f"{which}_ids"]
+        out.update({f"{which}_input_ids": prompt + answer, f"{which}_attention_mask": [1] * (len(prompt) + len(answer)),
+                    f"{which}_labels": [-100] * len(prompt) + answer})
+    return out
+
+
+def reference_free_trainers():
+    """(ORPO trainer, SimPO trainer, ORPOConfig, CPOConfig) over weitiao's tokenized pairs; imported only when a run
+    asks for them (trl.experimental warns on import)."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # the warning says the API may change: pinned trl<2
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    class TokenizedORPOTrainer(ORPOTrainer):
+        def tokenize_row(self, feature, model=None):
+            return pair_features(feature)
+
+    class TokenizedCPOTrainer(CPOTrainer):
+        def tokenize_row(self, feature, model=None):
+            return pair_features(feature)
+
+    return TokenizedORPOTrainer, TokenizedCPOTrainer, ORPOConfig, CPOConfig
 
 
 def unpaired_dataset(pairs: list[EncodedPair], seed: int):

@@ -79,11 +79,14 @@ class Jobs:
         process = self.processes.get(job.id)
         if process is not None:
             return process.poll() is None
-        try:  # a job an earlier UI process started: alive while its pid is
+        try:  # a job an earlier UI process started: alive while its pid is, and not a zombie left unreaped
             os.kill(job.pid, 0)
         except (ProcessLookupError, PermissionError):
             return False
-        return True
+        try:
+            return Path(f"/proc/{job.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return True  # no /proc (macOS): the pid answers
 
     def exit_code(self, job: Job) -> int | None:
         process = self.processes.get(job.id)

@@ -22,6 +22,8 @@ def templates():
 def add_pages(app, state) -> None:
     from fastapi.responses import FileResponse, HTMLResponse
 
+    from weitiao.config import POLICY_TASKS
+
     env = templates()
 
     def page(name: str, **values) -> HTMLResponse:
@@ -35,8 +37,9 @@ def add_pages(app, state) -> None:
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs():
+        # a job that has not written its run folder yet is not a row: the page reloads while any job runs
         return page("runs.html", runs=[runs_view.summary(state.root, f) for f in runs_view.run_folders(state.root)],
-                    page_name="runs")
+                    page_name="runs", jobs_running=sum(state.jobs.running(j) for j in state.jobs.all()))
 
     @app.get("/run", response_class=HTMLResponse)
     def run(name: str):
@@ -55,8 +58,7 @@ def add_pages(app, state) -> None:
         others = [runs_view.summary(state.root, f) for f in runs_view.run_folders(state.root) if f != folder]
         return page("preferences.html", run=runs_view.summary(state.root, folder), counts=preferences.counts(folder),
                     modes=preferences.MODES, page_name="runs",
-                    others=[r["name"] for r in others if r["status"] == "finished" and r["task"] in ("sft", "dpo",
-                                                                                                     "kto")])
+                    others=[r["name"] for r in others if r["status"] == "finished" and r["task"] in POLICY_TASKS])
 
     @app.get("/files/{path:path}")
     def files(path: str):
@@ -194,6 +196,7 @@ def add_model_api(app, state) -> None:
 
 def add_ship_api(app, state) -> None:
     """Train on the collected preferences, export, serve: jobs, as from the command line."""
+    from weitiao.config import PAIR_TASKS
 
     @app.post("/api/train-preferences")
     def train_preferences(request: dict):
@@ -201,8 +204,8 @@ def add_ship_api(app, state) -> None:
         if preferences.counts(folder)["pairs"] < 1:
             raise WeitiaoError(f"run {folder.name}: no preference pairs recorded yet")
         task = request.get("task", "dpo")
-        if task not in ("dpo", "reward"):
-            raise WeitiaoError(f"task: {task!r} is not dpo or reward")
+        if task not in PAIR_TASKS:
+            raise WeitiaoError(f"task: {task!r} is not one of {', '.join(PAIR_TASKS)}")
         data = {"task": task, "model": {"name_or_path": str(folder)},
                 "data": {"format": "preference", "train": [str(folder / "preferences.jsonl")]},
                 "method": {"name": "lora"}, "train": {"max_steps": int(request.get("max_steps", 10))},

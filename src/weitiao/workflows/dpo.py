@@ -1,5 +1,5 @@
-"""Preference optimisation against a reference (DPO, KTO): prepare -> load -> score_base -> fit -> score_tuned ->
-save (see weitiao.stages).
+"""Preference optimisation on pairs (DPO, KTO against a reference; ORPO, SimPO without one): prepare -> load ->
+score_base -> fit -> score_tuned -> save (see weitiao.stages).
 
 DPO (Rafailov et al. 2023, arXiv:2305.18290) trains the policy pi on pairs (x, y_w, y_l) to raise
 beta * (log pi(y_w|x) - log ref(y_w|x)) above the same for y_l, where ref is the frozen starting model. KTO
@@ -8,7 +8,9 @@ above or below a KL estimate; `task: kto` feeds it the same pairs taken apart. T
 KTOTrainer; weitiao gives them pairs tokenized like SFT (`data.encode.encode_pair`). The reference costs no
 second model when an adapter is trained: TRL keeps a frozen copy of the starting adapter as a second, "ref",
 adapter (for a fresh LoRA that copy is zero, i.e. the base model), a few MB. `full` and `freeze` load a second
-copy of the starting weights.
+copy of the starting weights. ORPO (Hong et al. 2024, arXiv:2403.07691) adds an odds-ratio term to the chosen
+answer's NLL, and SimPO (Meng et al. 2024, arXiv:2405.14734) compares length-normalised log-probabilities against
+a margin: neither has a reference, so neither keeps one (TRL's ORPOTrainer and CPOTrainer, given the same pairs).
 
 What is particular here: the run starts from a model or a finished run (`find_start`); "base" is that starting
 model, scored on the test prompts with the chosen answers as references; held-out pairs are scored by the implicit
@@ -21,13 +23,13 @@ import json
 import time
 from pathlib import Path
 
-from weitiao.config import Config
+from weitiao.config import TASK_RULES, Config
 from weitiao.console import comparison_table, log
 from weitiao.data.dataset import encode_pair_split, encode_split
 from weitiao.data.splits import read_splits
 from weitiao.errors import WeitiaoError
 from weitiao.evaluation.compare import write_report
-from weitiao.evaluation.preference import implicit_rewards
+from weitiao.evaluation.preference import implicit_rewards, length_normalised_rewards
 from weitiao.evaluation.scoring import prediction_rows, score_split
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import continue_adapter, count_parameters, load_kwargs, method_of, weights_footprint
@@ -93,13 +95,14 @@ def load(cfg: Config, prepared: Prepared) -> Built:
     footprint = weights_footprint(model)
     if start.adapter:
         model = continue_adapter(model, start.adapter, cfg.method, cfg.train.gradient_checkpointing)
-        log("method: the starting run's LoRA adapter is trained further (its own rank and targets); a frozen copy "
-            "of it is the reference")
+        log("method: the starting run's LoRA adapter is trained further (its own rank and targets)" +
+            ("" if TASK_RULES[cfg.task].reference_free else "; a frozen copy of it is the reference"))
         built = Built(model, amp, footprint, *count_parameters(model))
     else:
         built = with_method(cfg, model, footprint, amp)
     built.extra["ref_model"] = None
-    if not method_of(cfg.method).adapter:  # the reference is a second, frozen copy of the starting weights
+    if not method_of(cfg.method).adapter and not TASK_RULES[cfg.task].reference_free:
+        # the reference is a second, frozen copy of the starting weights
         built.extra["ref_model"] = load_model(start.folder, dtype, device, cfg.model.trust_remote_code,
                                               cfg.model.attn_implementation, extra).eval().requires_grad_(False)
     log(f"{cfg.task} with beta {cfg.preference.beta}, loss {'+'.join(loss_types(cfg))}")
@@ -107,7 +110,8 @@ def load(cfg: Config, prepared: Prepared) -> Built:
 
 
 def loss_types(cfg: Config) -> list[str]:
-    return list(cfg.preference.loss_type) or (["kto"] if cfg.task == "kto" else ["sigmoid"])
+    return list(cfg.preference.loss_type) or {"kto": ["kto"], "orpo": ["orpo"], "simpo": ["simpo"]}.get(cfg.task,
+                                                                                                      ["sigmoid"])
 
 
 def score_base(cfg: Config, prepared: Prepared, built: Built, out_dir: Path) -> dict | None:
@@ -124,41 +128,60 @@ def score_base(cfg: Config, prepared: Prepared, built: Built, out_dir: Path) -> 
 
 
 def train(cfg: Config, prepared: Prepared, built: Built, out_dir: Path, resume: bool) -> Fitted:
-    """`fit` on TRL's DPOTrainer, or KTOTrainer on the pairs taken apart, given weitiao's tokenized rows."""
-    from trl import DPOConfig, KTOConfig
-
-    from weitiao.training.preference import TokenizedDPOTrainer, TokenizedKTOTrainer, pair_dataset, unpaired_dataset
-
-    pref, pairs, losses = cfg.preference, prepared.encoded, loss_types(cfg)
-    if cfg.task == "kto":  # rows: (prompt, chosen, desirable) and (prompt, rejected, undesirable), in a seeded order
-        trainer_class, rows = TokenizedKTOTrainer, lambda split: unpaired_dataset(split, cfg.train.seed)
-        specific = dict(args_class=KTOConfig, loss_type=losses[0], desirable_weight=pref.desirable_weight,
-                        undesirable_weight=pref.undesirable_weight,
-                        train_sampling_strategy="sequential")  # the KL rows were built batch by batch, in order
-    else:
-        trainer_class, rows = TokenizedDPOTrainer, pair_dataset
-        specific = dict(args_class=DPOConfig, loss_type=losses, loss_weights=list(pref.loss_weights) or None,
-                        label_smoothing=pref.label_smoothing)
+    """`fit` on TRL's trainer for the task (trainer_for), given weitiao's tokenized rows."""
+    trainer_class, rows, specific = trainer_for(cfg)
+    pairs = prepared.encoded
     train_rows, has_val = rows(pairs["train"]), bool(pairs["val"])
     args = build_training_args(
-        cfg, out_dir, prepared.device, built.amp, has_val, len(train_rows), beta=pref.beta,
+        cfg, out_dir, prepared.device, built.amp, has_val, len(train_rows), beta=cfg.preference.beta,
         max_length=None,  # pairs are already cut to data.max_length, prompt first
         gradient_checkpointing=cfg.train.gradient_checkpointing, **specific)
+    reference = {} if TASK_RULES[cfg.task].reference_free else {"ref_model": built.extra["ref_model"]}
     trainer = trainer_class(
-        model=built.model, ref_model=built.extra["ref_model"], args=args, processing_class=prepared.tokenizer,
-        train_dataset=train_rows, eval_dataset=rows(pairs["val"]) if has_val else None)
+        model=built.model, args=args, processing_class=prepared.tokenizer, train_dataset=train_rows,
+        eval_dataset=rows(pairs["val"]) if has_val else None, **reference)
     return fit(trainer, cfg, out_dir, prepared.device, resume,
                advice="Lower train.learning_rate or raise preference.beta.")
 
 
+def trainer_for(cfg: Config):
+    """(trainer class, rows from pairs, the task's own training arguments): DPOTrainer; KTOTrainer on the pairs
+    taken apart; ORPOTrainer; CPOTrainer with the SimPO loss (cpo_alpha 0: no NLL term, as in the SimPO paper)."""
+    from trl import DPOConfig, KTOConfig
+
+    from weitiao.training.preference import (TokenizedDPOTrainer, TokenizedKTOTrainer, pair_dataset,
+                                             reference_free_trainers, unpaired_dataset)
+
+    pref, losses = cfg.preference, loss_types(cfg)
+    if cfg.task == "kto":  # rows: (prompt, chosen, desirable) and (prompt, rejected, undesirable), in a seeded order
+        return TokenizedKTOTrainer, lambda split: unpaired_dataset(split, cfg.train.seed), dict(
+            args_class=KTOConfig, loss_type=losses[0], desirable_weight=pref.desirable_weight,
+            undesirable_weight=pref.undesirable_weight,
+            train_sampling_strategy="sequential")  # the KL rows were built batch by batch, in order
+    if cfg.task in ("orpo", "simpo"):
+        orpo_trainer, cpo_trainer, orpo_config, cpo_config = reference_free_trainers()
+        if cfg.task == "orpo":
+            return orpo_trainer, pair_dataset, dict(args_class=orpo_config)
+        return cpo_trainer, pair_dataset, dict(args_class=cpo_config, loss_type="simpo", cpo_alpha=0.0,
+                                               simpo_gamma=pref.simpo_gamma)
+    return TokenizedDPOTrainer, pair_dataset, dict(args_class=DPOConfig, loss_type=losses,
+                                                   loss_weights=list(pref.loss_weights) or None,
+                                                   label_smoothing=pref.label_smoothing)
+
+
 def score_tuned(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted):
     """(held-out pairs, test split): does the tuned policy prefer the chosen answers, by its implicit reward
-    beta * log(pi / ref)? Computed by weitiao the same way for DPO and KTO (TRL logs it for DPO only). Then the
-    tuned policy's answers on the test prompts."""
+    beta * log(pi / ref)? Computed by weitiao the same way for DPO and KTO (TRL logs it for DPO only); for ORPO and
+    SimPO, which have no reference, by the length-normalised reward beta / |y| * log pi(y|x). Then the tuned
+    policy's answers on the test prompts."""
     pairs, tokenizer = prepared.encoded, prepared.tokenizer
     held_name = "test" if pairs["test"] else "val"
     held_out = tuned = None
-    if pairs[held_name]:
+    if pairs[held_name] and TASK_RULES[cfg.task].reference_free:  # no reference: the length-normalised reward
+        held_out = {"split": held_name, **length_normalised_rewards(
+            fitted.model, pairs[held_name], cfg.preference.beta, tokenizer.pad_token_id, cfg.train.batch_size,
+            built.amp)}
+    elif pairs[held_name]:
         held_out = {"split": held_name, **implicit_rewards(fitted.model, pairs[held_name], cfg.preference.beta,
                                                            tokenizer.pad_token_id, built.extra["ref_model"],
                                                            cfg.train.batch_size, built.amp)}

@@ -114,8 +114,10 @@ function newRunPage() {
 // ---------------------------------------------------------------- Runs and one run
 
 function runsPage() {
-  // a running run's row changes as it trains: reload the list every 3 s while any is running
-  const live = [...document.querySelectorAll("#runs tr[data-status]")].some((r) => r.dataset.status === "running");
+  // a running run's row changes as it trains, and a job's run appears once it starts: reload the list every 3 s
+  // while any run or job is running
+  const live = [...document.querySelectorAll("#runs tr[data-status]")].some((r) => r.dataset.status === "running")
+    || Number($("runs").dataset.jobsRunning) > 0;
   if (live) setTimeout(() => location.reload(), 3000);
 }
 
