@@ -279,6 +279,7 @@ def test_orpo_and_simpo_learn_the_pairs_without_a_reference(task, tmp_path, lora
     result = dpo.run(config)
     metrics = json.loads((result.out_dir / "metrics.json").read_text())
     print(task, "held-out before", before, "after", metrics["preference"])
+    assert metrics["preference_start"] == {"split": "test", **before}  # the run measures the start itself
     assert metrics["task"] == task and metrics["train"]["loss"] == [task] and metrics["train"]["steps"] == 12
     assert "ref" not in result.model.peft_config  # no frozen copy of the adapter: these losses have no reference
     assert metrics["preference"]["reward_margin"] > 1.3 * before["reward_margin"] > 0  # measured: x1.44, x1.49

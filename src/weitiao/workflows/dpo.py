@@ -49,6 +49,7 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
     built = load(cfg, prepared)
     with run_folder(cfg, mode, prepared.template, prepared.splits.report, prepared.skipped) as out_dir:
         base = score_base(cfg, prepared, built, out_dir)
+        built.extra["preference_start"] = held_out_start(cfg, prepared, built, out_dir)
     fitted = train(cfg, prepared, built, out_dir, mode == "resume")
     held_out, tuned = score_tuned(cfg, prepared, built, fitted)
     return save(cfg, prepared, built, fitted, base, held_out, tuned)
@@ -125,6 +126,24 @@ def score_base(cfg: Config, prepared: Prepared, built: Built, out_dir: Path) -> 
                          prepared.encoded["test_sft"], cfg, built.amp, "start").as_dict()
     write_json(before_file, before)
     return before
+
+
+def held_out_start(cfg: Config, prepared: Prepared, built: Built, out_dir: Path) -> dict | None:
+    """ORPO and SimPO: the starting model's length-normalised reward on the held-out pairs, to set beside the tuned
+    model's (kept across a resume). DPO and KTO need none: before training the policy is its reference, and the
+    implicit reward is 0 for every answer."""
+    pairs = prepared.encoded
+    held_name = "test" if pairs["test"] else "val"
+    start_file = out_dir / "preference_start.json"
+    if not (TASK_RULES[cfg.task].reference_free and pairs[held_name]):
+        return None
+    if start_file.is_file():
+        return json.loads(start_file.read_text())
+    start = {"split": held_name, **length_normalised_rewards(built.model, pairs[held_name], cfg.preference.beta,
+                                                             prepared.tokenizer.pad_token_id, cfg.train.batch_size,
+                                                             built.amp)}
+    write_json(start_file, start)
+    return start
 
 
 def train(cfg: Config, prepared: Prepared, built: Built, out_dir: Path, resume: bool) -> Fitted:
@@ -210,6 +229,7 @@ def save(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, base, he
                   "pairs_per_s": fitted.per_second(len(prepared.encoded["train"])), "loss": loss_types(cfg)},
         **common,
         "preference": held_out,
+        "preference_start": built.extra["preference_start"],  # ORPO, SimPO: the same held-out pairs before training
         # "base" is the starting model (e.g. the SFT run), scored with the chosen answers as references
         "test": {"rows": tuned["rows"] if tuned else 0, "base": base["metrics"] if base else None,
                  "tuned": tuned["metrics"] if tuned else None},
@@ -221,8 +241,11 @@ def save(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, base, he
     finish(out_dir, fitted.trainer, metrics, saved)
     log("")
     if held_out:
+        before, numbers = built.extra["preference_start"], lambda d: {k: v for k, v in d.items()
+                                                                      if k not in ("split", "pairs")}
         log(comparison_table(f"held-out {held_out['split']} pairs ({held_out['pairs']})",
-                             {"tuned": {k: v for k, v in held_out.items() if k not in ("split", "pairs")}}))
+                             {"start": numbers(before), "tuned": numbers(held_out)} if before
+                             else {"tuned": numbers(held_out)}))
     if tuned:
         columns = {"start": base["metrics"], "tuned": tuned["metrics"]} if base else {"tuned": tuned["metrics"]}
         log(comparison_table(f"test split ({tuned['rows']} rows)", columns))
