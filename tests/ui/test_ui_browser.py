@@ -163,5 +163,13 @@ def test_a_newcomer_trains_reads_the_report_chats_and_records_preferences_in_the
     data.format, data.train, data.val, data.test = "preference", [str(root / "tiny" / "preferences.jsonl")], [], []
     distinct = {(r["prompt"], r["chosen"], r["rejected"]) for r in rows}
     assert len(load_splits(data, str(root)).train) == len(distinct)  # read as training pairs (copies dropped)
+    # ... and "Train DPO on these" trains on them, from the run's adapter
+    page.click("#train-dpo")
+    page.wait_for_selector("#trained a")
+    page.goto(url + "/run?name=tiny-dpo")
+    page.wait_for_selector("#status.finished", timeout=300_000)
+    dpo_metrics = json.loads((root / "tiny-dpo" / "metrics.json").read_text())
+    assert dpo_metrics["task"] == "dpo" and dpo_metrics["data"]["train_pairs"] == len(distinct)
+    assert dpo_metrics["start"]["adapter"] == str(root / "tiny" / "adapter")
     for shot in ("new-run", "runs", "run", "report", "chat", "preferences"):
         assert (shots / f"{shot}.png").stat().st_size > 10_000

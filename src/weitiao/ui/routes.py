@@ -43,6 +43,10 @@ def add_pages(app, state) -> None:
 
     @app.get("/run", response_class=HTMLResponse)
     def run(name: str):
+        folder = runs_view.resolve_any(state.root, name)
+        if not folder.is_dir() and state.jobs.for_target(str(folder)):  # launched; its folder is not written yet
+            return page("run.html", run=runs_view.starting(state.root, folder), page_name="runs",
+                        counts={"pairs": 0, "ties": 0})
         folder = runs_view.resolve(state.root, name)
         return page("run.html", run=runs_view.summary(state.root, folder), page_name="runs",
                     counts=preferences.counts(folder))
@@ -119,7 +123,8 @@ def add_run_api(app, state) -> None:
     def run_status(name: str):
         folder = runs_view.resolve_any(state.root, name)
         jobs = state.jobs.for_target(str(folder))
-        return {"run": runs_view.summary(state.root, folder) if folder.is_dir() else {"status": "starting"},
+        return {"run": runs_view.summary(state.root, folder) if folder.is_dir() else runs_view.starting(state.root,
+                                                                                                        folder),
                 "curve": runs_view.curve_svg(runs_view.losses(folder)) if folder.is_dir() else "",
                 "jobs": [{**j.as_dict(), "running": state.jobs.running(j), "exit": state.jobs.exit_code(j)}
                          for j in jobs],

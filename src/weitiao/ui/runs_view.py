@@ -60,6 +60,13 @@ def summary(root: Path, folder: Path) -> dict:
             "report": (folder / "report" / "report.html").is_file()}
 
 
+def starting(root: Path, folder: Path) -> dict:
+    """The summary of a run whose job has started but has not written its folder yet."""
+    return {"name": str(folder.relative_to(root.resolve())), "status": "starting", "reason": None, "task": None,
+            "method": None, "model": None, "started": None, "finished": None, "base": None, "tuned": None,
+            "rows": None, "report": False}
+
+
 def losses(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """{"train": [(step, loss)], "val": [...]}: live from the TensorBoard event files while the run trains,
     from trainer_state.json once it has finished (a run with `train.report_to: none` shows its curve then)."""

@@ -131,10 +131,9 @@ async function refreshRun(name) {
   $("log").textContent = data.log;
   $("log").scrollTop = $("log").scrollHeight;
   const running = data.jobs.some((j) => j.running);
-  if (!running && status !== "running" && status !== "starting" && !$("results").dataset.fresh && status === "finished"
-      && !document.querySelector("#results table")) {
-    $("results").dataset.fresh = "1";
-    location.reload();  // the results and the report are there now
+  if (status === "finished" && $("status").dataset.initial !== "finished" && !$("results").dataset.reloading) {
+    $("results").dataset.reloading = "1";
+    location.reload();  // the page was made before the run finished: the results and the report are there now
   }
   return running || status === "running" || status === "starting";
 }
