@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +52,14 @@ def start(root, *extra) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     process.kill()
     pytest.fail("the UI did not start")
+
+
+def served_models(base_url: str) -> list[str] | None:
+    try:
+        with urllib.request.urlopen(base_url + "/models", timeout=5) as response:
+            return [m["id"] for m in json.loads(response.read())["data"]]
+    except OSError:
+        return None
 
 
 def wait_for(check, seconds: float = 300):
@@ -112,6 +122,19 @@ def test_stop_saves_a_checkpoint_resume_finishes_and_a_cli_run_shows_up(tmp_path
         assert status == 200, exported
         wait_for(lambda: not any(j["running"] for j in call(url, "/api/run?name=long")[1]["jobs"]))
         assert (root / "exports" / "long-hf" / "config.json").is_file()
+
+        # Serve: `weitiao serve` as a job, answering the OpenAI API at the URL the page shows; Stop ends it
+        status, answer = call(url, "/api/serve", {"name": "long", "port": "eighty"})
+        assert status == 400 and answer["error"] == "port: 'eighty' is not a whole number"
+        status, answer = call(url, "/api/chat", {"name": "long", "prompt": "hi", "max_tokens": 0})
+        assert status == 400 and answer["error"] == "max_tokens: 0 is outside 1..4096"
+        status, served = call(url, "/api/serve", {"name": "long", "port": free_port()})
+        assert status == 200, served
+        models = wait_for(lambda: served_models(served["url"]), 120)
+        assert models == ["long"]
+        job = next(j for j in call(url, "/api/run?name=long")[1]["jobs"] if j["kind"] == "serve")
+        os.killpg(job["pid"], signal.SIGINT)
+        wait_for(lambda: not any(j["running"] for j in call(url, "/api/run?name=long")[1]["jobs"]))
     finally:
         process.terminate()
         process.wait(timeout=20)

@@ -13,6 +13,18 @@ HERE = Path(__file__).parent
 UPLOAD_NAME = re.compile(r"^[\w.-]{1,100}\.(jsonl|json|csv|parquet|txt)$")
 
 
+def integer(request: dict, key: str, default: int, low: int, high: int) -> int:
+    """A whole number from a request, in [low, high]; anything else is one error naming the field."""
+    value = request.get(key, default)
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise WeitiaoError(f"{key}: {value!r} is not a whole number") from None
+    if not low <= number <= high:
+        raise WeitiaoError(f"{key}: {number} is outside {low}..{high}")
+    return number
+
+
 def templates():
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -163,7 +175,7 @@ def add_model_api(app, state) -> None:
         if which == "base" and engine.base_name is None:
             raise WeitiaoError(f"run {folder.name}: its model has no adapter to switch off, so there is no base model")
         ids = engine.encode(engine.render([{"role": "user", "content": prompt}]))
-        pieces = engine.stream(ids, Sampling(max_new_tokens=int(request.get("max_tokens", 128))),
+        pieces = engine.stream(ids, Sampling(max_new_tokens=integer(request, "max_tokens", 128, 1, 4096)),
                                engine.base_name if which == "base" else None)
         return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")
 
@@ -181,7 +193,7 @@ def add_model_api(app, state) -> None:
             other_folder = runs_view.resolve(state.root, str(request["other"]))
             other = (str(other_folder.relative_to(state.root)), state.engine(other_folder))
         made = preferences.make_pair(state.engine(folder), str(folder.relative_to(state.root)), prompt,
-                                     str(request.get("mode", "")), int(request.get("max_tokens", 128)), state.rng,
+                                     str(request.get("mode", "")), integer(request, "max_tokens", 128, 1, 4096), state.rng,
                                      other)
         state.pairs[made.id] = made
         return {"id": made.id, "prompt": made.prompt, "A": made.answers["A"], "B": made.answers["B"]}
@@ -213,7 +225,7 @@ def add_ship_api(app, state) -> None:
             raise WeitiaoError(f"task: {task!r} is not one of {', '.join(PAIR_TASKS)}")
         data = {"task": task, "model": {"name_or_path": str(folder)},
                 "data": {"format": "preference", "train": [str(folder / "preferences.jsonl")]},
-                "method": {"name": "lora"}, "train": {"max_steps": int(request.get("max_steps", 10))},
+                "method": {"name": "lora"}, "train": {"max_steps": integer(request, "max_steps", 10, 1, 100_000)},
                 "eval": {"compare_base": False} if task == "reward" else {},
                 "output": {"dir": str(state.root / f"{folder.name}-{task}")}}
         from weitiao.config import config_from_dict
@@ -240,7 +252,7 @@ def add_ship_api(app, state) -> None:
     @app.post("/api/serve")
     def serve(request: dict):
         folder = runs_view.resolve(state.root, str(request.get("name", "")))
-        port = int(request.get("port", 8000))
+        port = integer(request, "port", 8000, 1024, 65535)
         url = f"http://127.0.0.1:{port}/v1"
         job, started = state.jobs.start("serve", ["serve", str(folder), "--port", str(port)], str(folder), url)
         return {"job": job.as_dict(), "started": started, "url": url}
