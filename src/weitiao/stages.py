@@ -73,9 +73,10 @@ def log_data(prepared_report: dict, skipped: list | None, template, what: str, c
 
 
 def conclude(cfg, out_dir, trainer, metrics: dict, saved: str, base: dict | None, tuned: dict | None,
-             rows: int) -> None:
-    """How a workflow that scores a head on the test split ends (classify, regress): the run marked finished, the
-    base-vs-tuned table, where the weights went, and the report."""
+             rows: int, base_label: str = "base", tables: tuple[str, ...] = ()) -> None:
+    """How a workflow that scores the test split ends (classify, regress, dpo): the run marked finished, any
+    `tables` of its own, the base-vs-tuned table (the base column named `base_label`: dpo's is its starting
+    model), where the weights went, and the report."""
     from pathlib import Path
 
     from weitiao.console import comparison_table
@@ -84,8 +85,10 @@ def conclude(cfg, out_dir, trainer, metrics: dict, saved: str, base: dict | None
 
     finish(out_dir, trainer, metrics, saved)
     log("")
+    for table in tables:
+        log(table)
     if tuned:
-        columns = {"base": base["metrics"], "tuned": tuned["metrics"]} if base else {"tuned": tuned["metrics"]}
+        columns = {base_label: base["metrics"], "tuned": tuned["metrics"]} if base else {"tuned": tuned["metrics"]}
         log(comparison_table(f"test split ({rows} rows)", columns))
     log(f"\nsaved {Path(saved).name} to {saved}; metrics in {Path(out_dir) / 'metrics.json'}")
     if tuned and base and cfg.eval.report:

@@ -28,7 +28,6 @@ from weitiao.console import comparison_table, log
 from weitiao.data.dataset import encode_pair_split, encode_split
 from weitiao.data.splits import read_splits
 from weitiao.errors import WeitiaoError
-from weitiao.evaluation.compare import write_report
 from weitiao.evaluation.preference import implicit_rewards, length_normalised_rewards
 from weitiao.evaluation.scoring import prediction_rows, score_split
 from weitiao.memory import guard as memory_guard
@@ -36,8 +35,8 @@ from weitiao.methods import continue_adapter, count_parameters, load_kwargs, met
 from weitiao.models.loading import load_model, pick_device, pick_dtype
 from weitiao.models.precision import autocast_dtype, precision_name, precision_warning
 from weitiao.models.resolve import find_start
-from weitiao.runs import TrainResult, decide_mode, finish, run_folder, write_json, write_predictions
-from weitiao.stages import Built, Prepared, log_data, with_method
+from weitiao.runs import TrainResult, decide_mode, run_folder, write_json, write_predictions
+from weitiao.stages import Built, Prepared, conclude, log_data, with_method
 from weitiao.training.arguments import build_training_args
 from weitiao.training.fit import Fitted, fit
 
@@ -128,12 +127,16 @@ def score_base(cfg: Config, prepared: Prepared, built: Built, out_dir: Path) -> 
     return before
 
 
+def held_out_split(pairs: dict) -> str:
+    """The split whose pairs judge the preference: test, else val."""
+    return "test" if pairs["test"] else "val"
+
+
 def held_out_start(cfg: Config, prepared: Prepared, built: Built, out_dir: Path) -> dict | None:
     """ORPO and SimPO: the starting model's length-normalised reward on the held-out pairs, to set beside the tuned
     model's (kept across a resume). DPO and KTO need none: before training the policy is its reference, and the
     implicit reward is 0 for every answer."""
-    pairs = prepared.encoded
-    held_name = "test" if pairs["test"] else "val"
+    pairs, held_name = prepared.encoded, held_out_split(prepared.encoded)
     start_file = out_dir / "preference_start.json"
     if not (TASK_RULES[cfg.task].reference_free and pairs[held_name]):
         return None
@@ -193,8 +196,7 @@ def score_tuned(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted):
     beta * log(pi / ref)? Computed by weitiao the same way for DPO and KTO (TRL logs it for DPO only); for ORPO and
     SimPO, which have no reference, by the length-normalised reward beta / |y| * log pi(y|x). Then the tuned
     policy's answers on the test prompts."""
-    pairs, tokenizer = prepared.encoded, prepared.tokenizer
-    held_name = "test" if pairs["test"] else "val"
+    pairs, tokenizer, held_name = prepared.encoded, prepared.tokenizer, held_out_split(prepared.encoded)
     held_out = tuned = None
     if pairs[held_name] and TASK_RULES[cfg.task].reference_free:  # no reference: the length-normalised reward
         held_out = {"split": held_name, **length_normalised_rewards(
@@ -238,20 +240,15 @@ def save(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, base, he
     if tuned:
         write_predictions(out_dir / "predictions.jsonl",
                           prediction_rows(prepared.splits.test, tuned, base, rejected=lambda ex: ex.rejected))
-    finish(out_dir, fitted.trainer, metrics, saved)
-    log("")
+    tables = ()
     if held_out:
         before, numbers = built.extra["preference_start"], lambda d: {k: v for k, v in d.items()
                                                                       if k not in ("split", "pairs")}
-        log(comparison_table(f"held-out {held_out['split']} pairs ({held_out['pairs']})",
-                             {"start": numbers(before), "tuned": numbers(held_out)} if before
-                             else {"tuned": numbers(held_out)}))
-    if tuned:
-        columns = {"start": base["metrics"], "tuned": tuned["metrics"]} if base else {"tuned": tuned["metrics"]}
-        log(comparison_table(f"test split ({tuned['rows']} rows)", columns))
-    log(f"\nsaved {Path(saved).name} to {saved}; metrics in {out_dir / 'metrics.json'}")
-    if tuned and base and cfg.eval.report:
-        write_report(out_dir)
+        tables = (comparison_table(f"held-out {held_out['split']} pairs ({held_out['pairs']})",
+                                   {"start": numbers(before), "tuned": numbers(held_out)} if before
+                                   else {"tuned": numbers(held_out)}),)
+    conclude(cfg, out_dir, fitted.trainer, metrics, saved, base, tuned, tuned["rows"] if tuned else 0,
+             base_label="start", tables=tables)
     return TrainResult(metrics, fitted.model, prepared.tokenizer, out_dir)
 
 
