@@ -31,6 +31,11 @@ def test_gguf_cache_key_changes_with_the_file(tmp_path, monkeypatch):
     assert first.parent == tmp_path / "cache" / "models"
     f.write_bytes(b"abcd")
     assert gguf_cache_folder(str(f)) != first
+    # the key is the content: a copy elsewhere (another clone, another virtual environment) shares the entry
+    (tmp_path / "elsewhere").mkdir()
+    copy = tmp_path / "elsewhere" / "m.gguf"
+    copy.write_bytes(b"abcd")
+    assert gguf_cache_folder(str(copy)) == gguf_cache_folder(str(f))
 
 
 def test_hub_id_from_local_cache_trains_offline(tmp_path, tiny_model_dir, demo_data_dir, monkeypatch):

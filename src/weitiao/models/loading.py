@@ -7,7 +7,7 @@ Sources, in the order they are tried for `model.name_or_path`:
   4. a hub id (`owner/name`, at `model.revision`), downloaded into the Hugging Face cache, or read from it
      offline (models/hub.py).
 GGUF files are dequantized once and saved as a safetensors folder under the weitiao cache, keyed by the file's
-path, size and mtime; later loads mmap that folder (about 0.1 s instead of about 12 s for SmolLM2).
+content; later loads mmap that folder (about 0.1 s instead of about 12 s for SmolLM2).
 
 Weights are loaded from safetensors only. A folder with only pickle weights (`pytorch_model.bin`) is refused,
 because unpickling can run code; with `model.convert_pickle: true` it is converted once, deliberately, through
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -129,8 +130,35 @@ def folder_source(path: Path, name_or_path: str, convert_pickle: bool, kind: str
 
 
 def _cache_key(path: str) -> str:
+    """The first 16 hex digits of the file's sha256, remembered per (path, size, mtime) in `digests.json`.
+
+    Keyed by content rather than by path: the same GGUF reached from another virtual environment or clone
+    shares one cache entry (a path key left one 517 MB copy of SmolLM2 per clone). The file is read in full
+    once per path and stamp; changing it changes the stamp and so the digest.
+    """
     st = os.stat(path)
-    return hashlib.sha256(f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    stamp = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    memo = cache_dir() / "models" / "digests.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(stamp), str):
+        return known[stamp]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    key = digest.hexdigest()[:16]
+    known = {**(known if isinstance(known, dict) else {}), stamp: key}
+    try:  # a lost memo only costs one more read, so a failed or racing write is harmless
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"digests.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=0))
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return key
 
 
 def gguf_cache_folder(gguf_path: str) -> Path:
