@@ -16,7 +16,7 @@ def test_one_example_per_method():
     methods = {load_config(p).method.name for p in EXAMPLES}
     assert methods == {"full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning"}
     assert {load_config(p).task for p in EXAMPLES} == {"sft", "pretrain", "classify", "regress", "dpo", "kto", "orpo",
-                                                            "simpo", "reward"}
+                                                            "simpo", "grpo", "reward"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -23,7 +23,7 @@ from weitiao.errors import WeitiaoError
 
 # task -> workflows module; dpo.py runs every trainer that optimises a policy on pairs (DPO, KTO, ORPO, SimPO)
 WORKFLOWS = {"sft": "sft", "pretrain": "sft", "classify": "classify", "regress": "regress", "dpo": "dpo", "kto": "dpo",
-             "orpo": "dpo", "simpo": "dpo", "reward": "reward"}
+             "orpo": "dpo", "simpo": "dpo", "grpo": "grpo", "reward": "reward"}
 
 
 def environment(offline: bool = False) -> None:

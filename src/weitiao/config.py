@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from weitiao.data.formats import PREFERENCE_FORMATS
+from weitiao.data.formats import CONVERTERS, PREFERENCE_FORMATS
 from weitiao.errors import ConfigError
 from weitiao.methods import METHODS
 from weitiao.methods.freeze import FreezeSettings
@@ -36,8 +36,9 @@ class ModelConfig:
         "The pretrained model: a short name (`smollm2-135m-instruct`), a local HF folder, a `.gguf` file "
         "(dequantized once and cached as safetensors), or a hub id (`owner/name`: downloaded into the Hugging Face "
         "cache, or read from it with --offline; `modelscope:owner/name` from ModelScope). "
-        "For `task: dpo` and `kto`, also a finished weitiao run folder: training continues from its model or LoRA adapter, "
-        "with its chat template, and that starting point is DPO's frozen reference.",
+        "For `task: dpo`, `kto`, `orpo`, `simpo` and `grpo`, also a finished weitiao run folder: training continues "
+        "from its model or LoRA adapter, with its chat template (and that starting point is DPO's and KTO's frozen "
+        "reference).",
         "smollm2-135m-instruct",
     )
     revision: Optional[str] = doc(
@@ -333,7 +334,8 @@ class GenerationConfig:
 class EvalConfig:
     metrics: list[str] = doc(
         "Generation metrics on the test split: `exact_match`, `exact_match_loose` (ignoring case, punctuation and "
-        "spacing), `count_list` (the demo task's format and count), `list_correct` (the demo task as a reader checks "
+        "spacing), `count_list` (the demo task's format and count), `count_close` (partial credit for the count: "
+        "1 - |items - N| / N, format aside), `list_correct` (the demo task as a reader checks "
         "it: the count, and distinct items that belong to the category), `rouge-1`, `rouge-2`, `rouge-l`, `bleu-4` (jieba word "
         "segmentation, as ChatGLM and LLaMA-Factory score; Chinese-aware), `chrf`, `json_valid`, `json_fields`, "
         "or `module:function` for your own (prediction, reference) -> float. Empty: loss only.",
@@ -363,13 +365,19 @@ class EvalConfig:
         """The decoding settings, and the reward model's run folder (eval.reward_model)."""
         p = self.generation.problems()
         if self.reward_model:
-            run_dir = Path(self.reward_model).expanduser()
-            saved = run_dir / "config.yaml"
-            if not (run_dir / "run.json").is_file() or not saved.is_file():
-                p.append(f"eval.reward_model: {run_dir} is not a weitiao run folder")
-            elif (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("task") != "reward":
-                p.append(f"eval.reward_model: {run_dir} is not a `task: reward` run")
+            p += reward_run_problems(self.reward_model, "eval.reward_model")
         return p
+
+
+def reward_run_problems(path: str, where: str) -> list[str]:
+    """Why `path` is not a finished `task: reward` run folder (empty: it is one)."""
+    run_dir = Path(path).expanduser()
+    saved = run_dir / "config.yaml"
+    if not (run_dir / "run.json").is_file() or not saved.is_file():
+        return [f"{where}: {run_dir} is not a weitiao run folder"]
+    if (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("task") != "reward":
+        return [f"{where}: {run_dir} is not a `task: reward` run"]
+    return []
 
 
 REPHRASE_PROMPT = ("Rewrite the following request in different words. Keep its meaning and every number. Reply "
@@ -468,6 +476,69 @@ class PreferenceConfig:
 
 
 @dataclass
+class GrpoConfig:
+    rewards: list[str] = doc(
+        "`task: grpo`: what scores each sampled answer, against the row's reference answer; several are summed "
+        "with `reward_weights`. Each is a metric name from `eval.metrics` (`count_list`, `list_correct`, "
+        "`count_close`, `exact_match`, `json_fields`, ...), `module:function` (your own (completion, reference) -> "
+        "number, importable from the working directory), or a finished `task: reward` run folder (its reward "
+        "model scores the conversation with the answer).", default_factory=list)
+    reward_weights: list[float] = doc("Weight of each reward in `rewards`; empty: 1 each.", default_factory=list)
+    num_generations: int = doc(
+        "Answers sampled per prompt. GRPO (Shao et al. 2024, arXiv:2402.03300) scores each answer against the "
+        "mean reward of its group, so no value model is trained; `train.batch_size` counts answers, and must be "
+        "a multiple of this.", 4)
+    max_completion_length: int = doc("Longest sampled answer, in tokens.", 128)
+    temperature: float = doc("Sampling temperature of the answers trained on.", 1.0)
+    beta: float = doc(
+        "Weight of the KL penalty towards the starting model. 0 (the default, as in DAPO, arXiv:2503.14476, and "
+        "Dr. GRPO, arXiv:2503.20783) keeps no reference; above 0 a LoRA run uses the model with its adapter "
+        "switched off as the reference, a full or freeze run a second copy of the weights.", 0.0)
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = doc(
+        "How token losses are averaged, as TRL names them: `dapo` over the tokens of the whole batch; `grpo` per "
+        "answer first (favours short right answers); `dr_grpo` over a constant; `bnpo` over the local batch.",
+        "dapo")
+    scale_rewards: Literal["group", "batch", "none"] = doc(
+        "What the advantage (reward minus its group's mean) is divided by: the group's standard deviation, the "
+        "batch's, or nothing (Dr. GRPO: the group scale favours prompts that are too easy or too hard).", "group")
+
+    def problems(self, cfg) -> list[str]:
+        from weitiao.evaluation.metrics import METRICS, user_metric  # local import: metrics pull in nothing heavy
+
+        p = [] if self.rewards else ["grpo.rewards: name at least one reward (a metric, module:function, or a "
+                                     "task: reward run folder)"]
+        for i, name in enumerate(self.rewards):
+            where = f"grpo.rewards[{i}]"
+            if name in METRICS:
+                continue
+            if ":" in name and not Path(name).expanduser().exists():
+                try:
+                    user_metric(name)
+                except ValueError as err:
+                    p.append(f"{where}: reward function {name!r}: {err}")
+            elif Path(name).expanduser().is_dir():
+                p += reward_run_problems(name, where)
+            else:
+                p.append(f"{where}: {name!r} is no metric{did_you_mean(name, METRICS)}, module:function or run "
+                         f"folder; metrics: {', '.join(METRICS)}")
+        if self.reward_weights and len(self.reward_weights) != len(self.rewards):
+            p.append(f"grpo.reward_weights: {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
+        if self.num_generations < 2:
+            p.append(f"grpo.num_generations: at least 2 (a group of one has no mean to compare with), got "
+                     f"{self.num_generations}")
+        elif cfg.train.batch_size % self.num_generations:
+            p.append(f"train.batch_size: task grpo counts sampled answers; {cfg.train.batch_size} is not a multiple "
+                     f"of grpo.num_generations {self.num_generations}")
+        if self.max_completion_length < 1:
+            p.append(f"grpo.max_completion_length: at least 1, got {self.max_completion_length}")
+        if self.temperature <= 0:
+            p.append(f"grpo.temperature: must be positive, got {self.temperature}")
+        if self.beta < 0:
+            p.append(f"grpo.beta: must not be negative, got {self.beta}")
+        return p
+
+
+@dataclass
 class DistributedConfig:
     strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = doc(
         "How the processes of a multi-process run (`weitiao train --nproc N`, or the same command under torchrun "
@@ -504,7 +575,7 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    task: Literal["sft", "pretrain", "classify", "regress", "dpo", "kto", "orpo", "simpo", "reward"] = doc(
+    task: Literal["sft", "pretrain", "classify", "regress", "dpo", "kto", "orpo", "simpo", "grpo", "reward"] = doc(
         "`sft`: a causal LM learns to write the answers. `pretrain`: continued pre-training of a causal LM on "
         "plain-text documents (`text` rows, or .txt files), each cut into `data.max_length` pieces, none dropped, "
         "scored by held-out perplexity. `classify`: a sequence-classification head on an encoder "
@@ -513,7 +584,9 @@ class Config:
         "(TRL's DPOTrainer), usually starting from an SFT run. `kto`: Kahneman-Tversky optimisation (TRL's "
         "KTOTrainer) on the same pairs taken apart into desirable and undesirable answers. `orpo` and `simpo`: "
         "preference optimisation without a reference model (TRL's ORPOTrainer; CPOTrainer with the SimPO loss), "
-        "so no second copy of the weights or frozen adapter. `reward`: a reward "
+        "so no second copy of the weights or frozen adapter. `grpo`: reinforcement learning from a reward a program "
+        "computes (`grpo.rewards`) on answers the model samples for the training questions (TRL's GRPOTrainer), "
+        "from a model or a finished sft run. `reward`: a reward "
         "model (one-output sequence-classification head) learns to score the chosen answer above the rejected one "
         "(TRL's RewardTrainer).", "sft")
     model: ModelConfig = doc("The pretrained model.", default_factory=ModelConfig)
@@ -523,6 +596,7 @@ class Config:
     eval: EvalConfig = doc("Evaluation after training.", default_factory=EvalConfig)
     preference: PreferenceConfig = doc("`task: dpo` and `task: reward`: the preference loss.",
                                        default_factory=PreferenceConfig)
+    grpo: GrpoConfig = doc("`task: grpo`: the rewards and the sampling.", default_factory=GrpoConfig)
     distributed: DistributedConfig = doc("Several processes, GPUs or machines (`weitiao train --nproc N`).",
                                          default_factory=DistributedConfig)
     rephrase: RephraseConfig = doc("Rephrased questions: `weitiao eval --rephrase` and `weitiao data augment "
@@ -662,8 +736,8 @@ def _apply_override(data: dict, override: str, errors: list[str]) -> None:
 # What each task is, in one place: the tasks whose rows are chosen/rejected pairs, and those whose result is a
 # language model that writes answers (generated, scored, served, and a start for preference optimisation)
 PAIR_TASKS = ("dpo", "kto", "orpo", "simpo", "reward")
-POLICY_TASKS = ("sft", "dpo", "kto", "orpo", "simpo")
-PREFERENCE_OPTIMISATION_TASKS = ("dpo", "kto", "orpo", "simpo")  # a policy trained on pairs; may start from a run
+POLICY_TASKS = ("sft", "dpo", "kto", "orpo", "simpo", "grpo")
+POLICY_OPTIMISATION_TASKS = ("dpo", "kto", "orpo", "simpo", "grpo")  # a policy trained further; may start from a run
 
 CLASSIFY_METRICS = ("accuracy", "macro_f1")  # always reported for task classify, with the confusion matrix
 REGRESS_METRICS = ("mse", "mae", "pearson", "spearman")  # always reported for task regress
@@ -686,6 +760,7 @@ class TaskRule:
 
 
 PAIRS = "trains on chosen/rejected pairs"
+CONVERSATION_FORMATS = tuple(CONVERTERS)
 TASK_RULES = {
     "sft": TaskRule(ALL_METHODS, None, "trains on conversations or text", generates=True, rephrase=True,
                     compile=True, streams=True),
@@ -699,6 +774,9 @@ TASK_RULES = {
                      strategies=("auto", "ddp"), reference_free=True),
     "simpo": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
                       strategies=("auto", "ddp"), reference_free=True),
+    "grpo": TaskRule(("full", "freeze", "lora", "qlora"), CONVERSATION_FORMATS,
+                     "trains on questions whose last turn is the reference answer", generates=True,
+                     strategies=("auto",), rephrase=True),
     "reward": TaskRule(("lora", "full"), PREFERENCE_FORMATS, PAIRS, generates=False, strategies=("auto", "ddp")),
     "classify": TaskRule(("lora", "full"), ("labelled",), "reads text + label rows", generates=False,
                          strategies=("auto", "ddp")),
@@ -724,6 +802,8 @@ def semantic_problems(cfg: Config) -> list[str]:
          + cfg.eval.problems() + cfg.rephrase.problems() + cfg.distributed.problems())
     if cfg.task in PAIR_TASKS:
         p += cfg.preference.problems(cfg.task)
+    if cfg.task == "grpo":
+        p += cfg.grpo.problems(cfg)
     return p + compatibility_problems(cfg) + metric_problems(cfg)
 
 
@@ -741,8 +821,8 @@ def compatibility_problems(cfg: Config) -> list[str]:
         p.append("train.class_weights: applies to task classify only")
     strategy = cfg.distributed.strategy
     if strategy not in rule.strategies:
-        p.append(f"distributed.strategy: {strategy} runs task sft only for now; task {task} runs on one process or "
-                 "under ddp")
+        p.append(f"distributed.strategy: {strategy} runs task sft only for now; task {task} runs on one process" +
+                 (" or under ddp" if "ddp" in rule.strategies else ""))
     if m.name not in STRATEGY_METHODS.get(strategy, ALL_METHODS):
         p.append(f"distributed.strategy: {strategy} trains {listed(STRATEGY_METHODS[strategy], 'and')}; {m.name} is "
                  f"not supported under {strategy.upper()} here (use ddp)")

@@ -64,6 +64,39 @@ def with_method(cfg, model, footprint: dict, amp) -> Built:
     return Built(model, amp, footprint, trainable, total)
 
 
+def load_start(cfg, prepared: Prepared) -> Built:
+    """A policy run's model (dpo, kto, orpo, simpo, grpo): the starting weights, then the starting run's LoRA
+    adapter trained further, or the method applied. `extra` keeps the dtype and load arguments, for a second copy
+    (DPO's reference)."""
+    import time
+
+    from transformers import set_seed
+
+    from weitiao.methods import continue_adapter, count_parameters, load_kwargs, weights_footprint
+    from weitiao.models.loading import load_model, pick_dtype
+    from weitiao.models.precision import autocast_dtype, precision_warning
+
+    device, start = prepared.device, prepared.extra["start"]
+    amp = autocast_dtype(cfg.train.precision, device)
+    if precision_warning(cfg.train.precision, device):
+        log(precision_warning(cfg.train.precision, device))
+    t0 = time.time()
+    dtype, extra = pick_dtype(cfg.model.dtype, device), load_kwargs(cfg.method, device)
+    model = load_model(start.folder, dtype, device, cfg.model.trust_remote_code, cfg.model.attn_implementation, extra)
+    log(f"model: {start.source.label}" + (f" + adapter {start.adapter}" if start.adapter else "") +
+        f" on {device}, loaded in {time.time() - t0:.1f}s")
+    set_seed(cfg.train.seed)
+    footprint = weights_footprint(model)
+    if start.adapter:
+        model = continue_adapter(model, start.adapter, cfg.method, cfg.train.gradient_checkpointing)
+        log("method: the starting run's LoRA adapter is trained further (its own rank and targets)")
+        built = Built(model, amp, footprint, *count_parameters(model))
+    else:
+        built = with_method(cfg, model, footprint, amp)
+    built.extra.update(dtype=dtype, load_kwargs=extra)
+    return built
+
+
 def log_data(prepared_report: dict, skipped: list | None, template, what: str, count: int) -> None:
     """The lines every chat workflow prints once its rows are encoded."""
     if skipped:

@@ -22,6 +22,19 @@ def test_count_list(prediction, expected):
     assert count_list(prediction, REF3) == expected
 
 
+def test_count_close_is_partial_credit_for_the_count():
+    from weitiao.evaluation.metrics import count_close
+
+    assert count_close(REF3, REF3) == 1.0
+    assert count_close("1. Apple\n2. Pear", REF3) == pytest.approx(2 / 3)  # one item short
+    assert count_close("Sure!\n1. Apple\n2. Pear\n3. Plum\nEnjoy.", REF3) == 1.0  # other lines do not count ...
+    assert count_list("Sure!\n1. Apple\n2. Pear\n3. Plum\nEnjoy.", REF3) == 0.0  # ... count_list refuses them
+    assert count_close("Apple, pear, plum", REF3) == 0.0
+    assert count_close("\n".join(f"{k}. x" for k in range(1, 8)), REF3) == 0.0  # 7 for 3: clipped at 0
+    with pytest.raises(ValueError):
+        count_close(REF3, "not a list")
+
+
 def test_parse_and_exact_match_and_score():
     assert parse_numbered_list(REF3) == ["Apple", "Pear", "Plum"]
     assert exact_match(" a  b ", "a b") == 1.0 and exact_match("a", "b") == 0.0

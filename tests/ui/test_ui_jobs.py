@@ -152,6 +152,10 @@ def test_bad_requests_get_one_clear_message_and_a_login_is_asked_for(tmp_path, t
         assert status == 400
         assert "data.format: 'nope' is not one of 'alpaca'" in answer["error"]  # every problem at once
         assert "train.batch_size: 'many' is not a number" in answer["error"]
+        status, answer = call(url, "/api/launch", {"name": "x", "model": str(tiny_model_dir), "train": "",
+                                                   "task": "grpo", "rewards": "count_lst"}, auth="ada:secret")
+        assert status == 400 and "grpo.rewards[0]: 'count_lst' is no metric (did you mean 'count_list'?)" in \
+            answer["error"]
         status, answer = call(url, "/api/run?name=../../etc", auth="ada:secret")
         assert status == 400 and "not under" in answer["error"]
         status, answer = call(url, "/api/upload", {"name": "../evil.jsonl", "text": "{}"}, auth="ada:secret")

@@ -186,7 +186,7 @@ def test_preference_config_and_start_errors(tmp_path, demo_data_dir, pref_data_d
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "is a weitiao run folder" in proc.stderr and "weitiao export" in proc.stderr
     # DPO cannot continue a prefix-tuning run; full fine-tuning cannot continue a LoRA adapter
-    for start, method, message in ((prefix_run_dir, "lora", "which DPO and KTO cannot train further"),
+    for start, method, message in ((prefix_run_dir, "lora", "which DPO, KTO and GRPO cannot train further"),
                                    (lora_run_dir, "full", "continue it with method lora or qlora")):
         cfg = pref_config(tmp_path, start, pref_data_dir, tmp_path / "y", method={"name": method})
         proc = run_cli("train", cfg)

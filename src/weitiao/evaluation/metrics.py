@@ -144,6 +144,18 @@ def count_list(prediction: str, reference: str) -> float:
     return float(got is not None and len(got) == len(want))
 
 
+def count_close(prediction: str, reference: str) -> float:
+    """A graded `count_list`: max(0, 1 - |k - N| / N), where k counts the prediction's lines written "k. item"
+    (numbered in any order, other lines ignored) and N is the reference's item count. It is partial credit for a
+    reward (task grpo), where a list one item short is nearer the goal than no list: as a score it says nothing
+    about the format, so report it beside count_list, not for it."""
+    want = parse_numbered_list(reference)
+    if want is None:
+        raise ValueError(f"count_close: the reference is not a numbered list: {reference!r}")
+    found = sum(1 for line in prediction.strip().split("\n") if LIST_LINE.match(line.strip()))
+    return max(0.0, 1.0 - abs(found - len(want)) / len(want))
+
+
 def list_problems(prediction: str, reference: str) -> list[str]:
     """Why a reader would not accept `prediction` as the list the reference asks for (empty: they would).
 
@@ -188,6 +200,7 @@ METRICS: dict[str, Callable[[str, str], float]] = {
     "exact_match": exact_match,
     "exact_match_loose": exact_match_loose,
     "count_list": count_list,
+    "count_close": count_close,
     "list_correct": list_correct,
     "rouge-1": rouge_1,
     "rouge-2": rouge_2,

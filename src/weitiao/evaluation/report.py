@@ -236,7 +236,8 @@ def delta_chart(result: dict) -> bytes:
 
 
 def loss_chart(histories: dict[str, list[dict]]) -> bytes | None:
-    """PNG: training and validation loss against the optimizer step, one colour per run."""
+    """PNG: training and validation loss against the optimizer step, one colour per run (and a GRPO run's mean
+    reward, on a second axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,7 +246,8 @@ def loss_chart(histories: dict[str, list[dict]]) -> bytes | None:
     if not any(histories.values()):
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for (name, history), color in zip(histories.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    for (name, history), color in zip(histories.items(), colors):
         train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
         val = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
         if train:
@@ -255,7 +257,21 @@ def loss_chart(histories: dict[str, list[dict]]) -> bytes | None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles = ax.get_legend_handles_labels()
+    # task grpo: the sampled answers' mean reward on its own axis (its "loss" is the clipped policy loss, not
+    # a cross-entropy)
+    rewards = {name: [(h["step"], h["reward"]) for h in history if "reward" in h and "step" in h]
+               for name, history in histories.items()}
+    if any(rewards.values()):
+        ax.set_ylabel("loss")
+        right = ax.twinx()
+        for (name, points), color in zip(rewards.items(), colors):
+            if points:
+                right.plot(*zip(*points), ":", marker=".", color=color, label=f"{name}: mean reward")
+        right.set_ylabel("mean reward of the sampled answers")
+        more = right.get_legend_handles_labels()
+        handles = (handles[0] + more[0], handles[1] + more[1])
+    ax.legend(*handles)
     fig.tight_layout()
     return to_png(fig)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from weitiao.config import PAIR_TASKS, PREFERENCE_OPTIMISATION_TASKS, Config
+from weitiao.config import PAIR_TASKS, POLICY_OPTIMISATION_TASKS, Config
 from weitiao.errors import WeitiaoError
 from weitiao.memory.available import available_bytes
 from weitiao.memory.estimate import TrainSettings, distributed_estimate, training_estimate
@@ -56,8 +56,8 @@ ROWS_PER_EXAMPLE = {task: 2 for task in PAIR_TASKS}  # rows through the model pe
 def estimate_task(task: str) -> str:
     """The estimator's model kind: a preference-optimised policy is a causal LM (`sft`), a reward model a
     classifier."""
-    return "sft" if task in PREFERENCE_OPTIMISATION_TASKS else {"reward": "classify", "regress": "classify"}.get(task,
-                                                                                                                 task)
+    return "sft" if task in POLICY_OPTIMISATION_TASKS else {"reward": "classify", "regress": "classify"}.get(task,
+                                                                                                             task)
 
 
 def check(cfg: Config, folder: str, device: str, seq: int, log=print, logit_fraction: float = 1.0) -> dict | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from weitiao.config import POLICY_TASKS, PREFERENCE_OPTIMISATION_TASKS, Config
+from weitiao.config import POLICY_TASKS, POLICY_OPTIMISATION_TASKS, Config
 from weitiao.console import log
 from weitiao.errors import WeitiaoError
 from weitiao.runs import RUN_FILE, load_run, run_template
@@ -20,8 +20,8 @@ def find_model(cfg: Config, name_or_path: str | None = None):
 
     m = cfg.model
     start = Path(m.name_or_path).expanduser()
-    if name_or_path is None and cfg.task in PREFERENCE_OPTIMISATION_TASKS and (start / RUN_FILE).is_file():
-        return run_base(start)  # preference optimisation continues a finished run
+    if name_or_path is None and cfg.task in POLICY_OPTIMISATION_TASKS and (start / RUN_FILE).is_file():
+        return run_base(start)  # preference optimisation and GRPO continue a finished run
     source, folder, tokenizer = find_tokenizer(cfg, name_or_path)
     return source, folder, tokenizer, resolve_template(tokenizer, m.chat_template)
 
@@ -53,7 +53,7 @@ class Start:
 
 
 def find_start(cfg: Config) -> Start:
-    """The model a `task: dpo`/`kto` run starts from; `model.name_or_path` may be a finished SFT (or DPO/KTO)
+    """The model a `task: dpo`/`kto`/`orpo`/`simpo`/`grpo` run starts from; `model.name_or_path` may be a finished SFT (or DPO/KTO)
     run folder."""
     from weitiao.methods import method_of
 
@@ -81,11 +81,11 @@ def run_base(run_dir: Path):
     run_cfg = load_config(config_path)
     where = f"model.name_or_path: {run_dir}"
     if run_cfg.task not in POLICY_TASKS:
-        raise WeitiaoError(f"{where} is a task {run_cfg.task} run; preference optimisation starts from a language "
-                           "model (an sft, dpo or kto run)")
+        raise WeitiaoError(f"{where} is a task {run_cfg.task} run; a policy is trained further from a language "
+                           "model (an sft, dpo, kto, orpo, simpo or grpo run)")
     if method_of(run_cfg.method).virtual_tokens:
-        raise WeitiaoError(f"{where} trained a {run_cfg.method.name} adapter, which DPO and KTO cannot train further; "
-                           "start from its base model, or from a lora/full run")
+        raise WeitiaoError(f"{where} trained a {run_cfg.method.name} adapter, which DPO, KTO and GRPO cannot train "
+                           "further; start from its base model, or from a lora/full run")
     source, folder, tokenizer, _ = find_model(run_cfg, model_dir)
     return source, folder, tokenizer, run_template(run_dir, tokenizer)
 

@@ -100,14 +100,15 @@ def fit(trainer, cfg, out_dir: Path, device: str, resume: bool, advice: str = "L
         raise WeitiaoError(f"the disk holding {out_dir} is full ({str(err).strip()[:200]}). The last complete "
                            f"checkpoint is {last_complete(checkpoints, log) or 'none'}; free some space and run the "
                            "same command again to resume") from None
-    except DataError as err:  # a bad row met while training (data.streaming)
+    except WeitiaoError as err:  # an input met while training: a bad streamed row, a reward that gave no number
         if distributed.world().main:
-            write_json(out_dir / RUN_FILE, {"status": "failed", "reason": "bad training row",
+            write_json(out_dir / RUN_FILE, {"status": "failed", "reason": str(err).splitlines()[0][:300],
                                             "step": trainer.state.global_step})
         good = distributed.on_main(lambda: last_complete(checkpoints, log))
+        fix = "fix the row (or set data.skip_bad_rows)" if isinstance(err, DataError) else "fix it"
         raise WeitiaoError(f"{err}\ntraining stopped at step {trainer.state.global_step}; the last complete checkpoint "
-                           f"is {good or 'none'}: fix the row (or set data.skip_bad_rows) and run the same command "
-                           "with --resume to continue from it") from None
+                           f"is {good or 'none'}: {fix} and run the same command with --resume to continue from "
+                           "it") from None
     seconds = time.time() - t0
     main = distributed.world().main
     if guard.stopped_at is not None:

@@ -69,6 +69,9 @@ def config_dict(form: dict, root: Path) -> tuple[dict, list[str]]:
     metrics = entries(form.get("metrics"))
     if metrics:
         cfg["eval"] = {"metrics": metrics}
+    rewards = entries(form.get("rewards"))
+    if rewards:  # task grpo: metric names, module:function or reward-run folders, summed with weight 1 each
+        cfg["grpo"] = {"rewards": rewards}
     return cfg, problems
 
 

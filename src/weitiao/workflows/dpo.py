@@ -20,7 +20,6 @@ eval`, `chat`, `serve` and `export` take it as they take an SFT run, and a later
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from weitiao.config import TASK_RULES, Config
@@ -31,12 +30,12 @@ from weitiao.errors import WeitiaoError
 from weitiao.evaluation.preference import implicit_rewards, length_normalised_rewards
 from weitiao.evaluation.scoring import prediction_rows, score_split
 from weitiao.memory import guard as memory_guard
-from weitiao.methods import continue_adapter, count_parameters, load_kwargs, method_of, weights_footprint
-from weitiao.models.loading import load_model, pick_device, pick_dtype
-from weitiao.models.precision import autocast_dtype, precision_name, precision_warning
+from weitiao.methods import method_of
+from weitiao.models.loading import load_model, pick_device
+from weitiao.models.precision import precision_name
 from weitiao.models.resolve import find_start
 from weitiao.runs import TrainResult, decide_mode, run_folder, write_json, write_predictions
-from weitiao.stages import Built, Prepared, conclude, log_data, with_method
+from weitiao.stages import Built, Prepared, conclude, load_start, log_data
 from weitiao.training.arguments import build_training_args
 from weitiao.training.fit import Fitted, fit
 
@@ -80,31 +79,15 @@ def prepare(cfg: Config, device: str) -> Prepared:
 def load(cfg: Config, prepared: Prepared) -> Built:
     """The starting weights, then its adapter trained further (a finished LoRA run) or the method applied; and the
     reference: a frozen second copy where the method trains the base weights themselves."""
-    from transformers import set_seed
-
-    device, start = prepared.device, prepared.extra["start"]
-    amp = autocast_dtype(cfg.train.precision, device)
-    if precision_warning(cfg.train.precision, device):
-        log(precision_warning(cfg.train.precision, device))
-    t0 = time.time()
-    dtype, extra = pick_dtype(cfg.model.dtype, device), load_kwargs(cfg.method, device)
-    model = load_model(start.folder, dtype, device, cfg.model.trust_remote_code, cfg.model.attn_implementation, extra)
-    log(f"model: {start.source.label}" + (f" + adapter {start.adapter}" if start.adapter else "") +
-        f" on {device}, loaded in {time.time() - t0:.1f}s")
-    set_seed(cfg.train.seed)
-    footprint = weights_footprint(model)
-    if start.adapter:
-        model = continue_adapter(model, start.adapter, cfg.method, cfg.train.gradient_checkpointing)
-        log("method: the starting run's LoRA adapter is trained further (its own rank and targets)" +
-            ("" if TASK_RULES[cfg.task].reference_free else "; a frozen copy of it is the reference"))
-        built = Built(model, amp, footprint, *count_parameters(model))
-    else:
-        built = with_method(cfg, model, footprint, amp)
+    built = load_start(cfg, prepared)
+    if prepared.extra["start"].adapter and not TASK_RULES[cfg.task].reference_free:
+        log("a frozen copy of the starting adapter is the reference")
     built.extra["ref_model"] = None
     if not method_of(cfg.method).adapter and not TASK_RULES[cfg.task].reference_free:
         # the reference is a second, frozen copy of the starting weights
-        built.extra["ref_model"] = load_model(start.folder, dtype, device, cfg.model.trust_remote_code,
-                                              cfg.model.attn_implementation, extra).eval().requires_grad_(False)
+        built.extra["ref_model"] = load_model(prepared.folder, built.extra["dtype"], prepared.device,
+                                              cfg.model.trust_remote_code, cfg.model.attn_implementation,
+                                              built.extra["load_kwargs"]).eval().requires_grad_(False)
     log(f"{cfg.task} with beta {cfg.preference.beta}, loss {'+'.join(loss_types(cfg))}")
     return built
 
