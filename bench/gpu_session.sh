@@ -1,20 +1,17 @@
 #!/usr/bin/env bash
-# One prepared run on a lent CUDA machine (the `device` tool), sized to a few minutes:
-#   1. the memory estimator's CUDA check: bench/memory_grid.py on the Llama-3.2-1B shape (vocabulary 128,256),
-#      full / LoRA / QLoRA at 512x4 and 2048x2 and LoRA with gradient checkpointing, now with the fused loss and
-#      QLoRA's unquantized weights in bf16 (the CUDA constants were fitted before either existed: a held-out check);
-#   2. bench/speed.py in bf16: weitiao, the transformers + peft baseline and TRL's SFTTrainer, LoRA r=16
-#      all-linear, on a SmolLM2-135M-shaped model (demo and varied data) and the 1B shape (varied data);
-#   3. bench/step_ab.py on the 1B shape: train.compile and the LoRA input casts, each against its opposite.
-# Models have random weights built from configs (SmolLM2's config and tokenizer travel in .gpu/smollm2-config;
-# the 1B shape uses the same tokenizer): speed and memory do not depend on the weights' values.
-# What the machine lacks travels as wheels in .whl/ (transformers 5.24, peft, trl, datasets, bitsandbytes, ...):
-#   bash bench/gpu_session.sh          (with $OUT set by the device tool; results land there)
-# Made here before the call (both git-ignored through .git/info/exclude, both named in the call's carry):
-#   .whl/  pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64 ...
-#          transformers==5.24.0 peft==0.21.2 trl==1.16.0 datasets==4.8.0 dill==0.4.1 multiprocess==0.70.19
-#          bitsandbytes==0.50.2 gguf==0.19.0 datasketch==2.0.0 (datasets 5.x needs a huggingface_hub the image lacks)
-#   .gpu/smollm2-config/  every file but model.safetensors of the cached SmolLM2 conversion (~/.cache/weitiao/models)
+# One prepared run on a lent CUDA machine (the `device` tool), sized to 8 minutes: issue 24's measurement.
+#   0. bench/flex_check.py on the 1B shape: packed rows under FlexAttention against the padded batch (loss and
+#      gradients in bf16, which a CPU cannot check: torch has no FlexAttention backward there) and the step time
+#      of padded, mask and flex;
+#   1. bench/speed.py in bf16 on the Llama-3.2-1B shape (random weights), LoRA r=16 all-linear, the varied rows
+#      (1024 rows, batches of 32): weitiao at its defaults (packed rows under FlexAttention, Liger's kernels where
+#      they run, fused AdamW), weitiao with the block mask instead (train.packed_attention=mask), the transformers
+#      + peft baseline, baseline+liger, TRL's SFTTrainer and unsloth (its row says why where it cannot run);
+#   2. the same on the long rows (8 x 2048 tokens a step, every answer token trained): weitiao against the plain
+#      hand-written bf16 loop and the plain loop with Liger's kernels.
+# MFU is against the bf16 matmul peak measured in the same run. Prepare the carried folders here first:
+#   bash bench/gpu_prepare.sh         then carry [".whl", ".gpu"] and run:  bash bench/gpu_session.sh
+# Results land in $OUT (speed-cuda-*.json, logs); copy them to bench/results/ with the date and the GPU's name.
 set -u
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -26,27 +23,27 @@ export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLE
 WORK=/tmp/weitiao-gpu
 mkdir -p "$WORK"
 export WEITIAO_CACHE=$WORK/cache
-python3 - <<'EOF' 2>&1 | tee "$OUT/env.txt"
+python3 - <<'PY' 2>&1 | tee "$OUT/env.txt"
 import importlib, torch
 print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))
-for name in ("transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "pyarrow", "huggingface_hub"):
-    print(name, importlib.import_module(name).__version__)
-EOF
-timeout 170 python3 bench/memory_grid.py --device cuda --models llama-1b --methods full,lora,qlora \
-  --work "$WORK/grid" --out "$OUT/memory-cuda-fused.json" 2>&1 | tee "$OUT/grid.log"
+for name in ("transformers", "peft", "trl", "datasets", "accelerate", "liger_kernel", "unsloth"):
+    try:
+        print(name, getattr(importlib.import_module(name), "__version__", "?"))
+    except Exception as err:  # noqa: BLE001
+        print(name, "not importable:", type(err).__name__, str(err)[:200])
+PY
 python3 -c "
 import sys; sys.path.insert(0, 'bench')
 from pathlib import Path
 from cuda_check import write_models
-print(write_models(Path('$WORK')))" 2>&1 | tail -3
-timeout 180 python3 bench/speed.py --model "$WORK/smollm2-135m-random" --methods lora --data demo,varied \
-  --rows 512 --batch 16 --rounds 1 --precision bf16 --workdir "$WORK/speed-small" \
-  --out "$OUT/speed-cuda-smollm2.json" 2>&1 | tee "$OUT/speed-smollm2.log"
-timeout 140 python3 bench/speed.py --model "$WORK/llama-1b-random" --methods lora --data varied \
-  --rows 256 --batch 8 --rounds 1 --precision bf16 --workdir "$WORK/speed-1b" \
-  --out "$OUT/speed-cuda-llama1b.json" 2>&1 | tee "$OUT/speed-llama1b.log"
-# 3. (added 2026-11-30, not yet run on a GPU) one bf16 LoRA step of the 1B shape, eager against compiled decoder
-#    layers (train.compile) and peft's input casts against none, side by side in one process
-timeout 150 python3 bench/step_ab.py --model "$WORK/llama-1b-random" --variants casts,compile --batches 4 \
-  --rounds 2 --out "$OUT/step-ab-cuda-llama1b.json" 2>&1 | tee "$OUT/step-ab-llama1b.log"
+print(write_models(Path('$WORK')))" 2>&1 | tail -2
+timeout 90 python3 bench/flex_check.py "$WORK/llama-1b-random" --rows 8 --max 2048 \
+  --out "$OUT/flex-check-cuda-llama1b.json" 2>&1 | tee "$OUT/flex-check.log"
+timeout 270 python3 bench/speed.py --model "$WORK/llama-1b-random" --methods lora --data varied --rows 1024 \
+  --batch 32 --rounds 1 --precision bf16 --workdir "$WORK/speed-varied" \
+  --trainers weitiao,weitiao+train.packed_attention=mask,baseline,baseline+liger,trl,unsloth \
+  --out "$OUT/speed-cuda-llama1b-varied.json" 2>&1 | tee "$OUT/speed-varied.log"
+timeout 120 python3 bench/speed.py --model "$WORK/llama-1b-random" --methods lora --data long --rows 64 \
+  --batch 8 --rounds 1 --precision bf16 --workdir "$WORK/speed-long" --trainers weitiao,plain,plain+liger \
+  --out "$OUT/speed-cuda-llama1b-long.json" 2>&1 | tee "$OUT/speed-long.log"
 echo "done in ${SECONDS} s"

@@ -12,10 +12,18 @@ each in a fresh process so its peak memory is its own:
 - `baseline`: transformers `Trainer` + peft at default settings, written here: the chat template through
   `apply_chat_template`, prompt tokens masked, padded batches (`DataCollatorForSeq2Seq`) in random order;
 - `trl`: TRL `SFTTrainer` in its fastest documented configuration that keeps examples apart: prompt-completion
-  rows (loss on the completion), `padding_free=True`, gradient checkpointing off.
+  rows (loss on the completion), `padding_free=True`, gradient checkpointing off;
+- `baseline+liger`: the baseline with the weights in bf16 (under bf16) and transformers' `use_liger_kernel=True`
+  (Liger's RMSNorm, SwiGLU, RoPE and fused linear cross-entropy; a CUDA GPU with liger-kernel installed);
+- `plain` and `plain+liger`: the loop a user could write in 40 lines (../shared/gpu/lora_probe.py's): weights in
+  the run's precision, peft LoRA, padded batches in file order, `model(**batch).loss`, AdamW with the same
+  schedule; `+liger` after Liger's kernels are applied to the model;
+- `unsloth`: unsloth's FastLanguageModel with its LoRA and TRL's SFTTrainer, where unsloth imports and runs; where
+  it does not, the row says why (the error) instead of a number.
 Method: LoRA r=16, alpha 32, no dropout, on all linear layers, or full fine-tuning (`--methods`). Data: the demo task
-(count_list, 40-110 tokens a row) and a high-variance version of it (each question behind 0-30 filler sentences:
-about 40-400 tokens).
+(count_list, 40-110 tokens a row), a high-variance version of it (each question behind 0-30 filler sentences:
+about 40-400 tokens), and `long`: rows of about 2048 tokens, a one-line question and an answer of filler text, so
+nearly every position is trained.
 
 Per row of the table: trained tokens/s (label-bearing tokens) and all tokens/s (non-padding), each over the time
 spent in training steps alone (batches, forward, backward, optimizer; `weitiao.training.callbacks.StepTimer`, the
@@ -57,7 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from padding_free import write_data  # noqa: E402  (the same two datasets as bench/padding_free.py)
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINERS = ("weitiao", "baseline", "trl")
+TRAINERS = ("weitiao", "baseline", "trl")  # the default; also: baseline+liger, plain, plain+liger, unsloth
+LONG_TOKENS = 2048  # the `long` dataset's row length
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 LEARNING_RATE, WARMUP_RATIO, SEED, HELDOUT_ROWS = 1e-3, 0.05, 0, 32
 
@@ -75,6 +84,27 @@ def chat_encode(tokenizer, messages: list[dict]) -> dict:
 
 def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_long(folder: Path, tokenizer_folder: str, rows: int, val_rows: int) -> Path:
+    """`long`: rows of about LONG_TOKENS tokens (a short question, an answer of filler sentences cut to fit)."""
+    from transformers import AutoTokenizer
+
+    from padding_free import FILLER
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    words = (FILLER * (LONG_TOKENS // 4)).split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in (("train", rows), ("val", val_rows), ("test", 8)):
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            for i in range(count):
+                question = [{"role": "user", "content": f"Write passage {name} {i}."}]
+                budget = LONG_TOKENS - len(chat_encode(tokenizer, question + [{"role": "assistant",
+                                                                               "content": ""}])["input_ids"])
+                ids = tokenizer(" ".join(words[i % 7:]), add_special_tokens=False)["input_ids"][:budget]
+                answer = tokenizer.decode(ids).strip()
+                f.write(json.dumps({"messages": question + [{"role": "assistant", "content": answer}]}) + "\n")
+    return folder
 
 
 def scored_length(tokenizer, labels: list[int]) -> int:
@@ -124,7 +154,8 @@ def train_weitiao(spec: dict, work: Path):
     method = {"name": "lora", "lora": {**LORA, "target_modules": ["all-linear"]}} if spec["method"] == "lora" \
         else {"name": "full"}
     cfg = {"model": {"name_or_path": spec["model"]},
-           "data": {"format": "messages", "train": str(Path(spec["data"]) / "train.jsonl"), "max_length": 1024},
+           "data": {"format": "messages", "train": str(Path(spec["data"]) / "train.jsonl"),
+                    "max_length": 2 * LONG_TOKENS},
            "method": method,
            "train": {"epochs": 1, "batch_size": spec["batch"], "learning_rate": LEARNING_RATE,
                      "warmup_ratio": WARMUP_RATIO, "logging_steps": 1, "precision": spec["precision"], "seed": SEED,
@@ -154,14 +185,17 @@ def _hf_args(spec: dict, work: Path, steps: int) -> dict:
                 save_strategy="no", disable_tqdm=True)
 
 
-def _load(spec: dict):
+def _load(spec: dict, bf16_weights: bool = False):
+    """The model (fp32 weights, as transformers loads them by default; `bf16_weights` under bf16, as
+    LLaMA-Factory, unsloth and the plain loop load them) and its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(spec["folder"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(spec["folder"], dtype=torch.float32)
+    bf16 = bf16_weights and spec["precision"] == "bf16"
+    model = AutoModelForCausalLM.from_pretrained(spec["folder"], dtype=torch.bfloat16 if bf16 else torch.float32)
     if torch.cuda.is_available():
         model = model.cuda()
     return model, tokenizer
@@ -182,35 +216,96 @@ def train_baseline(spec: dict, work: Path):
 
     from weitiao.training.callbacks import StepTimer
 
-    model, tokenizer = _load(spec)
+    liger = spec["trainer"] == "baseline+liger"  # bf16 weights and transformers' use_liger_kernel
+    model, tokenizer = _load(spec, bf16_weights=liger)
     if spec["method"] == "lora":
         model = get_peft_model(model, lora_config())
     rows = [chat_encode(tokenizer, r["messages"]) for r in read_rows(Path(spec["data"]) / "train.jsonl")]
     timer = StepTimer()
-    trainer = Trainer(model=model, args=TrainingArguments(**_hf_args(spec, work, spec["steps"])),
+    args = TrainingArguments(**_hf_args(spec, work, spec["steps"]), use_liger_kernel=liger)
+    trainer = Trainer(model=model, args=args,
                       train_dataset=Dataset.from_list(rows), callbacks=[timer],
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
     trainer.train()
     return trainer.model, tokenizer, {
         **_finish(trainer, timer, sum(len(r["input_ids"]) for r in rows),
                   sum(sum(1 for x in r["labels"] if x != -100) for r in rows)),
-        "batches": "padded", "logits": "all_positions"}
+        "batches": "padded", "logits": "liger_fused" if liger else "all_positions"}
 
 
-def train_trl(spec: dict, work: Path):
+def train_plain(spec: dict, work: Path):
+    """The hand-written loop: padded batches in file order, the model's own loss, AdamW, the same schedule."""
+    import torch
+    from peft import get_peft_model
+    from transformers import DataCollatorForSeq2Seq, get_cosine_schedule_with_warmup
+
+    model, tokenizer = _load(spec, bf16_weights=True)
+    if spec["trainer"] == "plain+liger":
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(model=model)
+    if spec["method"] == "lora":
+        model = get_peft_model(model, lora_config())
+    rows = [chat_encode(tokenizer, r["messages"]) for r in read_rows(Path(spec["data"]) / "train.jsonl")]
+    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE,
+                                  fused=model.device.type == "cuda")
+    steps = math.ceil(len(rows) / spec["batch"])
+    schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(WARMUP_RATIO * steps), steps)
+    amp = spec["precision"] == "bf16" and next(model.parameters()).dtype == torch.float32  # fp32 weights on a CPU
+    model.train()
+    seconds, losses = 0.0, []
+    for start in range(0, len(rows), spec["batch"]):
+        batch = {k: v.to(model.device) for k, v in collate(rows[start:start + spec["batch"]]).items()}
+        sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+        sync()
+        began = time.perf_counter()
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+        seconds += time.perf_counter() - began
+        losses.append(loss.item())  # after the clock: the one host sync a logging loop makes
+    return model, tokenizer, {
+        "step_seconds": round(seconds, 4), "steps": len(losses), "final_loss": losses[-1],
+        "train_loss_mean": round(sum(losses) / len(losses), 6), "tokens": sum(len(r["input_ids"]) for r in rows),
+        "trained_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows), "batches": "padded",
+        "logits": "liger_fused" if spec["trainer"] == "plain+liger" else "all_positions"}
+
+
+def train_unsloth(spec: dict, work: Path):
+    """unsloth's FastLanguageModel (bf16 weights, its own LoRA and kernels) under TRL's SFTTrainer, as its
+    notebooks train."""
+    import unsloth  # noqa: F401  (first: unsloth patches transformers and TRL as it is imported)
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(spec["folder"], max_seq_length=2 * LONG_TOKENS,
+                                                         dtype=None, load_in_4bit=False, local_files_only=True)
+    model = FastLanguageModel.get_peft_model(
+        model, r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    return train_trl(spec, work, (model, tokenizer))
+
+
+def train_trl(spec: dict, work: Path, loaded=None):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from weitiao.training.callbacks import StepTimer
 
-    model, tokenizer = _load(spec)
+    model, tokenizer = loaded or _load(spec)
     rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}
             for r in read_rows(Path(spec["data"]) / "train.jsonl")]
     timer = StepTimer()
     args = SFTConfig(**_hf_args(spec, work, spec["steps"]), padding_free=True, gradient_checkpointing=False,
                      max_length=None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=lora_config() if spec["method"] == "lora" else None, callbacks=[timer])
+                         peft_config=lora_config() if spec["method"] == "lora" and not loaded else None,
+                         callbacks=[timer])
     trainer.train()
     data = trainer.train_dataset
     return trainer.model, tokenizer, {
@@ -223,10 +318,16 @@ def child(spec: dict) -> dict:
     import torch
 
     torch.manual_seed(SEED)
-    trainer = spec["trainer"].split("+")[0]  # weitiao+KEY=VALUE...: a weitiao variant
+    trainer = spec["trainer"].split("+")[0]  # weitiao+KEY=VALUE...: a weitiao variant; baseline+liger, plain+liger
     work = Path(tempfile.mkdtemp(prefix=f"speed-{trainer}-", dir=spec["workdir"]))
-    model, tokenizer, out = {"weitiao": train_weitiao, "baseline": train_baseline, "trl": train_trl}[trainer](
-        spec, work)
+    train = {"weitiao": train_weitiao, "baseline": train_baseline, "trl": train_trl, "plain": train_plain,
+             "unsloth": train_unsloth}[trainer]
+    try:
+        model, tokenizer, out = train(spec, work)
+    except Exception as err:  # noqa: BLE001 - a peer that cannot run here (unsloth, Liger): its row says why
+        if trainer == "weitiao":
+            raise
+        return {"error": f"{type(err).__name__}: {str(err).strip()[:300]}"}
     out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     if torch.cuda.is_available():
         out["peak_bytes"] = torch.cuda.max_memory_allocated()
@@ -353,6 +454,10 @@ def run_child(spec: dict) -> dict:
         sys.exit(f"{spec['trainer']} {spec['method']} on {Path(spec['data']).name} failed ({proc.returncode}):\n"
                  f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     out = json.loads(lines[-1][len("RESULT "):])
+    if "error" in out:
+        print(f"  {spec['precision']} {Path(spec['data']).name} {spec['method']} {spec['trainer']}: could not run: "
+              f"{out['error']}", flush=True)
+        return out
     print(f"  {spec['precision']} {Path(spec['data']).name} {spec['method']} {spec['trainer']}: "
           f"{out['trained_tokens'] / out['step_seconds']:.1f} trained tok/s, peak {out['peak_bytes'] / 2**20:.0f} "
           f"MiB, held-out loss {out['heldout_loss']:.4f} (every template label: {out['heldout_loss_template']:.4f}) "
@@ -380,7 +485,11 @@ def table(results: dict, datasets, methods, precisions, trainers, peaks: dict, f
             for method in methods:
                 base = results.get((precision, data, method, "baseline"))
                 for trainer in trainers:
-                    runs = results[(precision, data, method, trainer)]
+                    runs = [r for r in results[(precision, data, method, trainer)] if "error" not in r]
+                    if not runs:
+                        lines.append(f"{precision + '/' + data + '/' + method + '/' + trainer:<32}  could not run: "
+                                     f"{results[(precision, data, method, trainer)][0]['error']}")
+                        continue
                     speed = [r["trained_tokens"] / r["step_seconds"] for r in runs]
                     row = (f"{precision + '/' + data + '/' + method + '/' + trainer:<32}"
                            f"{statistics.median(speed):>14.1f}"
@@ -404,7 +513,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="a bundled name or a local model folder")
     parser.add_argument("--methods", default="lora,full", help="comma-separated: lora, full")
-    parser.add_argument("--data", default="demo,varied", help="comma-separated: demo, varied")
+    parser.add_argument("--data", default="demo,varied", help="comma-separated: demo, varied, long")
     parser.add_argument("--rows", type=int, default=64, help="training rows (one epoch)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (ratios: median)")
@@ -439,7 +548,8 @@ def main(argv=None) -> int:
         print("bf16 rows skipped: bf16 is slower than fp32 on this machine (no AMX), "
               f"{peaks['fp32'] / peaks['bf16']:.0f}x slower than fp32 in the matmul above; --force-bf16 runs them")
     # val.jsonl: the held-out rows, of the same kind and none trained on (the demo's splits share no combination)
-    datasets = {name: write_data(work / name, name == "varied", args.rows, val_rows=HELDOUT_ROWS)
+    datasets = {name: write_long(work / name, folder, args.rows, HELDOUT_ROWS) if name == "long"
+                else write_data(work / name, name == "varied", args.rows, val_rows=HELDOUT_ROWS)
                 for name in data_names}
     shape = flops_terms(folder)
     sizes = {d: example_sizes(folder, path) for d, path in datasets.items()}

@@ -119,7 +119,7 @@ def main(argv=None) -> int:
           f"{min(tokens)}-{max(tokens)} tokens a row; {args.rounds} rounds")
     no_casts = lambda: disable_input_dtype_casting(model)  # noqa: E731  (weitiao's default, the casts skipped)
     results = {}
-    with training_attention(unwrapped(model), device == "cpu"):
+    with training_attention(unwrapped(model), "segments" if device == "cpu" else None):
         for name in args.variants.split(","):
             if name == "casts":
                 results[name] = compare(model, loss_fn, data, device, args.rounds,

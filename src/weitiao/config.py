@@ -188,8 +188,9 @@ class TrainConfig:
     warmup_ratio: float = doc("Fraction of steps of linear warm-up.", 0.05)
     weight_decay: float = doc("AdamW weight decay.", 0.0)
     max_grad_norm: float = doc("Gradient clipping norm.", 1.0)
-    optim: str = doc("Optimizer name as transformers knows it (`adamw_torch`, `adamw_torch_fused`, `sgd`, ...).",
-                     "adamw_torch")
+    optim: str = doc("Optimizer name as transformers knows it (`adamw_torch`, `adamw_torch_fused`, `sgd`, ...). "
+                     "`auto`: `adamw_torch_fused` on a CUDA GPU (the whole update in a few kernels instead of "
+                     "several per tensor), `adamw_torch` elsewhere.", "auto")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = doc(
                 "Mixed precision for training and evaluation. `auto`: bf16 autocast where bf16 is faster than fp32 (a "
         "GPU that supports it, a CPU with AMX), else fp32. On a CPU without AMX, bf16 is emulated or "
@@ -211,14 +212,16 @@ class TrainConfig:
         "the padded batch's within float noise. Used only after a check on the loaded model (two examples packed "
         "and alone must give the same logits); prefix/prompt/P-tuning, whose virtual tokens go in front of each "
         "row, always use padded batches.", True)
-    packed_attention: Literal["auto", "segments", "mask"] = doc(
-                "`task: sft`, padding-free rows: how attention keeps a row's examples apart. `segments`: one causal "
-        "attention call per example, so an example of t tokens costs t^2 / 2 query-key pairs (what "
-        "flash-attention's variable-length kernels do; weitiao's own function, registered with transformers, used "
-        "while training and only for packed rows); `mask`: transformers' sdpa over the whole row of T tokens "
-        "under a block-diagonal mask, T^2 pairs. `auto`: `segments` on a CPU for a model on sdpa attention, "
-        "`mask` on a GPU (flash-attention, when installed and chosen with model.attn_implementation, takes the "
-        "examples' boundaries itself). The loss is the same within float noise.", "auto")
+    packed_attention: Literal["auto", "segments", "flex", "flash", "mask"] = doc(
+        "`task: sft`, padding-free rows: how attention keeps a row's examples apart. `segments`: one causal "
+        "attention call per example, so an example of t tokens costs t^2 / 2 query-key pairs (weitiao's own "
+        "function, registered with transformers, used while training and only for packed rows). `flex`: one "
+        "FlexAttention call per layer under the row's document mask, compiled once, which skips the blocks of the "
+        "T x T scores that cross examples (torch 2.5 or later; no backward on a CPU). `flash`: flash-attention's "
+        "variable-length kernel (transformers' flash_attention_2; a CUDA GPU and `pip install flash-attn`). "
+        "`mask`: transformers' sdpa over the whole row of T tokens under a block-diagonal mask, T^2 pairs. "
+        "`auto`: `segments` on a CPU; on a GPU `flash` where flash-attn is installed, else `flex`; for a model on "
+        "sdpa attention. The loss is the same within float noise.", "auto")
     padding_free_multiple: int = doc(
                 "`task: sft`, padding-free rows: round each row's length up to a multiple of this with a filler example "
         "(pad tokens, no labels, attending only to itself), so the loss and gradients are unchanged. Rows of a "
@@ -234,6 +237,12 @@ class TrainConfig:
         "`task: sft`: run the LM head and the loss only at positions that predict a trained token (transformers' "
         "`logits_to_keep`), not over the prompt and padding: less compute and far smaller logits, the same loss "
         "and gradients. Used where the model takes `logits_to_keep`; not with prefix/prompt/P-tuning.", True)
+    kernels: Literal["auto", "liger", "none"] = doc(
+        "`task: sft`: Liger Kernel's Triton kernels (RMSNorm, SwiGLU, RoPE, and the LM head fused with the "
+        "cross-entropy) instead of transformers' modules, through transformers' `use_liger_kernel`. They run on a "
+        "CUDA GPU with `pip install 'weitiao[gpu]'`, for the model families Liger covers. `auto`: where they run, "
+        "else transformers' modules with weitiao's own fused loss (train.fused_loss); `liger`: an error where "
+        "they cannot run; `none`: never. metrics.json records which ran.", "auto")
     fused_loss: bool = doc(
         "`task: sft`: compute the LM head and the cross-entropy together, a chunk of trained positions at a time, "
         "with their gradients in the same pass (as Liger Kernel's fused linear cross-entropy): the (tokens x "
@@ -289,7 +298,7 @@ class TrainConfig:
             p.append(f"train.lr_scheduler: unknown schedule {self.lr_scheduler!r}"
                      f"{did_you_mean(self.lr_scheduler, schedulers)}; known: {', '.join(schedulers)}")
         optimizers = [x.value for x in OptimizerNames]
-        if self.optim not in optimizers:
+        if self.optim not in optimizers + ["auto"]:
             p.append(f"train.optim: unknown optimizer {self.optim!r}{did_you_mean(self.optim, optimizers)}")
         return p + tracker_problems(self.report_to)
 

@@ -64,19 +64,22 @@ def test_pad_collator():
 
 
 @pytest.mark.parametrize("multiple", [1, 16], ids=["exact", "rounded"])
-@pytest.mark.parametrize("segments", [False, True], ids=["mask", "segments"])
-@pytest.mark.parametrize("arch", ["llama", "glm", "glm4"])
-def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tiny_tokenizer, arch, segments, multiple):
+@pytest.mark.parametrize("arch, attention", [(arch, kind) for arch in ("llama", "glm", "glm4")
+                                             for kind in (None, "segments")] + [("llama", "flex")],
+                         ids=lambda v: v or "mask")
+def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tiny_tokenizer, arch, attention, multiple):
     """Three examples of different lengths: one padded batch (3, 24) vs one row (1, 39) with restarting position
     ids. Same loss and same gradients: no example attends to another, no label crosses a boundary. Under sdpa's
-    block-diagonal mask (`mask`) and under weitiao's one-call-per-example attention (`segments`), which hands the
-    padded batch to sdpa. `rounded`: the row is filled up to 48 tokens with a 9-token filler example of pad tokens
+    block-diagonal mask (`mask`), under weitiao's one-call-per-example attention (`segments`), and under
+    FlexAttention with the row's document mask (`flex`, compiled, as on a GPU; torch has no FlexAttention
+    backward on a CPU, so there the loss alone: bench/flex_check.py compares the gradients on a GPU), each of
+    which hands the padded batch to sdpa. `rounded`: the row is filled up to 48 tokens with a 9-token filler example of pad tokens
     (train.padding_free_multiple), which changes neither."""
     import torch
 
     from weitiao.testing import build_model
     from weitiao.training.padding_free import keeps_examples_apart
-    from weitiao.training.segment_attention import NAME, training_attention
+    from weitiao.training.segment_attention import PACKED_ATTENTIONS, training_attention
 
     model = build_model(len(tiny_tokenizer), arch=arch)
     rows = [{"input_ids": list(range(5, 5 + n)), "labels": [-100] * 3 + list(range(8, 5 + n))} for n in (7, 12, 20)]
@@ -89,18 +92,21 @@ def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tiny_tokeniz
     assert packed["max_length_q"] == 20
     assert packed["input_ids"][0, 39:].tolist() == [pad] * fill and packed["labels"][0, 39:].tolist() == [-100] * fill
     losses, grads = [], []
-    with training_attention(model, segments):
-        assert (model.config._attn_implementation == NAME) == segments
+    with training_attention(model, attention):
+        assert model.config._attn_implementation == PACKED_ATTENTIONS.get(attention, "sdpa")
         assert keeps_examples_apart(model, len(tiny_tokenizer), collator=PaddingFreeCollator(pad, multiple))
+        backward = attention != "flex"
         for batch in (padded, packed):
             model.zero_grad()
-            loss = model(**batch).loss
-            loss.backward()
+            with torch.set_grad_enabled(backward):
+                loss = model(**batch).loss
             losses.append(loss.item())
-            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+            if backward:
+                loss.backward()
+                grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert model.config._attn_implementation == "sdpa"  # as loaded, once training is over
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
-    assert float((grads[0] - grads[1]).abs().max()) < 1e-5
+    assert not grads or float((grads[0] - grads[1]).abs().max()) < 1e-5
 
 
 def test_a_model_that_mixes_packed_examples_is_found_out():

@@ -11,7 +11,7 @@ from weitiao.data.dataset import PaddingFreeCollator
 from weitiao.testing import build_model
 from weitiao.training import segment_attention
 from weitiao.training.segment_attention import NAME, training_attention
-from weitiao.training.causal_lm import segment_attention_used
+from weitiao.training.causal_lm import packed_attention
 
 
 def _rows(lengths):
@@ -24,8 +24,8 @@ def test_short_examples_in_fp32_keep_the_masked_rows_loss_under_bf16_autocast(ti
     model = build_model(len(tiny_tokenizer))
     packed = PaddingFreeCollator()(_rows((9, 17, 30)))
     losses = []
-    for segments in (False, True):
-        with training_attention(model, segments), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    for kind in (None, "segments"):
+        with training_attention(model, kind), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             losses.append(model(**packed).loss.item())
     assert losses[1] == pytest.approx(losses[0], rel=2e-2)
 
@@ -37,43 +37,49 @@ def test_padded_batches_and_cached_decoding_go_to_sdpa_unchanged(tiny_tokenizer)
     ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0]])
     mask = (ids != 0).long()
     results = []
-    for segments in (False, True):
-        with training_attention(model, segments), torch.no_grad():
+    for kind in (None, "segments", "flex"):
+        with training_attention(model, kind), torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             tokens = model.generate(input_ids=ids[:1], max_new_tokens=5, do_sample=False)
         results.append((logits, tokens))
-    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
-    assert results[0][1].tolist() == results[1][1].tolist()
+    for logits, tokens in results[1:]:
+        assert torch.allclose(results[0][0], logits, atol=1e-6)
+        assert results[0][1].tolist() == tokens.tolist()
 
 
 def test_boundaries_that_do_not_cover_the_row_are_an_error(tiny_tokenizer):
     model = build_model(len(tiny_tokenizer))
     row = PaddingFreeCollator()(_rows((4, 6)))
     row["cu_seq_lens_q"] = torch.tensor([0, 4, 8], dtype=torch.int32)  # the row holds 10 tokens
-    with training_attention(model, True), pytest.raises(ValueError, match="cu_seq_lens_q ends at 8"):
+    with training_attention(model, "segments"), pytest.raises(ValueError, match="cu_seq_lens_q ends at 8"):
         model(**row)
 
 
-@pytest.mark.parametrize("choice, device, implementation, used", [
-    ("auto", "cpu", "sdpa", True),
-    ("auto", "cuda", "sdpa", False),       # a GPU keeps sdpa's masked row, or flash-attention's own varlen kernel
-    ("segments", "cuda", "sdpa", True),
-    ("mask", "cpu", "sdpa", False),
-    ("segments", "cpu", "eager", False),   # only a model on sdpa is switched
+@pytest.mark.parametrize("choice, device, implementation, flash, used", [
+    ("auto", "cpu", "sdpa", True, "segments"),   # measured faster there (module docstring)
+    ("auto", "cuda", "sdpa", False, "flex"),     # one kernel call per layer, only each example's blocks
+    ("auto", "cuda", "sdpa", True, "flash"),     # flash-attn installed: its variable-length kernel
+    ("flash", "cuda", "sdpa", False, "flex"),    # asked for but not installed
+    ("flash", "cpu", "sdpa", True, "segments"),  # flash-attention runs on CUDA only
+    ("segments", "cuda", "sdpa", False, "segments"),
+    ("flex", "cpu", "sdpa", False, "segments"),  # torch has no FlexAttention backward on a CPU
+    ("mask", "cpu", "sdpa", False, None),
+    ("segments", "cpu", "eager", False, None),   # only a model on sdpa is switched
+    ("auto", "cuda", "flash_attention_2", True, None),  # loaded with flash-attention: it reads the boundaries
 ])
-def test_when_a_run_attends_one_example_at_a_time(tiny_tokenizer, choice, device, implementation, used):
+def test_which_attention_packed_rows_train_under(tiny_tokenizer, choice, device, implementation, flash, used):
     model = build_model(len(tiny_tokenizer))
-    model.set_attn_implementation(implementation)
+    model.config._attn_implementation = implementation  # what a load with that implementation records
     cfg = Config()
     cfg.train.packed_attention = choice
-    assert segment_attention_used(cfg, model, device) is used
+    assert packed_attention(cfg, model, device, flash_installed=flash) == used
     cfg.train.padding_free = False
-    assert segment_attention_used(cfg, model, device) is False
+    assert packed_attention(cfg, model, device, flash_installed=flash) is None
 
 
 def test_the_switch_is_undone_even_when_training_fails(tiny_tokenizer):
     model = build_model(len(tiny_tokenizer))
-    with pytest.raises(RuntimeError), training_attention(model, True):
+    with pytest.raises(RuntimeError), training_attention(model, "segments"):
         assert model.config._attn_implementation == NAME and segment_attention.usable(model) is False
         raise RuntimeError("a failed step")
     assert model.config._attn_implementation == "sdpa" and segment_attention.usable(model)

@@ -214,6 +214,31 @@ def test_eval_scores_generations_with_a_reward_model(reward_run, lora_run_dir, t
     assert proc.returncode == 2 and "is not a `task: reward` run" in proc.stderr
 
 
+def test_grpo_rewarded_by_a_reward_model_run(reward_run, tiny_model_dir, demo_data_dir, tmp_path):
+    """A `task: reward` run as a GRPO reward: TRL's reward function for it gives each sampled answer (TRL's
+    conversational completion) the reward model's score of its own row's conversation, and a one-step run logs
+    that reward's mean."""
+    from weitiao.data.dataset import load_splits
+    from weitiao.evaluation.reward import RewardScorer
+    from weitiao.training.grpo import resolve_rewards, reward_functions
+    from weitiao.workflows import grpo
+
+    name = str(reward_run.out_dir)
+    cfg = write_config(tmp_path / "grpo.yaml", tiny_model_dir, demo_data_dir, tmp_path / "grpo",
+                       train={"max_steps": 1, "batch_size": 4}, eval={"compare_base": False, "metrics": []})
+    data = yaml.safe_load(cfg.read_text())
+    data.update(task="grpo", grpo={"rewards": [name], "num_generations": 2, "max_completion_length": 8})
+    cfg.write_text(yaml.safe_dump(data))
+    config = load_config(cfg)
+    rows = load_splits(config.data, config.base_dir).train
+    answers = ["1. Apple\n2. Pear", "a different answer"]
+    (func,) = reward_functions(resolve_rewards([name], [], "cpu"), rows)
+    got = func(prompts=None, completions=[[{"role": "assistant", "content": f" {a} "}] for a in answers], row=[3, 0])
+    assert got == pytest.approx(RewardScorer.of(name, "cpu").score([rows[3], rows[0]], answers))
+    curve = grpo.run(config).metrics["rewards"]["curve"]
+    assert len(curve) == 1 and curve[0][name] == pytest.approx(curve[0]["reward"]) and curve[0][name] != 0
+
+
 def test_implicit_rewards_match_trl_dpo_evaluation(dpo_from_sft_run, tmp_path):
     """weitiao's held-out reward accuracy/margin (computed for DPO and KTO alike) equals what TRL's DPOTrainer
     computes on the same pairs, for the trained policy against the SFT adapter it started from."""

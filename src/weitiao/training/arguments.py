@@ -30,7 +30,7 @@ def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: b
         warmup_steps=math.ceil(t.warmup_ratio * planned_steps(cfg, n_train)),
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        optim=t.optim,
+        optim=optimizer(t.optim, device),
         bf16=amp is torch.bfloat16,
         fp16=amp is torch.float16,
         **checkpointing_args(t.gradient_checkpointing),
@@ -59,6 +59,14 @@ def build_training_args(cfg: Config, out_dir: Path, device: str, amp, has_val: b
         **({"accelerator_config": {"dispatch_batches": False}} if n_train is None else {}),
     )
     return (args_class or TrainingArguments)(**{**kwargs, **extra})
+
+
+def optimizer(name: str, device: str) -> str:
+    """train.optim, with `auto` resolved: the fused AdamW kernel on a CUDA GPU (one launch for all tensors, no
+    per-tensor loop on the host), PyTorch's default AdamW elsewhere."""
+    if name != "auto":
+        return name
+    return "adamw_torch_fused" if device == "cuda" else "adamw_torch"
 
 
 def checkpointing_args(enabled: bool) -> dict:

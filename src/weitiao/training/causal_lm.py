@@ -28,16 +28,19 @@ def logit_fraction(cfg: Config, encoded: list) -> float:
 
 
 def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, device: str, amp,
-                  segments: bool = False):
+                  packed: str | None = None):
     """transformers' Trainer with our collator, validation and best-checkpoint tracking (training.fit adds the
-    guards and early stopping). `segments`: padding-free rows will be trained under `weitiao_segments` attention (segment_attention_used)."""
+    guards and early stopping). `packed`: the attention padding-free rows will be trained under
+    (packed_attention)."""
     from transformers import Trainer
 
     t = cfg.train
     has_val, train = bool(encoded["val"]), encoded["train"]
     streamed = not isinstance(train, list)  # data.streaming: a datasets.IterableDataset (data.stream)
+    kernels = kernel_plan(cfg, model, device)
+    log(kernels.why)
     args = build_training_args(cfg, out_dir, device, amp, has_val, None if streamed else len(train),
-                               **distributed.training_args(cfg, device))
+                               **distributed.training_args(cfg, device), **kernels.training_args())
     callbacks = []
     if method_of(cfg.method).adapter and t.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: give checkpointed blocks an input that needs grad
@@ -52,8 +55,10 @@ def build_trainer(cfg: Config, model, tokenizer, encoded: dict, out_dir: Path, d
 
         trainer_class = PromptLearningTrainer
         callbacks.append(SaveTrainableState())
-    fused, labels_only = fused_loss_usable(cfg, model), label_logits_only(cfg, model)
-    collator, loss_func = training_collator(cfg, model, tokenizer, fused or labels_only, segments), None
+    # Liger's fused linear cross-entropy takes the labels inside the model's forward: no loss or logits of ours
+    fused, labels_only = (False, False) if kernels.liger else (fused_loss_usable(cfg, model),
+                                                               label_logits_only(cfg, model))
+    collator, loss_func = training_collator(cfg, model, tokenizer, fused or labels_only, packed), None
     if fused:
         from weitiao.training.fused_loss import FusedLinearLoss, NoLogitsCollator
 
@@ -85,12 +90,24 @@ def batch_kinds(collator) -> dict:
     return {"batches": "padding_free" if isinstance(collator, PaddingFreeCollator) else "padded"}
 
 
-def logits_kind(loss_func) -> str:
-    """How the run computed its logits: `fused` (chunked with the loss, train.fused_loss), `label_positions`
-    (train.logits_at_labels_only) or `all_positions`."""
+def logits_kind(trainer) -> str:
+    """How the run computed its logits: `liger_fused` (Liger's fused linear cross-entropy, train.kernels), `fused`
+    (weitiao's chunked head and loss, train.fused_loss), `label_positions` (train.logits_at_labels_only) or
+    `all_positions`."""
+    loss_func = trainer.compute_loss_func
+    if getattr(trainer.args, "use_liger_kernel", False):
+        return "liger_fused"
     if loss_func is None:
         return "all_positions"
     return "label_positions" if getattr(loss_func, "__name__", "") == "label_positions_loss" else "fused"
+
+
+def kernel_plan(cfg: Config, model, device: str):
+    """Liger's kernels or transformers' modules (training.kernels.plan) for this run's model and device."""
+    from weitiao.training.kernels import plan
+
+    config = unwrapped(model).config
+    return plan(cfg.train.kernels, device, getattr(config, "model_type", ""), method_of(cfg.method).virtual_tokens)
 
 
 def label_logits_only(cfg: Config, model) -> bool:
@@ -109,7 +126,7 @@ def fused_loss_usable(cfg: Config, model) -> bool:
     return memory_guard.fused_loss_planned(cfg) and fused_loss.usable(model)
 
 
-def training_collator(cfg: Config, model, tokenizer, labels_only: bool, segments: bool = False):
+def training_collator(cfg: Config, model, tokenizer, labels_only: bool, packed: str | None = None):
     """Padding-free batches where the config allows them, the loaded model keeps packed examples apart (checked
     under the attention training will use), and a batch is cheaper packed than padded (`batch_cost`); padded
     batches otherwise."""
@@ -117,12 +134,14 @@ def training_collator(cfg: Config, model, tokenizer, labels_only: bool, segments
 
     if not cfg.train.padding_free or method_of(cfg.method).virtual_tokens:
         return PadCollator(tokenizer.pad_token_id)
-    cost = batch_cost(model, labels_only, segments, cfg.train.padding_free_multiple)
+    cost = batch_cost(model, labels_only, packed, cfg.train.padding_free_multiple)
     collator = CheaperBatchCollator(tokenizer.pad_token_id, cost)
-    with training_attention(unwrapped(model), segments):  # the check runs on the packed rows training will get
+    with training_attention(unwrapped(model), packed):  # the check runs on the packed rows training will get
         apart = keeps_examples_apart(model, len(tokenizer), collator=collator.packed)
     if apart:
-        attention = ("one attention call per example (train.packed_attention: segments)" if segments
+        attention = ("one attention call per example (train.packed_attention: segments)" if packed == "segments"
+                     else "FlexAttention under each row's document mask (train.packed_attention: flex)"
+                     if packed == "flex" else "flash-attention's variable-length kernel" if packed == "flash"
                      else "variable-length attention" if cost.varlen
                      else "a packed row attends over its whole length")
         log(f"batches: padding-free where cheaper than padded, batch by batch (train.padding_free; {attention})")
@@ -140,11 +159,11 @@ def training_collator(cfg: Config, model, tokenizer, labels_only: bool, segments
 PAIR_PACKED, PAIR_PADDED = 1.3, 1.1
 
 
-def batch_cost(model, labels_only: bool, segments: bool = False, packed_multiple: int = 1) -> BatchCost:
+def batch_cost(model, labels_only: bool, packed: str | None = None, packed_multiple: int = 1) -> BatchCost:
     """The cost model of `CheaperBatchCollator` for this model, from its shape (see data.dataset.BatchCost). A
     model whose config does not name its layers and heads the transformers way gets attention at no cost, so
-    every batch is packed (what train.padding_free did before the cost model). `segments`: packed rows are
-    trained under `weitiao_segments` attention, which scores each example's own pairs only."""
+    every batch is packed (what train.padding_free did before the cost model). `packed` `segments` or `flex`:
+    packed rows are trained under an attention that scores each example's own pairs only."""
     config = model.config
     try:
         heads = config.num_attention_heads
@@ -158,23 +177,42 @@ def batch_cost(model, labels_only: bool, segments: bool = False, packed_multiple
     tied = head is not None and head.weight is embed
     n_linear = max(1, sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if tied else n_head))
     unit = 4 * layers * width / (2 * n_linear)
-    varlen = segments or getattr(config, "_attn_implementation", None) in ("flash_attention_2", "flash_attention_3")
+    varlen = packed in ("segments", "flex", "flash") or getattr(config, "_attn_implementation", None) in (
+        "flash_attention_2", "flash_attention_3")
     return BatchCost(pair_packed=PAIR_PACKED * unit, pair_padded=PAIR_PADDED * unit, head=n_head / n_linear,
                      labels_only=labels_only, varlen=varlen, packed_multiple=packed_multiple)
 
 
-def segment_attention_used(cfg: Config, model, device: str) -> bool:
-    """Whether padding-free rows are trained with one attention call per example (train.packed_attention; see
-    training.segment_attention): asked for, or `auto` on a CPU, for a model on transformers' sdpa attention."""
-    from weitiao.training import segment_attention
+def packed_attention(cfg: Config, model, device: str, flash_installed: bool | None = None) -> str | None:
+    """How padding-free rows keep their examples apart while training (train.packed_attention): `segments` (one
+    sdpa call per example, training.segment_attention), `flex` (FlexAttention under a document mask,
+    training.flex_attention), `flash` (flash-attention's variable-length kernel through transformers'
+    flash_attention_2, which reads the boundaries itself), or None: the model's own attention (a block-diagonal
+    mask under sdpa). `auto`: segments on a CPU; on a GPU flash where flash-attn is installed, else flex.
+    `flash_installed` defaults to whether flash_attn can be found here."""
+    import importlib.util
+
+    from weitiao.training import flex_attention, segment_attention
 
     choice, inner = cfg.train.packed_attention, unwrapped(model)
     if choice == "mask" or not cfg.train.padding_free or method_of(cfg.method).virtual_tokens:
-        return False
+        return None
     if not segment_attention.usable(inner):
-        if choice == "segments":
-            log(f"train.packed_attention: segments needs the model on sdpa attention through transformers' "
+        if choice in ("segments", "flex", "flash"):
+            log(f"train.packed_attention: {choice} needs the model on sdpa attention through transformers' "
                 f"AttentionInterface; {type(inner).__name__} uses "
-                f"{getattr(inner.config, '_attn_implementation', None)!r}, so packed rows use its mask")
-        return False
-    return choice == "segments" or device == "cpu"
+                f"{getattr(inner.config, '_attn_implementation', None)!r}, so packed rows use its own")
+        return None
+    if flash_installed is None:
+        flash_installed = importlib.util.find_spec("flash_attn") is not None
+    if choice == "auto":
+        choice = "segments" if device == "cpu" else "flash" if flash_installed else "flex"
+    if choice == "flash" and not (device == "cuda" and flash_installed):
+        log("train.packed_attention: flash needs a CUDA GPU and `pip install flash-attn`; packed rows use "
+            + ("one attention call per example" if device == "cpu" else "FlexAttention"))
+        choice = "segments" if device == "cpu" else "flex"
+    if choice == "flex" and not flex_attention.trains_on(device):
+        log(f"train.packed_attention: flex cannot train on {device} with this torch (FlexAttention needs torch 2.5, "
+            "and has no backward on a CPU); packed rows use one attention call per example")
+        return "segments"
+    return choice

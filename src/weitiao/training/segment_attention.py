@@ -87,16 +87,24 @@ def usable(model) -> bool:
             and bool(getattr(model, "_can_set_attn_implementation", lambda: False)()))
 
 
+# train.packed_attention's kinds that switch the model's attention while it trains -> the registered name
+PACKED_ATTENTIONS = {"segments": NAME, "flex": "weitiao_flex", "flash": "flash_attention_2"}
+
+
 @contextlib.contextmanager
-def training_attention(model, enabled: bool):
-    """Within the block the model (a transformers PreTrainedModel, not a peft wrapper) uses `weitiao_segments`;
-    afterwards its attention is what it was. Nothing changes when not `enabled`."""
-    if not enabled:
+def training_attention(model, kind: str | None):
+    """Within the block the model (a transformers PreTrainedModel, not a peft wrapper) uses the attention of
+    `kind` (`segments`: weitiao_segments; `flex`: training.flex_attention's weitiao_flex; `flash`: transformers'
+    flash_attention_2); afterwards its attention is what it was. Nothing changes for None (or `mask`)."""
+    if kind not in PACKED_ATTENTIONS:
         yield
         return
+    from weitiao.training import flex_attention
+
     register()
+    flex_attention.register()
     before = model.config._attn_implementation
-    model.set_attn_implementation(NAME)
+    model.set_attn_implementation(PACKED_ATTENTIONS[kind])
     try:
         yield
     finally:

@@ -29,7 +29,7 @@ from weitiao.models.resolve import find_model
 from weitiao.runs import TrainResult, decide_mode, finish, run_folder, write_json, write_jsonl, write_predictions
 from weitiao.stages import Built, Prepared, log_data, with_method
 from weitiao.training import distributed
-from weitiao.training.causal_lm import batch_kinds, build_trainer, logit_fraction, logits_kind, segment_attention_used
+from weitiao.training.causal_lm import batch_kinds, build_trainer, logit_fraction, logits_kind, packed_attention
 from weitiao.training.compile import compiled_layers
 from weitiao.training.fit import Fitted, fit
 from weitiao.training.segment_attention import training_attention
@@ -148,17 +148,16 @@ def train(cfg: Config, prepared: Prepared, built: Built, out_dir: Path, resume: 
     packed rows, the method's own training context (LoRA skips its input casts) and compiled decoder layers
     (train.compile)."""
     model, device = built.model, prepared.device
-    segments = segment_attention_used(cfg, model, device)
-    trainer = build_trainer(cfg, model, prepared.tokenizer, prepared.encoded, out_dir, device, built.amp,
-                            segments)
-    with training_attention(unwrapped(model), segments), \
+    packed = packed_attention(cfg, model, device)
+    trainer = build_trainer(cfg, model, prepared.tokenizer, prepared.encoded, out_dir, device, built.amp, packed)
+    with training_attention(unwrapped(model), packed), \
             method_of(cfg.method).training_context(model, cfg.method, built.amp, distributed.strategy(cfg)), \
             compiled_layers(unwrapped(model), cfg.train.compile) as compiled:
         if cfg.train.compile:
             log(f"train.compile: {compiled} decoder layers compiled; the first steps include the compilation"
                 if compiled else "train.compile: no repeated decoder layers found; training uncompiled")
         fitted = fit(trainer, cfg, out_dir, device, resume)
-    fitted.extra.update(compiled=compiled, segments=segments)
+    fitted.extra.update(compiled=compiled, packed=packed)
     return fitted
 
 
@@ -240,10 +239,12 @@ def run_metrics(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, b
         "train": {
             **fitted.train_metrics(precision_name(built.amp)),
             **batches,
-            "logits": logits_kind(trainer.compute_loss_func),
+            "logits": logits_kind(trainer),
+            # Liger Kernel's Triton kernels (train.kernels) or transformers' own modules
+            "kernels": "liger" if getattr(trainer.args, "use_liger_kernel", False) else "transformers",
             # how padding-free rows kept their examples apart (train.packed_attention); none when none was made
             "packed_attention": None if batches["batches"] == "padded"
-            else "segments" if fitted.extra["segments"] else "mask",
+            else fitted.extra["packed"] or "mask",
             "compiled_layers": fitted.extra["compiled"],  # train.compile: decoder layers run compiled (0: eager)
             "examples_per_s": round(fitted.result.metrics.get("train_samples_per_second", float("nan")), 3),
             # the training steps alone (no validation, checkpoint saving or logging): the throughput's time base
