@@ -96,18 +96,21 @@ def test_grpo_from_a_model_with_the_demo_rewards_and_rephrased_questions(tmp_pat
 
 def test_bad_rewards_are_one_error_before_anything_is_written(tmp_path, tiny_model_dir, demo_data_dir,
                                                                 reward_module):
+    from weitiao.errors import ConfigError
+
     out = tmp_path / "run"
-    cases = [({"rewards": ["no_such_module:f"]}, "grpo.rewards[0]: reward function 'no_such_module:f': cannot "
-                                                  "import 'no_such_module'"),
-             ({"rewards": ["my_rewards:nothing"]}, "'my_rewards' has no function 'nothing'"),
-             ({"rewards": ["count_lst"]}, "did you mean 'count_list'?"),
-             ({"rewards": []}, "grpo.rewards: name at least one reward"),
-             ({"rewards": ["count_list"], "num_generations": 3}, "is not a multiple of grpo.num_generations 3"),
-             ({"rewards": ["count_list"], "reward_weights": [1, 2]}, "2 weights for 1 rewards")]
-    for section, message in cases:
-        proc = run_cli("train", grpo_config(tmp_path, tiny_model_dir, demo_data_dir, out, grpo=section),
-                       cwd=tmp_path)
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    # every problem of the grpo section in one message, as `weitiao validate` reports them
+    proc = run_cli("train", grpo_config(tmp_path, tiny_model_dir, demo_data_dir, out, grpo={
+        "rewards": ["no_such_module:f", "my_rewards:nothing", "count_lst"], "reward_weights": [1, 2],
+        "num_generations": 3}), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    for message in ("grpo.rewards[0]: reward function 'no_such_module:f': cannot import 'no_such_module'",
+                    "grpo.rewards[1]: reward function 'my_rewards:nothing': 'my_rewards' has no function 'nothing'",
+                    "grpo.rewards[2]: 'count_lst' is no metric (did you mean 'count_list'?)",
+                    "is not a multiple of grpo.num_generations 3", "grpo.reward_weights: 2 weights for 3 rewards"):
+        assert message in proc.stderr, proc.stderr
+    with pytest.raises(ConfigError, match="grpo.rewards: name at least one reward"):
+        load_config(grpo_config(tmp_path, tiny_model_dir, demo_data_dir, out, grpo={"rewards": []}))
     # a function that returns a string: found on the first training row, before the model loads
     proc = run_cli("train", grpo_config(tmp_path, tiny_model_dir, demo_data_dir, out,
                                         grpo={"rewards": ["my_rewards:says_yes"]}), cwd=tmp_path)
