@@ -21,27 +21,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.methods import machine  # noqa: E402
+from bench.rephrase_demo import weitiao  # noqa: E402  (runs `weitiao ARGS`: (output, seconds), or exits)
+
 REPHRASED = ["eval.rephrase=true", "rephrase.templates=rephrase/count_list_any_eval.yaml", "rephrase.k=1"]
-
-
-def weitiao(*args) -> float:
-    """Run `weitiao ARGS` in a fresh process; its seconds, or exit with its error."""
-    started = time.time()
-    print("$ weitiao " + " ".join(map(str, args)), flush=True)
-    proc = subprocess.run([sys.executable, "-m", "weitiao", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    seconds = time.time() - started
-    print(f"  ({seconds:.0f} s)", flush=True)
-    return seconds
 
 
 def row(name: str, run_dir: Path, seconds: float) -> dict:
@@ -68,14 +57,11 @@ def row(name: str, run_dir: Path, seconds: float) -> dict:
     return out
 
 
-def machine() -> str:
-    import torch
-
+def machine_and_isa() -> str:
+    """bench.methods.machine(), and whether bf16 runs natively here (what `precision: auto` decides on)."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")),
-               platform.processor())
     isa = "AMX" if "amx_tile" in flags else "avx512_bf16, no AMX" if "avx512_bf16" in flags else "no avx512_bf16"
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, {platform.system()}; {isa}"
+    return f"{machine()}; {isa}"
 
 
 def runs(out: Path) -> dict:
@@ -103,7 +89,7 @@ def main() -> None:
     out = (REPO / args.out).resolve()
     plan = runs(out)
     for name in (args.runs.split(",") if args.runs else plan):
-        seconds = weitiao("train", *plan[name][1], f"output.dir={out / name}", "--overwrite")
+        _, seconds = weitiao("train", *plan[name][1], f"output.dir={out / name}", "--overwrite")
         (out / name / "bench_seconds.txt").write_text(f"{seconds:.1f}\n")
     rows = [row(label, out / name, float((out / name / "bench_seconds.txt").read_text()))
             for name, (label, _) in plan.items() if (out / name / "bench_seconds.txt").is_file()]
@@ -111,7 +97,7 @@ def main() -> None:
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
                            text=True).stdout.strip()
-    result = {"machine": machine(), "date": datetime.date.today().isoformat(),
+    result = {"machine": machine_and_isa(), "date": datetime.date.today().isoformat(),
               "commit": commit + (" (with uncommitted changes)" if dirty else ""),
               "note": "80 test questions of the demo task, greedy decoding, 96 new tokens; rephrased: each asked "
                       "once more in other words (examples/rephrase/count_list_any_eval.yaml). total_s: the whole "

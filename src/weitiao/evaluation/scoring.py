@@ -171,6 +171,18 @@ def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasin
             "original": [{"question": last_question(ex), "scores": s} for ex, s in zip(examples, original_scores)]}
 
 
+def score_rephrased_rows(cfg: Config, model, tokenizer, template, examples, rephrasings: Rephrasings, amp,
+                        label: str, scores: dict) -> dict | None:
+    """`score_rephrased` on the rows `scores` (a score_split result) covers, or None, logged, when none of them
+    got a faithful rephrasing: a run is not failed for it, the rejections were logged when the rephrasings were
+    made."""
+    asked = examples[:scores["rows"]]
+    if not rephrasings.coverage(asked, cfg.rephrase.k)["rephrased_rows"]:
+        log("rephrased questions: none got a faithful rephrasing, so the rephrased gap is not measured")
+        return None
+    return score_rephrased(cfg, model, tokenizer, template, asked, rephrasings, amp, label, scores["per_row"])
+
+
 def gap_lines(rephrased: dict, samples: int = 2000, seed: int = 0) -> str:
     """The coverage and, per metric, the paired gap (rephrased - original) on the questions that got a faithful
     rephrasing; a gap over fewer than MIN_GAP_QUESTIONS questions is shown as not measured."""

@@ -143,14 +143,15 @@ def _cache_key(path: str) -> str:
         known = json.loads(memo.read_text())
     except (OSError, ValueError):
         known = {}
-    if isinstance(known, dict) and isinstance(known.get(stamp), str):
+    known = known if isinstance(known, dict) else {}
+    if isinstance(known.get(stamp), str):
         return known[stamp]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
     key = digest.hexdigest()[:16]
-    known = {**(known if isinstance(known, dict) else {}), stamp: key}
+    known[stamp] = key
     try:  # a lost memo only costs one more read, so a failed or racing write is harmless
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_name(f"digests.{os.getpid()}.tmp")

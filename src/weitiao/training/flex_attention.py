@@ -78,23 +78,18 @@ def flex_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, s
     padding-free row; anything else is transformers' sdpa function."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    cu_seq_lens = kwargs.get("cu_seq_lens_q")
-    if (cu_seq_lens is None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or dropout
-            or kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None
-            or kwargs.get("position_bias") is not None or is_causal is False
-            or not getattr(module, "is_causal", True)):
+    from weitiao.training.segment_attention import packed_causal_row
+
+    if dropout or not packed_causal_row(module, query, key, is_causal, kwargs):  # FlexAttention has no dropout
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    mask = document_mask(cu_seq_lens, query.shape[2])
+    mask = document_mask(kwargs["cu_seq_lens_q"], query.shape[2])
     out = kernel(query.device.type)(query, key, value, block_mask=mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
     return out.transpose(1, 2).contiguous(), None  # (1, T, H, D)
 
 
 def register() -> None:
-    """Make `weitiao_flex` known to transformers (idempotent), with sdpa's mask builder for the batches it hands
-    to sdpa."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    """Make `weitiao_flex` known to transformers (idempotent)."""
+    from weitiao.training.segment_attention import register_attention
 
-    AttentionInterface.register(NAME, flex_sdpa)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+    register_attention(NAME, flex_sdpa)

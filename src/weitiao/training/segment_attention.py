@@ -43,10 +43,7 @@ def segment_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     cu_seq_lens = kwargs.get("cu_seq_lens_q")
-    if (cu_seq_lens is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]
-            or kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None
-            or kwargs.get("position_bias") is not None or is_causal is False
-            or not getattr(module, "is_causal", True)):
+    if not packed_causal_row(module, query, key, is_causal, kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     bounds = [int(b) for b in cu_seq_lens.tolist()]
@@ -69,14 +66,29 @@ def segment_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None  # (1, T, H, D)
 
 
-def register() -> None:
-    """Make `weitiao_segments` known to transformers (idempotent): the attention function, and sdpa's mask builder
-    for the batches it hands to sdpa."""
+def packed_causal_row(module, query, key, is_causal, kwargs) -> bool:
+    """Whether a call is one padding-free row (batch 1, with the collator's boundaries) of plain causal
+    self-attention, which weitiao_segments and weitiao_flex attend example by example; anything else (a padded
+    batch, decoding with a cache, sliding-window, soft-capped or biased attention) goes to sdpa unchanged."""
+    return (kwargs.get("cu_seq_lens_q") is not None and query.shape[0] == 1 and query.shape[2] == key.shape[2]
+            and kwargs.get("sliding_window") is None and kwargs.get("softcap") is None
+            and kwargs.get("position_bias") is None and is_causal is not False
+            and getattr(module, "is_causal", True))
+
+
+def register_attention(name: str, function) -> None:
+    """Make attention `function` known to transformers as `name` (idempotent), with sdpa's mask builder for the
+    batches it hands to sdpa."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    AttentionInterface.register(NAME, segment_sdpa)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+    AttentionInterface.register(name, function)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
+
+
+def register() -> None:
+    """Make `weitiao_segments` known to transformers (idempotent)."""
+    register_attention(NAME, segment_sdpa)
 
 
 def usable(model) -> bool:

@@ -19,9 +19,9 @@ from weitiao.config import Config
 from weitiao.console import comparison_table, log
 from weitiao.data.dataset import encode_split
 from weitiao.data.splits import read_splits
-from weitiao.errors import DataError, WeitiaoError
+from weitiao.errors import WeitiaoError
 from weitiao.evaluation import rephrase, rephraser
-from weitiao.evaluation.scoring import gap_lines, prediction_rows, score_rephrased, score_split
+from weitiao.evaluation.scoring import gap_lines, prediction_rows, score_rephrased_rows, score_split
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import save_trained
 from weitiao.models.loading import pick_device
@@ -47,17 +47,13 @@ def run(cfg: Config, overwrite: bool = False, resume: bool = False) -> TrainResu
 
 
 def prepare(cfg: Config, device: str) -> Prepared:
-    """Every row read and checked (each must end with its reference answer), the starting point found, each
-    reward resolved and tried on the first row's reference, and the memory estimated for batch_size answers of
-    grpo.max_completion_length tokens after the longest prompt."""
+    """Every row read and checked (data.formats: each conversation ends with an assistant turn, the reference
+    answer), the starting point found, each reward resolved and tried on the first row's reference, and the
+    memory estimated for batch_size answers of grpo.max_completion_length tokens after the longest prompt."""
     splits, skipped = read_splits(cfg)
     if cfg.eval.rephrase:
         rephrase.check_source(cfg)
         rephrase.refuse_the_augmenters_rephraser(cfg, splits.report.get("train_files", []))
-    for ex in splits.train:
-        if not ex.messages or ex.messages[-1][0] != "assistant":
-            raise DataError(f"{ex.where}: task grpo needs each row to end with an assistant turn, the reference "
-                            "answer the rewards compare with")
     start = find_start(cfg)
     if start.adapter and cfg.grpo.beta > 0:
         raise WeitiaoError(f"grpo.beta: {cfg.grpo.beta} keeps a reference, and for a LoRA run TRL's reference is the "
@@ -96,10 +92,10 @@ def score_base(cfg: Config, prepared: Prepared, built: Built, out_dir: Path):
     splits, tokenizer, template = prepared.splits, prepared.tokenizer, prepared.template
     base_file, rephrasings_file = out_dir / "eval_base.json", out_dir / "rephrasings.json"
     base = json.loads(base_file.read_text()) if base_file.is_file() else None
+    complete = base is not None  # scored before a resume, with the rephrased questions where there are any
     if base is None and cfg.eval.compare_base and splits.test:
         base = score_split(built.model, tokenizer, template, splits.test, prepared.encoded["test"], cfg, built.amp,
                            base_label(prepared)).as_dict()
-        write_json(base_file, base)
     rephrasings = (rephrase.Rephrasings.from_dict(json.loads(rephrasings_file.read_text()))
                    if rephrasings_file.is_file() else None)
     if rephrasings is None and cfg.eval.rephrase and splits.test:
@@ -107,9 +103,10 @@ def score_base(cfg: Config, prepared: Prepared, built: Built, out_dir: Path):
                                                 base=(built.model, tokenizer, template),
                                                 seen=rephrase.seen_texts(splits.train, cfg.rephrase.target))
         write_json(rephrasings_file, rephrasings.as_dict())
-    if base and rephrasings and "rephrased" not in base:
-        base["rephrased"] = rephrased_scores(cfg, prepared, built.model, built.amp, base, rephrasings,
-                                             base_label(prepared))
+    if base and not complete:
+        if rephrasings:
+            base["rephrased"] = score_rephrased_rows(cfg, built.model, tokenizer, template, splits.test,
+                                                     rephrasings, built.amp, base_label(prepared), base)
         write_json(base_file, base)
     return base, rephrasings
 
@@ -117,16 +114,6 @@ def score_base(cfg: Config, prepared: Prepared, built: Built, out_dir: Path):
 def base_label(prepared: Prepared) -> str:
     """The column of the model before training: `base`, or `start` when the run continues a finished run."""
     return "start" if prepared.extra["start"].run_dir else "base"
-
-
-def rephrased_scores(cfg: Config, prepared: Prepared, model, amp, scores: dict, rephrasings, label: str):
-    """The rephrased questions scored (scoring.score_rephrased), or None when none got a faithful rephrasing."""
-    asked = prepared.splits.test[:scores["rows"]]
-    if not rephrasings.coverage(asked, cfg.rephrase.k)["rephrased_rows"]:
-        log("rephrased questions: none got a faithful rephrasing, so the rephrased accuracy is not measured")
-        return None
-    return score_rephrased(cfg, model, prepared.tokenizer, prepared.template, asked, rephrasings, amp, label,
-                           scores["per_row"])
 
 
 def train(cfg: Config, prepared: Prepared, built: Built, out_dir: Path, resume: bool) -> Fitted:
@@ -150,10 +137,11 @@ def score_tuned(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, r
     """(tuned scores, rephrased scores): the trained model on the test split and on the rephrased questions."""
     if not prepared.splits.test:
         return None, None
-    tuned = score_split(fitted.model, prepared.tokenizer, prepared.template, prepared.splits.test,
-                        prepared.encoded["test"], cfg, built.amp, "tuned").as_dict()
-    rephrased = rephrased_scores(cfg, prepared, fitted.model, built.amp, tuned, rephrasings, "tuned") \
-        if rephrasings else None
+    tokenizer, template, test = prepared.tokenizer, prepared.template, prepared.splits.test
+    tuned = score_split(fitted.model, tokenizer, template, test, prepared.encoded["test"], cfg, built.amp,
+                        "tuned").as_dict()
+    rephrased = score_rephrased_rows(cfg, fitted.model, tokenizer, template, test, rephrasings, built.amp, "tuned",
+                                     tuned) if rephrasings else None
     return tuned, rephrased
 
 

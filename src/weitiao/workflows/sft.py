@@ -20,7 +20,7 @@ from weitiao.errors import WeitiaoError
 from weitiao.evaluation import rephrase, rephraser
 from weitiao.evaluation.compare import write_report
 from weitiao.evaluation.forgetting import forgetting_summary, general_text_losses
-from weitiao.evaluation.scoring import base_model_context, gap_lines, prediction_rows, score_rephrased, score_split
+from weitiao.evaluation.scoring import base_model_context, gap_lines, prediction_rows, score_rephrased_rows, score_split
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import load_kwargs, method_of, save_trained, unwrapped, weights_footprint
 from weitiao.models.loading import load_model, pick_device, pick_dtype
@@ -173,12 +173,9 @@ def score_tuned(cfg: Config, prepared: Prepared, built: Built, fitted: Fitted, b
                             built.amp, "tuned").as_dict()
         if cfg.eval.forgetting and base and "general_text" in base:
             tuned["general_text"] = general_text_losses(fitted.model, tokenizer, cfg.train.batch_size, built.amp)
-        asked = splits.test[:tuned["rows"]]
-        if rephrasings and rephrasings.coverage(asked, cfg.rephrase.k)["rephrased_rows"]:
-            rephrased = score_rephrased(cfg, fitted.model, tokenizer, template, asked, rephrasings, built.amp,
-                                        "tuned", tuned["per_row"])
-        elif rephrasings:  # the run is not failed for it: the rejections were logged before training
-            log("rephrased questions: none got a faithful rephrasing, so the rephrased gap is not measured")
+        if rephrasings:
+            rephrased = score_rephrased_rows(cfg, fitted.model, tokenizer, template, splits.test, rephrasings,
+                                             built.amp, "tuned", tuned)
     return tuned, rephrased
 
 
