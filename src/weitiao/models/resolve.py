@@ -53,8 +53,8 @@ class Start:
 
 
 def find_start(cfg: Config) -> Start:
-    """The model a `task: dpo`/`kto`/`orpo`/`simpo`/`grpo` run starts from; `model.name_or_path` may be a finished SFT (or DPO/KTO)
-    run folder."""
+    """The model a `task: dpo`/`kto`/`orpo`/`simpo`/`grpo` run starts from; `model.name_or_path` may be a finished
+    SFT (or DPO/KTO/ORPO/SimPO/GRPO) run folder."""
     from weitiao.methods import method_of
 
     source, folder, tokenizer, template = find_model(cfg)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from weitiao.training.attention_interface import packed_causal_row, register_attention
+
 NAME = "weitiao_flex"
 _kernels: dict = {}  # device type -> the compiled kernel
 _last: tuple | None = None  # (cu_seq_lens tensor, BlockMask): the mask of the batch being trained
@@ -78,18 +80,15 @@ def flex_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, s
     padding-free row; anything else is transformers' sdpa function."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from weitiao.training.segment_attention import packed_causal_row
-
     if dropout or not packed_causal_row(module, query, key, is_causal, kwargs):  # FlexAttention has no dropout
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     mask = document_mask(kwargs["cu_seq_lens_q"], query.shape[2])
-    out = kernel(query.device.type)(query, key, value, block_mask=mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
+    out = kernel(query.device.type)(query, key, value, block_mask=mask, scale=scaling,
+                                    enable_gqa=query.shape[1] != key.shape[1])
     return out.transpose(1, 2).contiguous(), None  # (1, T, H, D)
 
 
 def register() -> None:
     """Make `weitiao_flex` known to transformers (idempotent)."""
-    from weitiao.training.segment_attention import register_attention
-
     register_attention(NAME, flex_sdpa)

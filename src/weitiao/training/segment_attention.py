@@ -30,6 +30,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from weitiao.training.attention_interface import packed_causal_row, register_attention
+
 NAME = "weitiao_segments"
 # Examples shorter than this run their attention in fp32 on a CPU (see the module docstring for the measurement).
 CPU_FP32_BELOW = 512
@@ -64,26 +66,6 @@ def segment_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
                                                  enable_gqa=gqa)
         outputs.append(out.to(query.dtype))
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None  # (1, T, H, D)
-
-
-def packed_causal_row(module, query, key, is_causal, kwargs) -> bool:
-    """Whether a call is one padding-free row (batch 1, with the collator's boundaries) of plain causal
-    self-attention, which weitiao_segments and weitiao_flex attend example by example; anything else (a padded
-    batch, decoding with a cache, sliding-window, soft-capped or biased attention) goes to sdpa unchanged."""
-    return (kwargs.get("cu_seq_lens_q") is not None and query.shape[0] == 1 and query.shape[2] == key.shape[2]
-            and kwargs.get("sliding_window") is None and kwargs.get("softcap") is None
-            and kwargs.get("position_bias") is None and is_causal is not False
-            and getattr(module, "is_causal", True))
-
-
-def register_attention(name: str, function) -> None:
-    """Make attention `function` known to transformers as `name` (idempotent), with sdpa's mask builder for the
-    batches it hands to sdpa."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    AttentionInterface.register(name, function)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
 
 
 def register() -> None:

@@ -186,7 +186,8 @@ def reward_tables(curve: list[dict], before: dict | None, rephrased: dict | None
         first, last = curve[0], curve[-1]
         numbers = lambda c: {k: v for k, v in c.items() if k != "step"}  # noqa: E731
         tables.append(comparison_table("sampled answers' mean reward",
-                                       {f"step {first['step']}": numbers(first), f"step {last['step']}": numbers(last)}))
+                                       {f"step {first['step']}": numbers(first),
+                                        f"step {last['step']}": numbers(last)}))
     if rephrased:
         columns = {label: before["metrics"], "tuned": rephrased["metrics"]} if before else \
             {"tuned": rephrased["metrics"]}

@@ -20,7 +20,8 @@ from weitiao.errors import WeitiaoError
 from weitiao.evaluation import rephrase, rephraser
 from weitiao.evaluation.compare import write_report
 from weitiao.evaluation.forgetting import forgetting_summary, general_text_losses
-from weitiao.evaluation.scoring import base_model_context, gap_lines, prediction_rows, score_rephrased_rows, score_split
+from weitiao.evaluation.scoring import (base_model_context, gap_lines, prediction_rows, score_rephrased_rows,
+                                       score_split)
 from weitiao.memory import guard as memory_guard
 from weitiao.methods import load_kwargs, method_of, save_trained, unwrapped, weights_footprint
 from weitiao.models.loading import load_model, pick_device, pick_dtype
