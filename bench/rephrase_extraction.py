@@ -81,21 +81,30 @@ def augment_costs(folder: Path, cfg: Path, sample: int) -> dict:
     return out
 
 
+EVALS = (("hand-written rules", [f"rephrase.templates={EVAL_RULES}", "rephrase.model=null"]),
+         ("model, another prompt", [f"rephrase.prompt={EVAL_PROMPT}"]),
+         ("model, default prompt", []))  # what a new user types: weitiao eval RUN --rephrase rephrase.model=base
+
+
 def train_and_measure(folder: Path, cfg: Path, name: str, data: str | None) -> dict:
     from weitiao.evaluation.report import rephrased_gaps
 
     run = folder / name
     weitiao("train", cfg, f"output.dir={run}", "--overwrite", *([f"data.train={data}"] if data else []), cwd=folder)
     results = {}
-    for how, overrides in (("hand-written rules", [f"rephrase.templates={EVAL_RULES}", "rephrase.model=null"]),
-                           ("model, another prompt", [f"rephrase.prompt={EVAL_PROMPT}",
-                                                      f"rephrase.cache={folder / 'eval-cache.jsonl'}"])):
+    for how, overrides in EVALS:
+        overrides = overrides + ([f"rephrase.cache={folder / f'eval-cache-{len(results)}.jsonl'}"]
+                                 if "rules" not in how else [])
         out = folder / f"{name}-eval-{len(results)}.json"
-        weitiao("eval", run, "--rephrase", "--out", out, *overrides, cwd=folder)
+        stdout, _ = weitiao("eval", run, "--rephrase", "--out", out, *overrides, cwd=folder)
+        out.with_suffix(".log").write_text(stdout, encoding="utf-8")
         result = json.loads(out.read_text())
         gaps = rephrased_gaps(result["rephrased"])
-        results[how] = {"original": result["metrics"], "rephrased": result["rephrased"]["metrics"],
-                        "coverage": result["rephrased"]["coverage"], "gaps": gaps}
+        r = result["rephrased"]
+        results[how] = {"original": result["metrics"], "rephrased": r["metrics"], "coverage": r["coverage"],
+                        "gaps": gaps, "by_rephrasing": [{k: v for k, v in row.items() if k != "row_ids"}
+                                                        for row in r.get("by_rephrasing", [])],
+                        "disagreements": r.get("disagreements", [])}
     return results
 
 
@@ -104,6 +113,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/rephrase-extraction")
     parser.add_argument("--steps", type=int, default=60, help="training steps of each run (batch 8)")
     parser.add_argument("--sample", type=int, default=60, help="rows whose whole turn is reworded, for its cost")
+    parser.add_argument("--plain-only", action="store_true", help="no augmentation: train the plain run and "
+                        "measure its gap three ways (bench/results/rephrase-extraction-gap-cpu.json)")
     args = parser.parse_args()
     folder = (REPO / args.out).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,15 +123,16 @@ def main() -> None:
                                                  [:args.sample]))
     cfg = write_config(folder, args.steps)
     started = time.strftime("%Y-%m-%d")
-    costs = augment_costs(folder, cfg, args.sample)
-    runs = {"plain": train_and_measure(folder, cfg, "plain", None),
-            "augmented": train_and_measure(folder, cfg, "augmented", str(folder / "aug-instruction.jsonl"))}
+    costs = None if args.plain_only else augment_costs(folder, cfg, args.sample)
+    runs = {"plain": train_and_measure(folder, cfg, "plain", None)}
+    if not args.plain_only:
+        runs["augmented"] = train_and_measure(folder, cfg, "augmented", str(folder / "aug-instruction.jsonl"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     result = {"machine": machine(), "date": started, "commit": commit, "steps": args.steps, "augment": costs,
               "runs": runs}
-    path = REPO / "bench" / "results" / "rephrase-extraction-cpu.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = REPO / "bench" / "results" / f"rephrase-extraction{'-gap' if args.plain_only else ''}-cpu.json"
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1)[:3000])
     for name, run in runs.items():
         for how, r in run.items():

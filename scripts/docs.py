@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -91,9 +92,36 @@ def benchmarks_page() -> str:
     return GENERATED + intro + "\n" + "\n".join(results_section(f) for f in files)
 
 
+def rephrase_checks_block() -> str:
+    """The planted-set rates of the rephrasing checks (bench/rephrase_checks.py), one row per set."""
+    data = json.loads((REPO / "bench" / "results" / "rephrase-checks.json").read_text(encoding="utf-8"))
+    lines = [f"From `bench/results/rephrase-checks.json` ({data['date']}, commit {data['commit']}; the checks run no "
+             "model, so the machine does not change them).", "",
+             "| set | pairs | faithful accepted | unfaithful rejected |", "|---|---:|---:|---:|"]
+    for name, r in data["sets"].items():
+        lines.append(f"| {name} | {r['pairs']} | {r['faithful_accepted']}/{r['faithful']} "
+                     f"({r['faithful_accepted_rate']:.1%}) | {r['unfaithful_rejected']}/{r['unfaithful']} "
+                     f"({r['unfaithful_rejected_rate']:.1%}) |")
+    return "\n".join(lines)
+
+
+# blocks inside hand-written pages, between <!-- generated:NAME --> and <!-- /generated -->, in every language
+BLOCKS = {"rephrase-checks": rephrase_checks_block}
+BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(?:.*?\n)?(<!-- /generated -->)", re.S)
+
+
+def with_blocks(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + BLOCKS[m.group(2)]() + "\n" + m.group(3), text)
+
+
 def pages() -> dict[Path, str]:
-    return {DOCS / "reference" / "config.md": config_page(), DOCS / "reference" / "cli.md": cli_page(),
-            DOCS / "benchmarks" / "results.md": benchmarks_page()}
+    out = {DOCS / "reference" / "config.md": config_page(), DOCS / "reference" / "cli.md": cli_page(),
+           DOCS / "benchmarks" / "results.md": benchmarks_page()}
+    for page in sorted(DOCS.rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        if "<!-- generated:" in text:
+            out[page] = with_blocks(text)
+    return out
 
 
 def main() -> int:

@@ -308,10 +308,11 @@ def cmd_data_augment(args) -> int:
 
 
 def cmd_data_demo(args) -> int:
-    from weitiao.demo import count_list, person_extraction, review_scores, support_intent
+    from weitiao.demo import count_list, count_list_zh, person_extraction, review_scores, support_intent
 
     write = {"count_list": count_list.write_splits, "count_list_preference": count_list.write_preference_splits,
              "count_list_one_phrasing": count_list.write_one_phrasing_splits,
+             "count_list_zh": count_list_zh.write_splits,
              "support_intent": support_intent.write_splits, "person_extraction": person_extraction.write_splits,
              "review_scores": review_scores.write_splits}[args.task]
     for name, path in write(args.out_dir, args.seed).items():
@@ -627,13 +628,15 @@ def _add_data(sub) -> None:
                                         "messages rows), `count_list_preference` (the same prompts as "
                                         "prompt/chosen/rejected pairs, for `task: dpo`/`reward`), "
                                         "`count_list_one_phrasing` (every question asked one way, for the "
-                                        "rephrasing demo), `support_intent` (5-way message classification, "
+                                        "rephrasing demo), `count_list_zh` (生成条数: the same task in Chinese), "
+                                        "`support_intent` (5-way message classification, "
                                         "text/label rows), `review_scores` (product reviews scored 1-5, "
                                         "text/label rows for `task: regress`) or `person_extraction` (alpaca "
                                         "rows: an instruction, a paragraph about a person, a JSON answer).")
     q.add_argument("out_dir", help="folder for train.jsonl, val.jsonl and test.jsonl")
-    q.add_argument("--task", choices=["count_list", "count_list_preference", "count_list_one_phrasing",
-                                      "support_intent", "review_scores", "person_extraction"], default="count_list",
+    q.add_argument("--task", choices=["count_list", "count_list_zh", "count_list_preference",
+                                      "count_list_one_phrasing", "support_intent", "review_scores",
+                                      "person_extraction"], default="count_list",
                    help="which demo dataset (default count_list)")
     q.add_argument("--seed", type=int, default=0, help="dataset seed (default 0, the bundled files)")
     q.set_defaults(func=cmd_data_demo)

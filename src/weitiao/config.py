@@ -391,6 +391,8 @@ def reward_run_problems(path: str, where: str) -> list[str]:
 
 REPHRASE_PROMPT = ("Rewrite the following request in different words. Keep its meaning and every number. Reply "
                    "with the rewritten request only.\n\nRequest: {question}")
+# the default prompt for a Chinese question: a model answers in the language it is asked in
+REPHRASE_PROMPT_ZH = "用不同的措辞改写下面的请求。保持原意，保留每一个数字、名称和字段。只回复改写后的请求。\n\n请求：{question}"
 
 
 @dataclass
@@ -401,9 +403,15 @@ class RephraseConfig:
         "matches it whole. Relative paths are read from the config's folder.", None)
     model: Optional[str] = doc(
         "Instead of rules, a chat model writes the rephrasings: `base` (the config's `model.name_or_path`), a "
-        "local model folder, or a bundled model name. Each candidate is checked (one line, not the question "
-        "itself, every number and every answer value the question states kept, a sensible length) and the "
-        "accepted ones are cached after every batch.", None)
+        "local model folder, a bundled model name, or the base URL of an OpenAI-compatible endpoint "
+        "(`http://127.0.0.1:8000/v1`: vLLM, Ollama, llama.cpp's server, `weitiao serve`). Each candidate is "
+        "checked (it must ask the same thing: every number, name, quoted term, field, format, the task and the "
+        "topic kept, and every answer value the question states) and the accepted ones are cached after every "
+        "batch.", None)
+    endpoint_model: Optional[str] = doc("With `model` an endpoint URL: the served model to ask (empty: the first "
+                                        "one the endpoint's /models lists).", None)
+    api_key_env: Optional[str] = doc("With `model` an endpoint URL: the environment variable holding its API key "
+                                     "(sent as a Bearer token; unset or empty variable: no key).", "OPENAI_API_KEY")
     target: Literal["instruction", "whole_turn"] = doc(
         "What is reworded in the last user turn. `instruction`: the instruction only, never the data it applies "
         "to: of a turn with paragraphs separated by a blank line (an alpaca row's instruction and input, or a "
@@ -413,7 +421,8 @@ class RephraseConfig:
     batch_size: int = doc("Rows the rephrasing model generates at once (each question of a batch asked `k` "
                           "times); the texts are cut into batches of `batch_size // k` questions, and the cache is "
                           "written after each batch.", 16)
-    prompt: str = doc("What the rephrasing model is asked; `{question}` is replaced by the question.",
+    prompt: str = doc("What the rephrasing model is asked; `{question}` is replaced by the question. Left as the "
+                      "default, a Chinese question is asked with the default's Chinese version.",
                       REPHRASE_PROMPT)
     cache: Optional[str] = doc("JSONL cache of model-written rephrasings (empty: `rephrase.jsonl` in weitiao's "
                                "cache folder, `~/.cache/weitiao` or `$WEITIAO_CACHE`).", None)

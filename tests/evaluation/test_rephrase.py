@@ -40,7 +40,7 @@ def test_checks_name_what_is_wrong_with_a_candidate():
     assert clean_answer('Rewritten request: "Could you name 4 trees?"\nSure!') == "Could you name 4 trees?"
     assert problems(q, "Can you list four trees for me?", []) == []  # a number may be written out
     assert problems("Name 42 birds.", "Name forty-two birds, please.", []) == []
-    assert problems(q, "Can you list five trees for me?", []) == ["loses a number: 4"]
+    assert problems(q, "Can you list five trees for me?", []) == ["loses a number: 4", "adds a number: 5"]
     assert problems(q, "Can you list 4 trees for me?", [], seen={"can you list 4 trees for me"}) == [
         "seen in training"]
 
@@ -252,7 +252,8 @@ def test_answer_values_are_what_the_reference_asserts():
 
 def test_a_rewording_that_drops_a_name_is_rejected():
     turn, keep = ZARA.messages[0][1], ["Zara Nguyen", "21", "Denver", "chef"]
-    faithful = "Give me the JSON (name, age, city, job) for: Zara Nguyen, 21, a chef living in Denver for 3 years."
+    faithful = ("Give me the JSON (name, age, city, job) for: Zara Nguyen, 21, who works as a chef in Denver and has "
+                "lived there for 3 years.")
     assert problems(turn, faithful, [], keep=keep) == []
     # the issue's corrupted rewordings: a name changed, facts dropped
     assert "loses an answer value: 'Zara Nguyen'" in problems(
@@ -301,7 +302,8 @@ INSTRUCTION_RULES = """
 # whole turns: the first rewording keeps the paragraph, the second drops it (planted: loses every value)
 WHOLE_TURN_RULES = """
 - match: '^(?P<instruction>[^\\n]+)\\n\\n(?P<paragraph>.+)$'
-  rephrasings: ['{paragraph}\\n\\nAs JSON, please.', 'Please produce the JSON for the person described earlier.']
+  rephrasings: ['{paragraph} Give the name, age, city and job as JSON, please.',
+                'Please produce the JSON for the person described earlier.']
 """
 
 
@@ -337,7 +339,8 @@ def test_whole_turn_rewordings_that_lose_the_data_are_rejected_and_counted(tiny_
     coverage = report["coverage"]
     # the planted one, once per row: it loses the values and the numbers (and is often too short too)
     assert coverage["rejected"]["loses an answer value"] == coverage["rejected"]["loses a number"] == 24
-    assert set(coverage["rejected"]) <= {"loses an answer value", "loses a number", "length", "drops the topic"}
+    assert set(coverage["rejected"]) <= {"loses an answer value", "loses a number", "length", "drops the topic",
+                                         "drops a field", "loses a name"}
     assert coverage["with_rephrasing"] == 24 and coverage["with_all"] == 0 and report["rephrased"] == 24
     example = coverage["rejected_examples"][0]
     assert example["candidate"] == "Please produce the JSON for the person described earlier."

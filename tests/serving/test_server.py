@@ -201,3 +201,44 @@ def test_admission_slots_are_released_once_even_from_an_unstarted_stream():
     del stream
     gc.collect()
     assert slots.used == 0
+
+
+def test_rephrase_model_can_be_an_openai_compatible_endpoint(server, tiny_model_dir, demo_data_dir, tmp_path,
+                                                              monkeypatch):
+    """`rephrase.model: http://HOST/v1` asks the served model over HTTP (here `weitiao serve` on loopback, with its
+    API key from the environment); every sample goes through the same checks and cache as a local model's."""
+    from conftest import write_config
+    from weitiao.config import load_config
+    from weitiao.data.dataset import load_splits
+    from weitiao.errors import WeitiaoError
+    from weitiao.evaluation.rephrase import last_question
+    from weitiao.evaluation.rephraser import clean_answer, endpoint_rephraser, read_cache, rephrasings_for
+
+    port, name = server
+    monkeypatch.setenv("WEITIAO_TEST_KEY", KEY)
+    cache = tmp_path / "rephrase.jsonl"
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run", rephrase={
+        "model": f"http://127.0.0.1:{port}/v1", "endpoint_model": name, "api_key_env": "WEITIAO_TEST_KEY",
+        "k": 1, "cache": str(cache)}))
+    test = load_splits(cfg.data, cfg.base_dir).test[:4]
+    logs: list[str] = []
+    found = rephrasings_for(cfg, test, logs.append)
+    assert any(f"asking {name} at http://127.0.0.1:{port}/v1" in line for line in logs), logs
+    entries = read_cache(cache)
+    assert len(entries) == len({last_question(ex) for ex in test})  # every distinct text asked, and cached
+    asked = sum(len(e["rephrasings"]) + sum(e["rejected"].values()) for e in entries.values())
+    assert asked >= len(entries)  # at least one sample per text went through the checks
+
+    # a sample is the served model's answer to the same request: the openai client, same prompt and seed
+    rephraser = endpoint_rephraser(cfg, None)
+    text = last_question(test[0])
+    mine = rephraser.sample([text], seed=7)
+    reply = _client(port).chat.completions.create(
+        model=name, messages=[{"role": "user", "content": rephraser.prompt_for(text)}], temperature=0.9,
+        top_p=0.95, max_tokens=rephraser.max_new_tokens, seed=7)
+    assert mine == [clean_answer(reply.choices[0].message.content)]
+    assert rephraser.prompt_for("请列出5种水果。").startswith("用不同的措辞改写")  # asked in the question's language
+
+    monkeypatch.setenv("WEITIAO_TEST_KEY", "wrong")
+    with pytest.raises(WeitiaoError, match="HTTP 401"):
+        endpoint_rephraser(cfg, None).sample([text], seed=7)

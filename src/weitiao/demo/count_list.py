@@ -13,6 +13,8 @@ import random
 import re
 from pathlib import Path
 
+from weitiao.demo.count_list_zh import CATEGORIES_ZH, MORE_MEMBERS_ZH
+
 CATEGORIES: dict[str, list[str]] = {
     "fruits": ["apple", "banana", "cherry", "mango", "pear", "plum", "kiwi", "grape", "peach", "lemon", "lime",
                "apricot", "papaya", "fig"],
@@ -211,6 +213,11 @@ MORE_MEMBERS: dict[str, list[str]] = {
 }
 
 
+# list_correct judges lists of either language: the Chinese demo's categories (生成条数) count as well
+ALL_CATEGORIES = {**CATEGORIES, **CATEGORIES_ZH}
+ALL_MORE_MEMBERS = {**MORE_MEMBERS, **MORE_MEMBERS_ZH}
+
+
 def item_key(item: str) -> str:
     """An item as `list_correct` compares it: NFKC, lower case, accents and a leading article dropped, anything
     after " - ", ":", "(" or "," dropped (a description, or the country of "Paris, France"), punctuation at the
@@ -219,8 +226,8 @@ def item_key(item: str) -> str:
 
     text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", item))
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
-    text = re.split(r"\s[-\u2013\u2014]\s|[:(,]", text, maxsplit=1)[0]
-    text = " ".join(text.strip(" .,;!?*'\"").split())
+    text = re.split(r"\s[-\u2013\u2014]\s|[:(,：（，]", text, maxsplit=1)[0]
+    text = " ".join(text.strip(" .,;!?*'\"。、；！？“”").split())
     return re.sub(r"^(a|an|the)\s+", "", text)
 
 
@@ -241,12 +248,12 @@ def categories_of(items: list[str]) -> list[str]:
     empty when the answer is not from the demo generator. Usually one; "Cricket" alone is a sport and an
     insect."""
     keys = {item_key(x) for x in items}
-    return [c for c, members in CATEGORIES.items() if keys and keys <= {item_key(m) for m in members}]
+    return [c for c, members in ALL_CATEGORIES.items() if keys and keys <= {item_key(m) for m in members}]
 
 
 def member_keys(category: str) -> set[str]:
     """Every accepted item of `category`, as `item_key`s: the generator's items and MORE_MEMBERS."""
-    return {item_key(m) for m in CATEGORIES[category] + MORE_MEMBERS.get(category, [])}
+    return {item_key(m) for m in ALL_CATEGORIES[category] + ALL_MORE_MEMBERS.get(category, [])}
 
 
 def category_names(category: str) -> set[str]:

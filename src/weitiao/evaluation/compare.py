@@ -97,6 +97,8 @@ def read_run(run_dir: Path) -> dict:
     return {"dir": run_dir, "name": run_dir.name, "rows": rows, "metrics": metrics, "config": config,
             "rephrased": rephrased_by_question(rephrased) if rephrased else None,
             "rephrase_coverage": (rephrased.get("rephrased") or {}).get("coverage") if rephrased else None,
+            "rephrase_table": {k: (rephrased.get("rephrased") or {}).get(k) or [] for k in
+                               ("by_rephrasing", "disagreements")} if rephrased else None,
             "history": read_json(state).get("log_history", []) if state.is_file() else []}
 
 
@@ -196,7 +198,8 @@ def rephrase_section(runs: list[dict], labels: list[str], samples: int, seed: in
         common = [q for q in first if q in second]
         change = gap_change(([first[q][0] for q in common], [first[q][1] for q in common]),
                             ([second[q][0] for q in common], [second[q][1] for q in common]), samples, seed)
-    return {"models": models, "change": change, "coverage": coverage}
+    tables = {label: r.get("rephrase_table") for label, r in zip(labels, runs) if r.get("rephrase_table")}
+    return {"models": models, "change": change, "coverage": coverage, "per_rephrasing": tables}
 
 
 def run_facts(runs: list[dict]) -> list[tuple[str, str]]:

@@ -16,8 +16,22 @@ import re
 import unicodedata
 from typing import Callable
 
-# "3. Red panda": a number, a dot, one space, then the item
-LIST_LINE = re.compile(r"^(\d+)\. (\S.*)$")
+# "3. Red panda": a number, a dot, one space, then the item; or a Chinese list style, with or without a space:
+# "3、熊猫", "3.熊猫", "3．熊猫", "（3）熊猫", "(3) 熊猫", "三、熊猫", "③熊猫"
+LIST_LINE = re.compile(r"^(?:(\d+)\. (?=\S)|(\d+)(?:[、．]|\.(?=[\u4e00-\u9fff]))\s*|[（(](\d+)[)）]\s*"
+                       r"|([一二三四五六七八九十]+)、\s*|([\u2460-\u2473])\s*)(\S.*)$")
+
+
+def list_number(m: re.Match) -> int:
+    """The number of a LIST_LINE match, in whichever style it was written."""
+    digits = m.group(1) or m.group(2) or m.group(3)
+    if digits:
+        return int(digits)
+    if m.group(4):
+        from weitiao.evaluation.numerals import zh_number
+
+        return int(zh_number(m.group(4)))
+    return ord(m.group(5)) - 0x2460 + 1
 
 
 def normalize(text: str) -> str:
@@ -120,14 +134,19 @@ def json_fields(prediction: str, reference: str) -> float:
 
 
 def parse_numbered_list(text: str) -> list[str] | None:
-    """The items of a list written exactly as "1. item" lines numbered 1..n and nothing else; else None."""
+    """The items of a list written exactly as "1. item" lines (or one Chinese list style, `LIST_LINE`) numbered
+    1..n and nothing else; else None."""
     lines = text.strip().split("\n")
-    items = []
+    items, style = [], None
     for k, line in enumerate(lines, start=1):
         m = LIST_LINE.match(line.strip())
-        if not m or int(m.group(1)) != k:
+        if not m or list_number(m) != k:
             return None
-        items.append(m.group(2).strip())
+        this = next(i for i in range(1, 6) if m.group(i))  # which style: one list keeps one
+        if style not in (None, this):
+            return None
+        style = this
+        items.append(m.group(6).strip())
     return items
 
 

@@ -19,15 +19,14 @@ Two sources (the `rephrase` config section):
 - **a model** (`rephrase.model`: `base` for the run's base model, or any local model): it is asked with
   `rephrase.prompt` and sampled several times per distinct text (`rephraser.py`).
 
-Every candidate is checked before it is used (`problems`): not empty, one line, not the text itself (ignoring
-case, spacing and punctuation), not a repeat, a length within 0.4x-3x of the text's, every number of the text
-kept and none added, at least half of its topic words kept (words that are not instruction or function words,
-matched on their first five letters: "List 4 metals." reworded as "List: 1. Red - Gold" drops "metals"), and
-every **answer value** the text states kept: a value the reference answer holds (a JSON answer's
-strings and numbers, a list's items, a free answer's names and numbers) that appears in the reworded text must
-appear in the candidate too, or the question no longer says what the copied answer says. In evaluation a
-candidate that is itself one of the training questions is rejected too ("seen in training"). Rejections are
-counted by kind and a few are kept as examples (`Rephrasings.coverage`).
+Every candidate is checked before it is used (`faithful.problems`, in English and Chinese): one line, not the
+text itself, not a repeat, a sensible length, and it must ask the same thing: every number (digits, English
+words or Chinese numerals), name, quoted term or key, enumerated field or label, the output format and language,
+the task, a negation, and the topic words, none lost and none added; and every **answer value** the text states (a
+JSON answer's strings and numbers, a list's items, a free answer's names and numbers) kept, or the question no
+longer says what the copied answer says. In evaluation a candidate that is itself one of the training questions
+is rejected too ("seen in training"). Rejections are counted by kind and a few are kept as examples
+(`Rephrasings.coverage`).
 """
 from __future__ import annotations
 
@@ -36,165 +35,35 @@ import hashlib
 import json
 import re
 import string
-import unicodedata
 from collections import Counter
 from pathlib import Path
 
 from weitiao.errors import WeitiaoError
+from weitiao.evaluation.faithful import (  # noqa: F401  (the checks, re-exported for rephraser and augment)
+    answer_values,
+    normalise,
+    numbers_in,
+    problem_kind,
+    problems,
+    states,
+    values_to_keep,
+)
+from weitiao.evaluation.numerals import number_words, zh_words
 
-NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-         "seventeen eighteen nineteen twenty").split()
-TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-        "ninety": 90}
 # below this many questions with a faithful rephrasing, a gap is reported as not measured
 MIN_GAP_QUESTIONS = 20
-# words that start sentences or answers and name nothing: never an answer value of a free-text answer
-NOT_NAMES = {"the", "a", "an", "i", "it", "this", "that", "these", "those", "yes", "no", "sure", "here", "there",
-             "he", "she", "they", "we", "you", "his", "her", "their", "our", "my", "in", "on", "at", "and", "or"}
-
-
-def number_words(n: int) -> str:
-    """0-99 in English words ("4" -> "four", "42" -> "forty-two"); other numbers as digits."""
-    if 0 <= n < len(WORDS):
-        return WORDS[n]
-    if 20 < n < 100:
-        tens = next(w for w, v in TENS.items() if v == n - n % 10)
-        return tens if n % 10 == 0 else f"{tens}-{WORDS[n % 10]}"
-    return str(n)
-
-
-def numbers_in(text: str) -> set[str]:
-    """The numbers a text states, as digits: written as digits or as English words up to ninety-nine."""
-    found = set(NUMBER.findall(text))
-    for m in re.finditer(r"\b(" + "|".join(list(TENS) + WORDS) + r")(?:-(" + "|".join(WORDS[1:10]) + r"))?\b",
-                         text.lower()):
-        value = TENS.get(m.group(1), WORDS.index(m.group(1)) if m.group(1) in WORDS else 0)
-        found.add(str(value + (WORDS.index(m.group(2)) if m.group(2) else 0)))
-    return found
 
 
 class RuleFormatter(string.Formatter):
-    """str.format for rule texts, plus `{group:words}`: a number written out ("{n:words}": 4 -> "four")."""
+    """str.format for rule texts, plus `{group:words}`: a number written out ("{n:words}": 4 -> "four"), and
+    `{group:zh}` in Chinese numerals ("{n:zh}": 5 -> "五", 35 -> "三十五", 2 -> "两")."""
 
     def format_field(self, value, format_spec):
         if format_spec == "words":
             return number_words(int(value)) if str(value).isdigit() else str(value)
+        if format_spec == "zh":
+            return zh_words(int(value)) if str(value).isdigit() else str(value)
         return super().format_field(value, format_spec)
-
-
-def normalise(text: str) -> str:
-    """NFKC, lower case, accents dropped, punctuation as spaces, spaces collapsed."""
-    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
-    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
-
-
-# ---------------------------------------------------------------- faithfulness: the answer's values
-
-
-def answer_values(answer: str) -> list[str]:
-    """What a reference answer asserts, as texts: a JSON answer's strings and numbers (nested ones too), a
-    numbered list's items, or else a free answer's numbers and names (runs of capitalised words)."""
-    from weitiao.evaluation.metrics import parse_numbered_list
-
-    body = answer.strip()
-    fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, flags=re.S)
-    try:
-        return json_leaves(json.loads(fence.group(1) if fence else body))
-    except ValueError:
-        pass
-    items = parse_numbered_list(body)
-    if items:
-        return items
-    names = [m.group(0) for m in re.finditer(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*", body)]
-    return NUMBER.findall(body) + [n for n in names if n.lower() not in NOT_NAMES]
-
-
-def json_leaves(value) -> list[str]:
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in json_leaves(v)]
-    if isinstance(value, list):
-        return [x for v in value for x in json_leaves(v)]
-    if isinstance(value, bool) or value is None:
-        return []  # true/false/null are not stated in a question's words
-    text = str(value).strip()
-    return [text] if text else []
-
-
-def states(text: str, value: str) -> bool:
-    """Whether `text` states `value`: a number as digits or words, anything else as whole words after
-    `normalise`."""
-    if NUMBER.fullmatch(value):
-        return value in numbers_in(text)
-    words = normalise(value)
-    return bool(words) and f" {words} " in f" {normalise(text)} "
-
-
-def values_to_keep(text: str, answers: list[str]) -> list[str]:
-    """The answer values (of any of `answers`) that `text` states: a rewording of `text` must state them too."""
-    found = []
-    for answer in answers:
-        found += [v for v in answer_values(answer) if v not in found and states(text, v)]
-    return found
-
-
-# words that say how to answer rather than what about: a rewording may drop or change them freely
-INSTRUCTION_WORDS = set("""
-a about above after again all also am an and answer any are as ask asked at be below between both but by can
-could describe did do does each either else few for from get give given go had has have help here how i if in
-into is it its just kindly let like list lists make me mention my name names need needs no nor not now numbered
-of off on one only or other our out over please provide reply respond return say see should show so some state
-such tell than thank thanks that the their them then there these they this those to too under up us use very
-want was we were what when where which while who whom why will with would write yes you your exactly following
-""".split())
-
-
-def topic_stems(text: str) -> list[str]:
-    """The question's topic words, each cut to its first five letters (a crude stem: "summary" and "summarize"
-    match): letters only, three or more, neither an instruction word nor a number word."""
-    words = [w for w in normalise(text).split() if w.isalpha() and len(w) >= 3]
-    return list(dict.fromkeys(w[:5] for w in words if w not in INSTRUCTION_WORDS and w not in WORDS
-                              and w not in TENS))
-
-
-def problem_kind(problem: str) -> str:
-    """The kind of a `problems` entry, for counting: the part before its first colon."""
-    return problem.split(":", 1)[0]
-
-
-def problems(question: str, candidate: str, taken: list[str], keep: tuple | list = (),
-             seen: frozenset | set = frozenset()) -> list[str]:
-    """Why `candidate` is not a usable rephrasing of `question` (empty: it is). `keep`: answer values the
-    question states, which the candidate must state too; `seen`: normalised texts it must not be (evaluation:
-    the training questions)."""
-    found = []
-    c = candidate.strip()
-    if not c:
-        return ["empty"]
-    if "\n" in c:
-        found.append("more than one line")
-    if normalise(c) == normalise(question):
-        found.append("the question itself")
-    if any(normalise(c) == normalise(t) for t in taken):
-        found.append("a repeat")
-    if normalise(c) in seen:
-        found.append("seen in training")
-    if not 0.4 * len(question) <= len(c) <= 3 * len(question) + 20:
-        found.append(f"length: {len(c)} characters against {len(question)}")
-    missing = sorted(set(NUMBER.findall(question)) - numbers_in(c))
-    if missing:
-        found.append(f"loses a number: {', '.join(missing)}")
-    added = sorted(set(NUMBER.findall(c)) - numbers_in(question))
-    if added:
-        found.append(f"adds a number: {', '.join(added)}")
-    topic, kept_stems = topic_stems(question), set(topic_stems(c))
-    if 2 * sum(1 for w in topic if w in kept_stems) < len(topic):
-        found.append(f"drops the topic: {', '.join(w for w in topic if w not in kept_stems)}")
-    lost = [v for v in keep if not states(c, v)]
-    if lost:
-        found.append(f"loses an answer value: {', '.join(map(repr, lost))}")
-    return found
 
 
 # ---------------------------------------------------------------- what is reworded
@@ -310,6 +179,11 @@ class Rephrasings:
         """Up to k copies of the example's last user turn with its reworded part replaced."""
         parts = turn_parts(last_question(example), self.target)
         return [parts.with_instruction(r) for r in self.by_text.get(parts.instruction, [])[:k]]
+
+    def reworded(self, example, k: int) -> list[tuple[str, str]]:
+        """(reworded text, rephrasing) of each of `turns`, in the same order."""
+        text = turn_parts(last_question(example), self.target).instruction
+        return [(text, r) for r in self.by_text.get(text, [])[:k]]
 
     def coverage(self, examples: list, k: int) -> dict:
         """How many questions got faithful rephrasings, and what was rejected, by kind, with examples."""

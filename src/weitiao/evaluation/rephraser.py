@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from weitiao.errors import WeitiaoError
+from weitiao.evaluation.faithful import has_cjk
 from weitiao.evaluation.rephrase import (
     Rephrasings,
     load_rules,
@@ -105,24 +106,12 @@ class ModelRephraser:
     def ask_batch(self, batch: list[str], texts: dict[str, dict], k: int) -> dict[str, dict]:
         """Up to `tries` rounds of sampling for the texts of one batch, seeded from the batch itself; each text's
         cache entry."""
-        import torch
-
-        from weitiao.config import GenerationConfig
-        from weitiao.evaluation.generate import generate
-
         entries = {t: {"rephrasings": [], "asked": k, "rejected": Counter(), "examples": []} for t in batch}
-        gen = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.rows_per_call, do_sample=True,
-                               temperature=0.9, top_p=0.95)
         for attempt in range(self.tries):
             asked = [t for t in batch for _ in range(k - len(entries[t]["rephrasings"]))]
             if not asked:
                 break
-            prompts = [self.template.render(self.tokenizer, [{"role": "user", "content": self.prompt.format(
-                question=t)}], add_generation_prompt=True) for t in asked]
-            with torch.random.fork_rng():  # sampled, the same on every run, and the caller's RNG untouched
-                torch.manual_seed(batch_seed(batch, attempt))
-                answers = generate(self.model, self.tokenizer, prompts, gen, self.template.stop_ids, self.amp,
-                                   first_line=True)
+            answers = self.sample(asked, batch_seed(batch, attempt))
             for t, answer in zip(asked, answers):
                 entry, candidate = entries[t], clean_answer(answer)
                 if len(entry["rephrasings"]) >= k:
@@ -137,6 +126,93 @@ class ModelRephraser:
         return {t: {**e, "rejected": dict(e["rejected"])} for t, e in entries.items()}
 
 
+    def prompt_for(self, text: str) -> str:
+        """The rephrasing request for `text`, in its language: the Chinese prompt for a Chinese text when the
+        prompt is the default one."""
+        from weitiao.config import REPHRASE_PROMPT, REPHRASE_PROMPT_ZH
+
+        prompt = REPHRASE_PROMPT_ZH if self.prompt == REPHRASE_PROMPT and has_cjk(text) else self.prompt
+        return prompt.format(question=text)
+
+    def sample(self, texts: list[str], seed: int) -> list[str]:
+        """One sampled answer per text (texts repeat when a text needs several), seeded."""
+        import torch
+
+        from weitiao.config import GenerationConfig
+        from weitiao.evaluation.generate import generate
+
+        gen = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.rows_per_call, do_sample=True,
+                               temperature=0.9, top_p=0.95)
+        prompts = [self.template.render(self.tokenizer, [{"role": "user", "content": self.prompt_for(t)}],
+                                        add_generation_prompt=True) for t in texts]
+        with torch.random.fork_rng():  # sampled, the same on every run, and the caller's RNG untouched
+            torch.manual_seed(seed)
+            return generate(self.model, self.tokenizer, prompts, gen, self.template.stop_ids, self.amp,
+                            first_line=True)
+
+
+class EndpointRephraser(ModelRephraser):
+    """The same sampling, checking and cache, with the rephrasings written by a model behind an OpenAI-compatible
+    HTTP endpoint (vLLM, Ollama, llama.cpp's server, `weitiao serve`): a 7B+ model writes far fewer rewordings that
+    fail the checks than a 135M one. One chat completion per sample, with a seed derived from the batch; plain
+    urllib (no client library needed), the key, if any, from the environment."""
+
+    def __init__(self, url: str, model_name: str, api_key: str | None, prompt: str, cache: Path | None,
+                 rows_per_call: int = 16, timeout: float = 120.0):
+        super().__init__(None, None, None, f"{model_name} at {url}", prompt, cache, rows_per_call)
+        self.url, self.model_name, self.api_key, self.timeout = url.rstrip("/"), model_name, api_key, timeout
+
+    def sample(self, texts: list[str], seed: int) -> list[str]:
+        out = []
+        for i, t in enumerate(texts):
+            body = {"model": self.model_name, "messages": [{"role": "user", "content": self.prompt_for(t)}],
+                    "temperature": 0.9, "top_p": 0.95, "max_tokens": self.max_new_tokens, "seed": seed + i}
+            reply = endpoint_call(self.url, "/chat/completions", self.api_key, body, self.timeout)
+            try:
+                out.append(clean_answer(reply["choices"][0]["message"]["content"] or ""))
+            except (KeyError, IndexError, TypeError):
+                raise WeitiaoError(f"rephrase.model {self.url}: the reply has no choices[0].message.content "
+                                   f"({json.dumps(reply, ensure_ascii=False)[:200]})") from None
+        return out
+
+
+def endpoint_call(url: str, path: str, api_key: str | None, body: dict | None, timeout: float) -> dict:
+    """GET (body None) or POST JSON to an OpenAI-compatible endpoint; any failure is one WeitiaoError naming the
+    URL and what the server said."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    request = urllib.request.Request(url + path, data=data, headers=headers, method="GET" if body is None else "POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode("utf-8", "replace")[:300]
+        raise WeitiaoError(f"rephrase.model {url}: {path} answered HTTP {err.code}: {detail}") from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise WeitiaoError(f"rephrase.model {url}: cannot reach {url + path} ({err})") from None
+
+
+def endpoint_rephraser(cfg, cache: Path) -> EndpointRephraser:
+    """The rephraser of `rephrase.model: http(s)://HOST/v1`: the served model named by `rephrase.endpoint_model`,
+    or the first one the endpoint lists; the API key from the variable `rephrase.api_key_env` names."""
+    r = cfg.rephrase
+    key = os.environ.get(r.api_key_env) if r.api_key_env else None
+    name = r.endpoint_model
+    if not name:
+        listed = endpoint_call(r.model.rstrip("/"), "/models", key, None, 30.0).get("data") or []
+        if not listed:
+            raise WeitiaoError(f"rephrase.model {r.model}: /models lists no model; set rephrase.endpoint_model")
+        name = listed[0]["id"]
+    return EndpointRephraser(r.model, name, key, r.prompt, cache, r.batch_size)
+
+
+def is_endpoint(model: str | None) -> bool:
+    return bool(model) and str(model).startswith(("http://", "https://"))
+
+
 def batch_seed(batch: list[str], attempt: int) -> int:
     return int(hashlib.sha256(json.dumps([batch, attempt]).encode()).hexdigest()[:8], 16)
 
@@ -144,10 +220,12 @@ def batch_seed(batch: list[str], attempt: int) -> int:
 def clean_answer(text: str) -> str:
     """A model's reply reduced to the rephrased question: the first non-empty line, without quotes or a label."""
     line = next((s.strip() for s in text.splitlines() if s.strip()), "")
-    label = re.match(r"^([\w' -]{0,40}):\s*", line)  # "Rewrite request: ...", "Re: ...", "Rephrased question: ..."
-    if label and re.search(r"rephras|rewrit|paraphras|request|question|version|^re$", label.group(1).strip(), re.I):
+    # "Rewrite request: ...", "Re: ...", "Rephrased question: ...", "改写后的请求：..."
+    label = re.match(r"^([\w' -]{0,40})[:：]\s*", line)
+    if label and re.search(r"rephras|rewrit|paraphras|request|question|version|^re$|改写|请求|问题|重述|说法",
+                           label.group(1).strip(), re.I):
         line = line[label.end():]
-    return line.strip().strip('"“”\'').strip()
+    return line.strip().strip('"“”\'「」').strip()
 
 
 def read_cache(path: Path | None) -> dict[str, dict]:
@@ -206,18 +284,20 @@ def model_rephrasings(cfg, texts: dict[str, dict], log, base) -> Rephrasings:
     if not r.model:
         raise WeitiaoError("--rephrase: set rephrase.templates (a file of rules) or rephrase.model (a model that "
                            "writes the rephrasings, e.g. rephrase.model=base)")
-    if r.model == "base" and base is not None:
-        model, tokenizer, template = base
-        model_id = cfg.model.name_or_path
-    else:
-        model, tokenizer, template, model_id = load_chat_model(cfg, cfg.model.name_or_path if r.model == "base"
-                                                               else r.model)
     cache = Path(r.cache) if r.cache else cache_dir() / "rephrase.jsonl"
-    rephraser = ModelRephraser(model, tokenizer, template, str(model_id), r.prompt, cache, r.batch_size)
+    if is_endpoint(r.model):
+        rephraser = endpoint_rephraser(cfg, cache)
+    else:
+        if r.model == "base" and base is not None:
+            model, tokenizer, template = base
+            model_id = cfg.model.name_or_path
+        else:
+            model, tokenizer, template, model_id = load_chat_model(
+                cfg, cfg.model.name_or_path if r.model == "base" else r.model)
+        rephraser = ModelRephraser(model, tokenizer, template, str(model_id), r.prompt, cache, r.batch_size)
     by_text = rephraser.rephrase_all(texts, r.k, log)
-    return Rephrasings(r.target, f"model {model_id}", source_identity(cfg), by_text,
+    return Rephrasings(r.target, f"model {rephraser.model_id}", source_identity(cfg), by_text,
                        dict(rephraser.rejected), rephraser.rejected_examples)
-
 
 
 def load_chat_model(cfg, name: str):

@@ -298,6 +298,7 @@ td.better { background: #e3f4e1; } td.worse { background: #fbe3e1; }
 pre { white-space: pre-wrap; margin: 0; font-size: 0.9em; max-width: 30em; }
 summary { cursor: pointer; font-weight: 600; margin: 0.5em 0; }
 .note { color: #555; font-size: 0.92em; }
+.warn { color: #8a4b00; background: #fff4e0; padding: 0.4em 0.6em; }
 """
 
 
@@ -405,6 +406,7 @@ def rephrase_html(rephrase: dict | None) -> list[str]:
                        f"<td>{fmt(g['rephrased'])}</td><td>{gap}</td><td>{interval}</td></tr>")
     out.append("</table>")
     out += coverage_html(rephrase.get("coverage") or {})
+    out += per_rephrasing_html(rephrase.get("per_rephrasing") or {})
     if rephrase.get("change"):
         out.append("<table id='gap-change'><tr><th class='l'>metric</th><th>questions</th><th>gap A</th>"
                    "<th>gap B</th><th>B - A</th><th>95% interval</th></tr>")
@@ -414,6 +416,33 @@ def rephrase_html(rephrase: dict | None) -> list[str]:
                        f"<td>[{signed(c['low'])}, {signed(c['high'])}]</td></tr>")
         out.append("</table><p class='note'>B - A above zero: the second model loses less when the question is "
                    "rephrased.</p>")
+    return out
+
+
+def per_rephrasing_html(tables: dict) -> list[str]:
+    """Per model: each distinct rephrasing with the text it rewords, its rows and scores beside the same rows'
+    original scores, and a warning where the rephrasings of one text disagree sharply."""
+    e = html.escape
+    out = []
+    for label, t in tables.items():
+        rows = t.get("by_rephrasing") or []
+        if not rows:
+            continue
+        names = list(rows[0]["scores"])
+        out.append(f"<h3>{e(label)}: each rephrasing</h3><table class='per-rephrasing' data-model='{e(label)}'>"
+                   "<tr><th class='l'>reworded text</th><th class='l'>rephrasing</th><th>rows</th>"
+                   + "".join(f"<th>{e(n)} rephrased</th><th>{e(n)} original</th>" for n in names) + "</tr>")
+        for r in rows:
+            cells = "".join(f"<td>{fmt(r['scores'][n])}</td><td>{fmt(r['original'].get(n, float('nan')))}</td>"
+                            for n in names)
+            out.append(f"<tr><td class='l'>{e(r['text'])}</td><td class='l'>{e(r['rephrasing'])}</td>"
+                       f"<td>{r['rows']}</td>{cells}</tr>")
+        out.append("</table>")
+        for d in t.get("disagreements") or []:
+            out.append(f"<p class='warn disagreement'>The rephrasings of <q>{e(d['text'])}</q> disagree: "
+                       f"{e(d['metric'])} {fmt(d['best_score'])} on <q>{e(d['best'])}</q>, {fmt(d['worst_score'])} "
+                       f"on <q>{e(d['worst'])}</q>. The rephrasing, not the model, is the likely cause: read test "
+                       f"rows {', '.join(map(str, d['read_rows']))} in rephrased.json.</p>")
     return out
 
 

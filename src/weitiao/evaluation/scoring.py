@@ -17,6 +17,7 @@ from weitiao.data.formats import Example
 from weitiao.errors import WeitiaoError
 from weitiao.evaluation.generate import generate
 from weitiao.evaluation.metrics import score
+from weitiao.evaluation import per_rephrasing
 from weitiao.evaluation.rephrase import Rephrasings, last_question, rejected_summary, rephrased_examples
 
 
@@ -152,11 +153,12 @@ def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasin
     faithful rephrasing, and what was rejected."""
     import dataclasses
 
-    rows, source = [], []  # source[j]: the index of the original row that rows[j] rephrases
+    rows, source, worded = [], [], []  # source[j]: the original row that rows[j] rephrases; worded[j]: how
     for i, ex in enumerate(examples):
         more = rephrased_examples([ex], rephrasings, cfg.rephrase.k)
         rows += more
         source += [i] * len(more)
+        worded += rephrasings.reworded(ex, cfg.rephrase.k)
     coverage = rephrasings.coverage(examples, cfg.rephrase.k)
     if not rows:
         raise WeitiaoError(f"--rephrase: no question got a faithful rephrasing ({coverage['rejected'] or 'none'} "
@@ -164,11 +166,15 @@ def score_rephrased(cfg: Config, model, tokenizer, template, examples, rephrasin
     encoded = encode_split(rows, template, tokenizer, cfg.data, "rephrased", {})
     every_row = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_samples=0))
     scores = score_split(model, tokenizer, template, rows, encoded, every_row, amp, f"{label}, rephrased")
-    return {"rows": len(rows), "questions": len(examples), "per_question": cfg.rephrase.k,
-            "metrics": scores.metrics, "coverage": coverage,
-            "predictions": [{"row": i, "where": ex.where, "question": last_question(ex), "prediction": p,
-                             "scores": s} for i, ex, p, s in zip(source, rows, scores.predictions, scores.per_row)],
-            "original": [{"question": last_question(ex), "scores": s} for ex, s in zip(examples, original_scores)]}
+    result = {"rows": len(rows), "questions": len(examples), "per_question": cfg.rephrase.k,
+              "metrics": scores.metrics, "coverage": coverage,
+              "predictions": [{"row": i, "where": ex.where, "question": last_question(ex), "text": w[0],
+                               "rephrasing": w[1], "prediction": p, "scores": s}
+                              for i, ex, w, p, s in zip(source, rows, worded, scores.predictions, scores.per_row)],
+              "original": [{"question": last_question(ex), "scores": s} for ex, s in zip(examples, original_scores)]}
+    result["by_rephrasing"] = per_rephrasing.by_rephrasing(result)
+    result["disagreements"] = per_rephrasing.disagreements(result["by_rephrasing"])
+    return result
 
 
 def score_rephrased_rows(cfg: Config, model, tokenizer, template, examples, rephrasings: Rephrasings, amp,
@@ -195,4 +201,4 @@ def gap_lines(rephrased: dict, samples: int = 2000, seed: int = 0) -> str:
         lines.append(f"  gap {g['name']}: " + (f"{signed(g['gap'])} [{signed(g['low'])}, {signed(g['high'])}] "
                                                f"({g['original']:.4f} -> {g['rephrased']:.4f})" if g["measured"]
                                                else "not measured") + f" on {g['questions']} questions")
-    return "\n".join(lines)
+    return "\n".join(lines + per_rephrasing.lines(rephrased))
