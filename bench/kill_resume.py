@@ -1,12 +1,18 @@
 """Kill a training run with SIGKILL at random moments, resume it, and check it ends where an unkilled run ends.
 
     python bench/kill_resume.py [--kills 10] [--seed 0] [--workdir DIR]
+    python bench/kill_resume.py --nproc 2 --after-complete --load --kills 20   # the DDP case of issue 42
 
 Trains LoRA (dropout 0.1, so the RNG state matters) on the tiny Llama and a demo-data slice, saving a checkpoint
 every 3 steps. First one uninterrupted reference run; then, for each trial, a run killed with SIGKILL (half of the
 kills at a random moment, half the instant a new checkpoint folder appears, i.e. while it is being written) and
 resumed by running the same command again. Each resumed run's final adapter must equal the reference within 1e-5,
 and its logged losses after the resume point must equal the reference's. Prints one line per trial and a total.
+
+`--after-complete` kills instead the moment a chosen checkpoint counts as complete (what
+tests/training/test_distributed.py does), and then also requires that the resume starts from the newest checkpoint
+that was complete right after the kill; `--nproc 2` trains on 2 processes (DDP over gloo); `--load` keeps both
+cores busy with two spinning processes meanwhile. With those three it writes bench/results/kill-resume-ddp-cpu.json.
 """
 from __future__ import annotations
 
@@ -44,8 +50,30 @@ def write_config(folder: Path, model_dir: Path, data_dir: Path, out: Path) -> Pa
     return path
 
 
+NPROC = 1
+
+
 def train_command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "weitiao", "train", str(config)]
+    return [sys.executable, "-m", "weitiao", "train", str(config)] + (["--nproc", str(NPROC)] if NPROC > 1 else [])
+
+
+def kill_when_complete(config: Path, out: Path, checkpoint: int) -> tuple[str, str | None]:
+    """SIGKILL the run the moment checkpoint number `checkpoint` (in save order) counts as complete; (where,
+    the newest complete checkpoint's name right after the kill)."""
+    from weitiao.training.checkpoints import checkpoints, is_complete
+
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    while proc.poll() is None:
+        found = checkpoints(out / "checkpoints")
+        if len(found) >= checkpoint and is_complete(found[checkpoint - 1][1]):
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            time.sleep(1.0)  # the workers die with the launcher
+            done = [p.name for _, p in checkpoints(out / "checkpoints") if is_complete(p)]
+            return f"when checkpoint {checkpoint} was complete", (done[-1] if done else None)
+        time.sleep(0.002)
+    return "too late (the run had finished)", None
 
 
 def adapter_weights(run: Path) -> dict:
@@ -101,7 +129,22 @@ def main(argv=None) -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--nproc", type=int, default=1, help="processes per run (2: DDP over gloo)")
+    parser.add_argument("--after-complete", action="store_true",
+                        help="kill when a checkpoint counts as complete; the resume must start from it")
+    parser.add_argument("--load", action="store_true", help="two spinning processes keep both cores busy")
     args = parser.parse_args(argv)
+    global NPROC
+    NPROC = args.nproc
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 if args.load else 0)]
+    try:
+        return run_trials(args)
+    finally:
+        for p in spinners:
+            p.kill()
+
+
+def run_trials(args) -> int:
     random.seed(args.seed)
     from weitiao.testing import save_tiny_model, write_demo_slice
 
@@ -121,13 +164,16 @@ def main(argv=None) -> int:
     ref_w, ref_losses = adapter_weights(ref_out), logged_losses(ref_out)
     print(f"reference run: {MAX_STEPS} steps; {window:.1f}s from run folder to exit")
 
-    matched = 0
+    matched, trials = 0, []
     for trial in range(args.kills):
         out = work / f"trial-{trial}"
         config = write_config(work, model_dir, data_dir, out)
         at_checkpoint = random.randint(1, MAX_STEPS // 3 - 1) if trial % 2 == 1 else None
         delay = random.uniform(0.0, 0.8 * window)
-        for _ in range(5):
+        newest = None
+        if args.after_complete:
+            where, newest = kill_when_complete(config, out, random.randint(1, MAX_STEPS // 3 - 2))
+        for _ in range(0 if args.after_complete else 5):
             where = kill_during(config, out, at_checkpoint, delay)
             if not finished(out):
                 break
@@ -143,12 +189,35 @@ def main(argv=None) -> int:
         diff = max(float((w[k] - ref_w[k]).abs().max()) for k in ref_w)
         losses = logged_losses(out)
         same_losses = all(abs(losses.get(s, float("nan")) - v) <= 1e-6 for s, v in ref_losses.items())
-        ok = diff <= TOLERANCE and same_losses
+        from_newest = newest is None or resume_line.endswith(f"/{newest}")
+        ok = diff <= TOLERANCE and same_losses and from_newest
         matched += ok
-        print(f"trial {trial}: killed {where}; {resume_line}; max |dW| {diff:.2e}; losses "
-              f"{'equal' if same_losses else 'DIFFER'} -> {'match' if ok else 'MISMATCH'}")
+        line = (f"trial {trial}: killed {where}; {resume_line}; max |dW| {diff:.2e}; losses "
+                f"{'equal' if same_losses else 'DIFFER'}" + (f"; newest complete {newest}" if newest else "")
+                + f" -> {'match' if ok else 'MISMATCH'}")
+        print(line, flush=True)
+        trials.append({"trial": trial, "killed": where, "newest_complete": newest, "resume": resume_line,
+                       "max_abs_dw": diff, "losses_equal": same_losses, "ok": ok})
     print(f"{matched}/{args.kills} resumed runs matched the uninterrupted run (tolerance {TOLERANCE})")
+    if args.after_complete and args.nproc > 1 and args.load:
+        write_results(args, matched, trials)
     return 0 if matched == args.kills else 1
+
+
+def write_results(args, matched: int, trials: list[dict]) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo))
+    from bench.methods import machine
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+                            text=True).stdout.strip()
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "commit": commit,
+              "setting": f"{args.nproc} processes (DDP, gloo), both cores kept busy by two spinning processes, "
+                         "SIGKILL the moment a checkpoint counts as complete, then the same command again",
+              "resumed_from_newest_complete_and_matched": f"{matched}/{args.kills}", "rows": trials}
+    path = repo / "bench" / "results" / "kill-resume-ddp-cpu.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -45,3 +45,25 @@ def test_the_site_builds_strictly(tmp_path):
     for page in ("index.html", "concepts/index.html", "zh/concepts/index.html", "reference/config/index.html",
                  "benchmarks/results/index.html", "architecture/index.html"):
         assert (tmp_path / "site" / page).is_file(), page
+
+
+def test_every_page_has_a_chinese_twin_and_both_are_in_the_nav():
+    """docs/zh mirrors docs/: a page added in English without its Chinese twin (or the reverse) fails here, and
+    the generated pages' twins include the English page rather than copying it (they cannot drift)."""
+    import yaml
+
+    english = {p.relative_to(REPO / "docs") for p in (REPO / "docs").rglob("*.md") if "zh" not in p.parts}
+    chinese = {p.relative_to(REPO / "docs" / "zh") for p in (REPO / "docs" / "zh").rglob("*.md")}
+    assert english == chinese, (sorted(map(str, english - chinese)), sorted(map(str, chinese - english)))
+    for generated in ("reference/config.md", "reference/cli.md", "benchmarks/results.md"):
+        assert f'--8<-- "docs/{generated}' in (REPO / "docs" / "zh" / generated).read_text(encoding="utf-8")
+
+    def pages(nav):
+        for entry in nav:
+            value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+            yield from (pages(value) if isinstance(value, list) else [value])
+
+    site = yaml.load((REPO / "mkdocs.yml").read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+    listed = set(pages(site["nav"]))
+    assert {str(p) for p in english} <= listed and {f"zh/{p}" for p in chinese} <= listed
+    assert [a["lang"] for a in site["extra"]["alternate"]] == ["en", "zh"]

@@ -160,3 +160,28 @@ def test_data_check_and_validate_agree_on_every_row(tmp_path, tiny_model_dir, de
     assert checked.returncode == 0 and validated.returncode == 0, checked.stdout + validated.stderr
     assert "no bad rows" in checked.stdout and "valid: nothing was trained or written" in validated.stdout
     assert "1 over data.max_length 64 (truncate)" in checked.stdout and "truncated 1" in validated.stdout
+
+
+def test_planted_chinese_leaks_are_flagged_and_unrelated_rows_are_not():
+    """Chinese shingles are bigrams: a 2-character edit (由来 -> 来历) of a 20-character question with the same
+    answer, and a row that differs only by a suffix such as （第7题）, are near-duplicates; a question on another
+    festival with its own answer is not."""
+    from weitiao.data.check import find_overlaps
+    from weitiao.data.formats import Example
+
+    def row(q, a, where):
+        return Example(messages=(("user", q), ("assistant", a)), text=None, where=where)
+
+    train = [row("请简要介绍一下端午节的由来和主要的传统习俗。", "端午节源于纪念屈原，习俗有赛龙舟、吃粽子。", "train.jsonl line 1"),
+             row("请写出三种常见的水果并说明它们的营养价值。", "1. 苹果\n2. 香蕉\n3. 橙子", "train.jsonl line 2"),
+             row("北京是中国的首都吗？", "是的。", "train.jsonl line 3")]
+    test = [row("请简要介绍一下端午节的来历和主要的传统习俗。", "端午节源于纪念屈原，习俗有赛龙舟、吃粽子。", "test.jsonl line 1"),
+            row("请写出三种常见的水果并说明它们的营养价值。（第7题）", "1. 苹果\n2. 香蕉\n3. 橙子", "test.jsonl line 2"),
+            row("上海有多少人口？", "约两千四百万。", "test.jsonl line 3"),
+            row("请简要介绍一下春节的由来和主要的传统习俗。", "春节源于年兽传说，习俗有贴春联、放鞭炮。", "test.jsonl line 4")]
+    leaks = find_overlaps(train, test, 0.8)
+    assert [(p.a, p.b) for p in leaks.near] == [("train.jsonl line 1", "test.jsonl line 1"),
+                                                ("train.jsonl line 2", "test.jsonl line 2")]
+    assert not leaks.exact
+    duplicates = find_overlaps(train + test[1:2], None, 0.8)  # the suffixed copy inside one file
+    assert [(p.a, p.b) for p in duplicates.near] == [("train.jsonl line 2", "test.jsonl line 2")]

@@ -43,3 +43,21 @@ def test_bundled_intent_files_are_the_generator_output_and_test_texts_are_unseen
     for rows in splits.values():  # balanced classes
         counts = [sum(r["label"] == k for r in rows) for k in support_intent.INTENTS]
         assert max(counts) - min(counts) <= 1
+
+
+def test_the_chinese_demo_is_deterministic_disjoint_and_its_answers_score_right():
+    from weitiao.demo.count_list_zh import CATEGORIES_ZH, build_splits
+    from weitiao.evaluation.metrics import count_list, list_correct
+
+    splits = build_splits(0)
+    assert build_splits(0) == splits and {k: len(v) for k, v in splits.items()} == {"train": 480, "val": 40,
+                                                                                     "test": 80}
+    combos = {k: {(r["meta"]["category"], r["meta"]["n"], r["meta"]["phrasing"]) for r in v}
+              for k, v in splits.items()}
+    assert not combos["train"] & combos["test"] and not combos["train"] & combos["val"]
+    for row in splits["test"]:
+        question, reference = (m["content"] for m in row["messages"])
+        assert str(row["meta"]["n"]) in question and row["meta"]["category"] in question
+        assert count_list(reference, reference) == list_correct(reference, reference) == 1.0
+        assert all(line.split(". ", 1)[1] in CATEGORIES_ZH[row["meta"]["category"]]
+                   for line in reference.splitlines())

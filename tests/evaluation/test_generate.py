@@ -35,3 +35,19 @@ def test_the_frozen_head_sees_a_contiguous_input_and_answers_do_not_change(tiny_
     plain = [tiny_tokenizer.decode(row[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]
     assert [answers[1], answers[0], answers[2]] == plain
 
+
+
+def test_a_limit_shorter_than_the_references_is_said_before_generating(tiny_model_dir):
+    """A Chinese JSON answer costs 2-3 tokens a character here: a limit that fits the English answers cuts it."""
+    from transformers import AutoTokenizer
+
+    from weitiao.evaluation.scoring import cut_short_warning
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    answers = ['{"姓名": "张三", "城市": "北京", "职业": "教师"}', "1. Oak\n2. Pine"]
+    lengths = [len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers]
+    assert lengths[0] > lengths[1]
+    assert cut_short_warning(answers, tokenizer, lengths[0]) is None
+    warning = cut_short_warning(answers, tokenizer, lengths[1])
+    assert warning.startswith("warning: 1 of 2 reference answers are longer than eval.generation.max_new_tokens")
+    assert f"the longest: {lengths[0]} tokens" in warning and f"max_new_tokens={lengths[0]}" in warning

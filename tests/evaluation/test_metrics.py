@@ -170,3 +170,19 @@ def test_the_stricter_metric_decides_when_both_are_configured():
     assert deciding_metric(["exact_match_loose", "rouge-l", "exact_match"]) == "exact_match"
     assert deciding_metric(["rouge-l", "count_list", "list_correct"]) == "rouge-l"
     assert deciding_metric([]) is None
+
+
+def test_chinese_list_styles_count_and_chinese_members_are_judged():
+    from weitiao.evaluation.metrics import count_list, list_correct, list_problems, parse_numbered_list
+
+    reference = "1. 苹果\n2. 梨\n3. 香蕉"
+    for style in ("1、{}", "1.{}", "1．{}", "（1）{}", "(1) {}", "一、{}", "①{}", "1. {}"):
+        lines = "\n".join(style.replace("1", str(k)).replace("一", "一二三"[k - 1]).replace("①", "①②③"[k - 1])
+                          .format(item) for k, item in enumerate(["西瓜", "葡萄", "芒果"], start=1))
+        assert parse_numbered_list(lines) == ["西瓜", "葡萄", "芒果"], lines
+        assert count_list(lines, reference) == list_correct(lines, reference) == 1.0, lines
+    assert parse_numbered_list("1、苹果\n2. 香蕉") is None  # one list keeps one style
+    assert parse_numbered_list("1.5 apples") is None
+    assert list_problems("1. 苹果\n2. 苹果\n3. 梨", reference) == ["item 2 repeats '苹果'"]
+    assert list_problems("1. 苹果\n2. 白菜\n3. 梨", reference) == ["item 2 '白菜' is not one of the 水果"]
+    assert list_problems("1. 苹果\n2. 水果\n3. 梨", reference) == ["item 2 names the category"]

@@ -102,6 +102,9 @@ def score_split(model, tokenizer, template, examples: list[Example], encoded: li
     chat_rows = [ex for ex in examples if ex.text is None]
     if (cfg.eval.metrics or cfg.eval.reward_model) and chat_rows:
         pairs = [prompt_and_reference(ex, template, tokenizer) for ex in chat_rows]
+        warning = cut_short_warning([r for _, r in pairs], tokenizer, cfg.eval.generation.max_new_tokens)
+        if warning:
+            log(f"[{label}] {warning}")
         log(f"[{label}] generating {len(pairs)} answers (greedy={not cfg.eval.generation.do_sample}, "
             f"max_new_tokens={cfg.eval.generation.max_new_tokens}) ...")
         predictions = generate(model, tokenizer, [p for p, _ in pairs], cfg.eval.generation, template.stop_ids,
@@ -119,6 +122,19 @@ def score_split(model, tokenizer, template, examples: list[Example], encoded: li
         metrics.update({k: round(v, 6) for k, v in means.items()})
     log(f"[{label}] scored in {time.time() - started:.1f}s: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return SplitScores(len(encoded), metrics, predictions, per_row, row_losses)
+
+
+def cut_short_warning(references: list[str], tokenizer, limit: int) -> str | None:
+    """A warning, before generating, when reference answers are longer than `limit` new tokens: their answers would
+    be cut short and scored as wrong (a Chinese character costs 2-3 tokens in an English-centred vocabulary)."""
+    lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) + 1 for r in references]  # + end of turn
+    longer = [n for n in lengths if n > limit]
+    if not longer:
+        return None
+    return (f"warning: {len(longer)} of {len(references)} reference answers are longer than "
+            f"eval.generation.max_new_tokens {limit} (the longest: {max(longer)} tokens with its end of turn); "
+            f"answers that long will be cut short and score as wrong: set eval.generation.max_new_tokens="
+            f"{max(lengths)} or more")
 
 
 def prediction_rows(examples: list[Example], tuned: dict, base: dict | None, **per_example) -> list[dict]:

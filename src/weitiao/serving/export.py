@@ -149,7 +149,8 @@ def export_folder(loaded: Loaded, merged: Merged, out_dir: Path, dtype: str, tol
                                  "min_top1_agreement": MIN_TOP1_AGREEMENT[dtype]},
                    "template_round_trip": f"{checked} conversations identical", "template": loaded.template.describe(),
                    "notes": merged.notes}
-        (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8")
     log(f"exported {loaded.method} run to {out_dir} ({dtype}); vs the unmerged model: {check.describe()}; "
         f"template round trip ok on {checked} conversations")
     for note in merged.notes:
@@ -180,7 +181,8 @@ def export_gguf(loaded: Loaded, merged: Merged, out_dir: Path, quant: str, toler
                    "template_round_trip": f"{checked} conversations identical",
                    "ollama_template": f"{checked_ollama} conversations identical", "stops": stops,
                    "template": loaded.template.describe(), "notes": merged.notes}
-        (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8")
     log(f"exported {loaded.method} run to {out_dir / name} ({quant}, {summary['bytes'] / 2**20:.1f} MiB) and "
         f"{out_dir / 'Modelfile'}; read back by transformers' GGUF loader, vs the unmerged model: {check.describe()}; "
         f"template round trip ok on {checked} conversations\nrun it with Ollama: cd {out_dir} && ollama create "
@@ -295,7 +297,8 @@ def export_adapter_only(loaded: Loaded, out_dir: Path, log) -> dict:
         loaded.tokenizer.save_pretrained(tmp)
         summary = {"source_run": str(loaded.run_dir.resolve()), "method": loaded.method, "merged": False,
                    "template": loaded.template.describe(), "notes": [note]}
-        (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (tmp / "weitiao_export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8")
     log(f"exported the {loaded.method} adapter to {out_dir} (not merged)\nnote: {note}")
     return summary
 

@@ -322,7 +322,7 @@ def turn_pieces(template, tokenizer) -> TurnPieces:
 
 def modelfile(gguf_name: str, pieces: TurnPieces, stops: list[str]) -> str:
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{pieces.go_template()}"""']
-    lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in stops]
+    lines += [f"PARAMETER stop {json.dumps(stop, ensure_ascii=False)}" for stop in stops]
     return "\n".join(lines) + "\n"
 
 

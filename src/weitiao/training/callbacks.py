@@ -103,3 +103,28 @@ class StepTimer(TrainerCallback):
             self.steps += 1
         self._mark = now
         return control
+
+
+class SealCheckpoint(TrainerCallback):
+    """After every checkpoint: wait until every process has written its part, then (rank 0) write the seal that
+    `training.checkpoints` requires of a multi-process checkpoint. transformers' Trainer calls `on_save` on every
+    rank right after its own `_save_checkpoint`, so the barrier is met once all of them have returned."""
+
+    def on_save(self, args, state, control, **kwargs):
+        import json
+        import os
+        from pathlib import Path
+
+        import torch.distributed as dist
+
+        from weitiao.training.checkpoints import SEAL
+
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if world > 1:
+            dist.barrier()
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            tmp = folder / (SEAL + ".tmp")
+            tmp.write_text(json.dumps({"step": state.global_step, "world_size": world}) + "\n")
+            os.replace(tmp, folder / SEAL)  # whole or absent, as the checkpoint itself
+        return control

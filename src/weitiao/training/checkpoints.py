@@ -6,8 +6,15 @@ transformers' Trainer writes a checkpoint folder file by file: weights, optimize
 previous complete checkpoint on disk. In a multi-process run there is one exception: rank 0 writes
 `trainer_state.json` without waiting for the other ranks' RNG files, so a kill can leave rank 1's file empty or cut
 short under a parsed `trainer_state.json` (seen under load: a 0-byte `rng_state_1.pth`, and the resume failed).
-So every torch state file (`*.pt`, `*.pth`, written by torch.save as a zip archive) must also be a whole archive. A resume starts from the newest complete checkpoint; newer folders are
-partial writes of a killed run and are removed (they hold nothing that is not recomputed).
+So every torch state file (`*.pt`, `*.pth`, written by torch.save as a zip archive) must also be a whole archive.
+
+That is still not enough: a checkpoint can look complete while rank 1 has not yet *created* its RNG file, and a
+kill a moment later leaves that file empty (a 2-process DDP run under load on a clean clone, 2026-12-07: judged
+complete, killed, then not resumed). So once every rank has written its part, the ranks meet (a barrier) and rank 0
+writes a seal, `weitiao_checkpoint.json` with the world size (`training.callbacks.SealCheckpoint`); a checkpoint
+of a multi-process run counts only with its seal and one whole RNG file per rank it names. A resume starts from
+the newest complete checkpoint; newer folders are partial writes of a killed run and are removed (they hold
+nothing that is not recomputed), each named with the file that was missing or cut short.
 """
 from __future__ import annotations
 
@@ -32,18 +39,46 @@ def checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+SEAL = "weitiao_checkpoint.json"
+RANK_RNG = re.compile(r"^rng_state_(\d+)\.pth$")
+
+
 def is_complete(folder: Path) -> bool:
+    return why_incomplete(folder) is None
+
+
+def why_incomplete(folder: Path) -> str | None:
+    """None for a complete checkpoint, else which file is missing or cut short."""
     try:
         state = json.loads((folder / "trainer_state.json").read_text())
     except (OSError, ValueError):
-        return False
+        return "trainer_state.json is missing or cut short"
     if state.get("global_step") is None:
-        return False
-    has_weights = any((folder / name).is_file() for name in WEIGHT_FILES)
+        return "trainer_state.json has no global_step"
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        return f"no weights ({' or '.join(WEIGHT_FILES)})"
     needed = STATE_FILES + ((("trainable_state.safetensors",),) if is_prompt_learning(folder) else ())
-    present = has_weights and all(any((folder / name).is_file() for name in names) for names in needed)
+    missing = [" or ".join(names) for names in needed if not any((folder / n).is_file() for n in names)]
+    if missing:
+        return f"{missing[0]} is missing"
     # a zip archive's directory is at its end: a file cut short (or still being written) has none
-    return present and all(zipfile.is_zipfile(p) for p in (*folder.glob("*.pt"), *folder.glob("*.pth")))
+    cut = [p.name for p in (*folder.glob("*.pt"), *folder.glob("*.pth")) if not zipfile.is_zipfile(p)]
+    if cut:
+        return f"{cut[0]} is cut short (not a whole torch archive)"
+    return rank_problem(folder)
+
+
+def rank_problem(folder: Path) -> str | None:
+    """A multi-process checkpoint (rng_state_N.pth files) needs its seal, and an RNG file from every rank."""
+    ranks = {int(m.group(1)) for p in folder.iterdir() if (m := RANK_RNG.match(p.name))}
+    if not ranks:
+        return None
+    try:
+        world = int(json.loads((folder / SEAL).read_text())["world_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{SEAL} is missing: not every process had finished writing its part"
+    lost = sorted(set(range(world)) - ranks)
+    return f"rng_state_{lost[0]}.pth is missing" if lost else None
 
 
 def is_prompt_learning(folder: Path) -> bool:
@@ -60,6 +95,7 @@ def last_complete(root: Path, log=print) -> Path | None:
     for step, folder in reversed(checkpoints(root)):
         if is_complete(folder):
             return folder
-        log(f"removing {folder}: an incomplete checkpoint (the run was stopped while writing it)")
+        log(f"removing {folder}: an incomplete checkpoint, {why_incomplete(folder)} (the run was stopped while "
+            "writing it)")
         shutil.rmtree(folder, ignore_errors=True)
     return None

@@ -78,10 +78,10 @@ def fit(trainer, cfg, out_dir: Path, device: str, resume: bool, advice: str = "L
     in `out_dir/checkpoints`. `advice` ends the message of a run stopped by non-finite gradients."""
     from transformers import EarlyStoppingCallback
 
-    from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt, StepTimer
+    from weitiao.training.callbacks import NonFiniteGuard, SaveOnInterrupt, SealCheckpoint, StepTimer
 
     guard, interrupt, timer = NonFiniteGuard(cfg.train.max_nonfinite_steps, log), SaveOnInterrupt(log), StepTimer()
-    for callback in (guard, interrupt, timer):
+    for callback in (guard, interrupt, timer, SealCheckpoint()):
         trainer.add_callback(callback)
     if cfg.train.early_stopping_patience and trainer.eval_dataset is not None:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))

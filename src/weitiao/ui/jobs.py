@@ -60,7 +60,8 @@ class Jobs:
                                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             job = Job(job_id, kind, args, target, process.pid, str(log), time.time(), url)
             self.processes[job_id] = process
-            (self.folder / f"{job_id}.json").write_text(json.dumps(job.as_dict()), encoding="utf-8")
+            (self.folder / f"{job_id}.json").write_text(json.dumps(job.as_dict(), ensure_ascii=False),
+                                                        encoding="utf-8")
             return job, True
 
     def all(self) -> list[Job]:
