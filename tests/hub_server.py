@@ -7,9 +7,9 @@ real HTTP, serving model and dataset repos from local folders (point HF_ENDPOINT
 - HEAD/GET /{repo}/resolve/{rev}/{path} and /datasets/{repo}/resolve/{rev}/{path}: a file, with the commit in
   X-Repo-Commit and its id in ETag, as the hub answers.
 
-It also answers the two ModelScope endpoints its client's `snapshot_download` uses (point MODELSCOPE_ENDPOINT at
-`Hub.url`), from the same model repos: GET /api/v1/models/{repo}/repo/files (the file list) and
-GET /api/v1/models/{repo}/repo?Revision=...&FilePath=... (a file).
+It also answers the ModelScope endpoints its client's `snapshot_download` uses (point MODELSCOPE_ENDPOINT at
+`Hub.url`), from the same repos: GET /api/v1/models/{repo}/repo/files and /api/v1/datasets/{repo}/repo/tree (the
+file list) and GET /api/v1/{models,datasets}/{repo}/repo?Revision=...&FilePath=... (a file).
 
 Errors carry the hub's `X-Error-Code` header (RepoNotFound, RevisionNotFound, GatedRepo), which huggingface_hub
 turns into its own exception types. A repo marked private answers 401 without `Authorization: Bearer <token>`.
@@ -84,8 +84,8 @@ class Hub:
         path = unquote(urlparse(request.path).path)
         self.requests.append(f"{request.command} {path}")
         parts = path.strip("/").split("/")
-        if parts[:3] == ["api", "v1", "models"] and len(parts) >= 6:
-            return self.modelscope(request, "/".join(parts[3:5]), parts[5], body)
+        if parts[:2] == ["api", "v1"] and parts[2] in ("models", "datasets") and len(parts) >= 6:
+            return self.modelscope(request, parts[2], "/".join(parts[3:5]), parts[5], body)
         if parts[0] == "api" and len(parts) in (4, 5) or len(parts) >= 6 and parts[1] in ("models", "datasets"):
             parts += ["revision", "main"][len(parts) - 4:]  # /api/datasets/{repo}: the info at main
             kind, repo_id, action, rev = parts[1], "/".join(parts[2:4]), parts[4], parts[5]
@@ -123,11 +123,12 @@ class Hub:
             return
         self.error(request, 404, "EntryNotFound", f"no route for {path}")
 
-    def modelscope(self, request, repo_id: str, action: str, body: bool) -> None:
-        """ModelScope's answers: {"Code": 200, "Data": {"Files": [...]}} for the list, the bytes for a file."""
-        repo = self.repos.get(("models", repo_id))
+    def modelscope(self, request, kind: str, repo_id: str, action: str, body: bool) -> None:
+        """ModelScope's answers: {"Code": 200, "Data": {"Files": [...]}} for the list (models: repo/files;
+        datasets: repo/tree, paged), the bytes for a file (repo?FilePath=...)."""
+        repo = self.repos.get((kind, repo_id))
         if repo is None:
-            error = json.dumps({"Code": 10010205001, "Message": f"model {repo_id} not found"}).encode()
+            error = json.dumps({"Code": 10010205001, "Message": f"{kind[:-1]} {repo_id} not found"}).encode()
             return self.send_bytes(request, 404, "application/json", error, body)
         if action == "repo" and "FilePath" in (query := parse_qs(urlparse(request.path).query)):
             data = repo.files[query["FilePath"][0]].read_bytes()

@@ -63,14 +63,19 @@ def hub_dataset(entry: str, field: str, streaming: bool = False) -> HubDataset |
     when it does not look like one."""
     from weitiao.models import hub
 
-    match = HUB_DATASET.match(entry)
+    prefix = hub.MODELSCOPE if entry.startswith(hub.MODELSCOPE) else ""
+    match = HUB_DATASET.match(entry.removeprefix(prefix))
     if match is None or entry.endswith(SUFFIXES) or entry.startswith((".", "/", "~")):
         return None
+    repo = prefix + match["repo"]
+    if streaming and prefix:
+        raise DataError([f"{field}: {entry!r}: data.streaming reads hub datasets from the Hugging Face hub; a "
+                         "ModelScope dataset is downloaded first (set data.streaming false)"])
     if streaming and not hub.offline():
-        folder, commit = None, hub.commit(match["repo"], "dataset", match["revision"], field)
+        folder, commit = None, hub.commit(repo, "dataset", match["revision"], field)
     else:
-        folder, commit = hub.snapshot(match["repo"], "dataset", match["revision"], field)
-    return HubDataset(match["repo"], match["config"], match["split"] or DEFAULT_SPLITS.get(field.split("[")[0],
+        folder, commit = hub.snapshot(repo, "dataset", match["revision"], field)
+    return HubDataset(repo, match["config"], match["split"] or DEFAULT_SPLITS.get(field.split("[")[0],
                                                                                           "train"), folder, commit)
 
 

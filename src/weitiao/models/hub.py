@@ -43,7 +43,7 @@ def snapshot(repo_id: str, kind: str, revision: str | None, field: str, patterns
 
     where = f"{field}: {repo_id!r}"
     if repo_id.startswith(MODELSCOPE):
-        return modelscope_snapshot(repo_id.removeprefix(MODELSCOPE), revision, where, patterns)
+        return modelscope_snapshot(repo_id.removeprefix(MODELSCOPE), revision, where, patterns, kind)
     with hub_errors(where, repo_id, kind, revision):
         folder = snapshot_download(repo_id, repo_type=kind, revision=revision, allow_patterns=patterns)
     return Path(folder), Path(folder).name
@@ -95,9 +95,10 @@ def hub_errors(where: str, repo_id: str, kind: str, revision: str | None):
         raise ModelNotFoundError(f"{where}: the hub refused the download: {str(err).splitlines()[0]}") from None
 
 
-def modelscope_snapshot(repo_id: str, revision: str | None, where: str, patterns: list[str] | None
-                        ) -> tuple[Path, str]:
-    """(local folder, revision) of a ModelScope model, through ModelScope's own client (its cache: MODELSCOPE_CACHE;
+def modelscope_snapshot(repo_id: str, revision: str | None, where: str, patterns: list[str] | None,
+                        kind: str = "model") -> tuple[Path, str]:
+    """(local folder, revision) of a ModelScope model or dataset (`kind`), through ModelScope's own client (its
+    cache: MODELSCOPE_CACHE;
     another server: MODELSCOPE_ENDPOINT; a token: MODELSCOPE_API_TOKEN). Its snapshot folder is named by the
     revision, which is what the run records (the client does not resolve a branch to a commit)."""
     from modelscope import snapshot_download
@@ -105,7 +106,7 @@ def modelscope_snapshot(repo_id: str, revision: str | None, where: str, patterns
     revision = revision or "master"
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=offline(),
-                                   endpoint=os.environ.get("MODELSCOPE_ENDPOINT"))
+                                   endpoint=os.environ.get("MODELSCOPE_ENDPOINT"), repo_type=kind)
     except Exception as err:  # noqa: BLE001 - modelscope_hub raises its own HTTP and lookup errors
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         if offline():
