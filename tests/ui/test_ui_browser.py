@@ -173,3 +173,60 @@ def test_a_newcomer_trains_reads_the_report_chats_and_records_preferences_in_the
     assert dpo_metrics["start"]["adapter"] == str(root / "tiny" / "adapter")
     for shot in ("new-run", "runs", "run", "report", "chat", "preferences"):
         assert (shots / f"{shot}.png").stat().st_size > 10_000
+
+
+def test_every_page_in_chinese_from_the_browsers_language_with_a_switch_back(ui, page, tmp_path, lora_run_dir,
+                                                                             tiny_model_dir, demo_data_dir):
+    """The same UI for a browser that asks for Chinese (Accept-Language zh-CN): every page's labels in Chinese,
+    the data check's message from ui.js too, a CJK font installed so 微调 renders, and the header's switch to
+    English remembered in a cookie. (The English pass is the test above.)"""
+    import shutil
+
+    from weitiao.ui.i18n import ZH
+
+    url, root = ui
+    shutil.copytree(lora_run_dir, root / "tiny")
+    shots = tmp_path / "screenshots-zh"
+    shots.mkdir()
+    fonts = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True).stdout
+    assert fonts.strip(), "no CJK font: scripts/setup.sh installs fonts-wqy-microhei with the browser"
+    page.set_extra_http_headers({"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"})
+    expected = {"/": ["新建训练", "检查数据", "开始训练", "学习率"], "/runs": ["训练列表", "已完成"],
+                "/run?name=tiny": ["结果", "导出与部署", "日志"], "/chat?name=tiny": ["同时发送", "基座"],
+                "/preferences?name=tiny": ["哪个回答更好？", "用这些数据训练 DPO"]}
+    for path, texts in expected.items():
+        page.goto(url + path)
+        assert page.get_attribute("html", "lang") == "zh"
+        body = page.inner_text("body")
+        assert all(t in body for t in texts), (path, body[:500])
+        assert not [e for e in ("New run", "Check data", "Send to both", "Open the full report") if e in body]
+        page.screenshot(path=shots / f"{path.strip('/').split('?')[0] or 'new'}.png", full_page=True)
+    page.goto(url + "/")
+    fill_new_run(page, tiny_model_dir, demo_data_dir, "tiny-zh")
+    page.click("#check")
+    page.wait_for_selector("#check-result .ok")
+    assert ZH["data check passed"] in page.inner_text("#check-result")
+    # the switch: English, and it stays English on the next page (cookie), whatever the browser asks for
+    page.click("#lang-en")
+    page.wait_for_selector("#lang-zh")
+    assert page.get_attribute("html", "lang") == "en" and "Check data" in page.inner_text("body")
+    page.goto(url + "/runs")
+    assert page.get_attribute("html", "lang") == "en" and "Runs" in page.inner_text("h1")
+
+
+def test_every_ui_text_has_its_chinese():
+    """Every t("...") of the templates and of ui.js has a Chinese text: a label added in English only fails here."""
+    import re
+    from pathlib import Path
+
+    import weitiao.ui
+    from weitiao.ui.i18n import ZH
+    from weitiao.ui.preferences import MODES
+
+    folder = Path(weitiao.ui.__file__).parent
+    sources = [p.read_text(encoding="utf-8") for p in (*(folder / "templates").glob("*.html"),
+                                                        folder / "static" / "ui.js")]
+    used = {m for s in sources for m in re.findall(r'\bt\("((?:[^"\\]|\\.)*)"\)', s)}
+    used |= set(MODES.values()) | {"starting", "running", "finished", "failed", "interrupted"}
+    assert len(used) > 60
+    assert sorted(used - set(ZH)) == []

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fastapi import Request  # at module level: FastAPI reads the handlers' string annotations from here
+
 from weitiao.errors import WeitiaoError
 from weitiao.ui import form as run_form
-from weitiao.ui import preferences, runs_view
+from weitiao.ui import i18n, preferences, runs_view
 
 HERE = Path(__file__).parent
 UPLOAD_NAME = re.compile(r"^[\w.-]{1,100}\.(jsonl|json|csv|parquet|txt)$")
@@ -38,41 +40,50 @@ def add_pages(app, state) -> None:
 
     env = templates()
 
-    def page(name: str, **values) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(root=str(state.root), **values))
+    def page(request: Request, name: str, **values) -> HTMLResponse:
+        """The page in the language of the request (ui.i18n); a language chosen by ?lang= is kept in a cookie."""
+        chosen = request.query_params.get("lang")
+        lang = i18n.language(chosen, request.cookies.get("lang"), request.headers.get("accept-language"))
+        t = i18n.translator(lang)
+        response = HTMLResponse(env.get_template(name).render(root=str(state.root), lang=lang, t=t,
+                                                             js_text=i18n.MESSAGES.get(lang, {}), **values))
+        if chosen in i18n.LANGUAGES:
+            response.set_cookie("lang", chosen, max_age=365 * 24 * 3600, samesite="lax")
+        return response
 
     @app.get("/", response_class=HTMLResponse)
-    def new_run():
+    def new_run(request: Request):
         from weitiao.config import ALL_METHODS, TASK_RULES
 
-        return page("new.html", methods=ALL_METHODS, tasks=list(TASK_RULES), page_name="new")
+        return page(request, "new.html", methods=ALL_METHODS, tasks=list(TASK_RULES), page_name="new")
 
     @app.get("/runs", response_class=HTMLResponse)
-    def runs():
+    def runs(request: Request):
         # a job that has not written its run folder yet is not a row: the page reloads while any job runs
-        return page("runs.html", runs=[runs_view.summary(state.root, f) for f in runs_view.run_folders(state.root)],
-                    page_name="runs", jobs_running=sum(state.jobs.running(j) for j in state.jobs.all()))
+        return page(request, "runs.html", page_name="runs",
+                    runs=[runs_view.summary(state.root, f) for f in runs_view.run_folders(state.root)],
+                    jobs_running=sum(state.jobs.running(j) for j in state.jobs.all()))
 
     @app.get("/run", response_class=HTMLResponse)
-    def run(name: str):
+    def run(request: Request, name: str):
         folder = runs_view.resolve_any(state.root, name)
         if not folder.is_dir() and state.jobs.for_target(str(folder)):  # launched; its folder is not written yet
-            return page("run.html", run=runs_view.starting(state.root, folder), page_name="runs",
+            return page(request, "run.html", run=runs_view.starting(state.root, folder), page_name="runs",
                         counts={"pairs": 0, "ties": 0})
         folder = runs_view.resolve(state.root, name)
-        return page("run.html", run=runs_view.summary(state.root, folder), page_name="runs",
+        return page(request, "run.html", run=runs_view.summary(state.root, folder), page_name="runs",
                     counts=preferences.counts(folder))
 
     @app.get("/chat", response_class=HTMLResponse)
-    def chat(name: str):
-        return page("chat.html", run=runs_view.summary(state.root, runs_view.resolve(state.root, name)),
+    def chat(request: Request, name: str):
+        return page(request, "chat.html", run=runs_view.summary(state.root, runs_view.resolve(state.root, name)),
                     page_name="runs")
 
     @app.get("/preferences", response_class=HTMLResponse)
-    def prefer(name: str):
+    def prefer(request: Request, name: str):
         folder = runs_view.resolve(state.root, name)
         others = [runs_view.summary(state.root, f) for f in runs_view.run_folders(state.root) if f != folder]
-        return page("preferences.html", run=runs_view.summary(state.root, folder), counts=preferences.counts(folder),
+        return page(request, "preferences.html", run=runs_view.summary(state.root, folder), counts=preferences.counts(folder),
                     modes=preferences.MODES, page_name="runs",
                     others=[r["name"] for r in others if r["status"] == "finished" and r["task"] in POLICY_TASKS])
 

@@ -1,6 +1,8 @@
 // weitiao ui: plain JavaScript, no framework and nothing from a CDN. Every action posts JSON to the app's API;
 // an error comes back as {"error": "..."}, the CLI's own message, and is shown at the top of the page.
 "use strict";
+// a text of the page in its language (window.UI_TEXT, from ui/i18n.py; English where it has none)
+const t = (text) => (window.UI_TEXT || {})[text] || text;
 
 const $ = (id) => document.getElementById(id);
 
@@ -41,9 +43,9 @@ function formValues() {
 
 function showCheck(result) {
   const report = result.report, rows = report.bad_rows || [];
-  let html = `<p class="${result.ok ? "ok" : "bad"}">${result.ok ? "data check passed" : rows.length + " bad row(s)"}</p>`;
+  let html = `<p class="${result.ok ? "ok" : "bad"}">${result.ok ? t("data check passed") : rows.length + " " + t("bad row(s)")}</p>`;
   if (rows.length) {
-    html += "<table class='bad-rows'><thead><tr><th>where</th><th>problem</th></tr></thead><tbody>" +
+    html += `<table class='bad-rows'><thead><tr><th>${t("where")}</th><th>${t("problem")}</th></tr></thead><tbody>` +
       rows.map((r) => `<tr><td>${escapeHtml(r.where)}</td><td>${escapeHtml(r.reason)}</td></tr>`).join("") +
       "</tbody></table>";
   }
@@ -63,17 +65,17 @@ function scheduleEstimate() {
                                                    body: JSON.stringify({...values, name: values.name || "estimate"})});
     const data = await response.json();
     const box = $("estimate");
-    if (data.error) { box.innerHTML = `<span class="muted">memory estimate: ${escapeHtml(data.error)}</span>`; return; }
+    if (data.error) { box.innerHTML = `<span class="muted">${t("memory estimate:")} ${escapeHtml(data.error)}</span>`; return; }
     box.innerHTML = `<p class="${data.fits ? "ok" : "bad"}">${data.lines.map(escapeHtml).join("<br>")}</p>` +
       (data.advice ? `<p class="bad">${escapeHtml(data.advice)}</p>` : "") +
-      "<span class='muted'>(for rows of the full max length; the run estimates again from its longest row)</span>";
+      `<span class='muted'>${t("(for rows of the full max length; the run estimates again from its longest row)")}</span>`;
   }, 500);
 }
 
 function newRunPage() {
   $("run-form").addEventListener("change", scheduleEstimate);
   const check = async (report) => {
-    $("check-result").textContent = "checking ...";
+    $("check-result").textContent = t("checking ...");
     const values = formValues();
     const result = await api("/api/check", {...values, name: values.name || "check"}, report);
     if (result) showCheck(result);
@@ -103,9 +105,9 @@ function newRunPage() {
     try {
       const result = await api("/api/launch", formValues());
       if (result) {
-        $("launched").innerHTML = `<p class="ok">${result.started ? "launched" : "already running"}: ` +
+        $("launched").innerHTML = `<p class="ok">${result.started ? t("launched") : t("already running")}: ` +
           `<a id="launched-run" href="/run?name=${encodeURIComponent(result.run)}">${escapeHtml(result.run)}</a> ` +
-          `(config ${escapeHtml(result.config)})</p>`;
+          `(${t("config")} ${escapeHtml(result.config)})</p>`;
       }
     } finally { button.disabled = false; }
   });
@@ -125,7 +127,7 @@ async function refreshRun(name) {
   const data = await api(`/api/run?name=${encodeURIComponent(name)}`);
   if (!data) return true;
   const status = data.run.status;
-  $("status").textContent = status;
+  $("status").textContent = t(status);
   $("status").className = `status ${status}`;
   $("curve").innerHTML = data.curve;
   $("log").textContent = data.log;
@@ -146,11 +148,11 @@ function runPage(name) {
   act("resume", async () => { if (await api(`/api/resume?name=${encodeURIComponent(name)}`, {})) tick(); });
   act("export", async () => {
     const result = await api("/api/export", {name, format: $("export-format").value, quant: $("export-quant").value});
-    if (result) { $("ship").innerHTML = `<p class="ok">exporting to ${escapeHtml(result.out)} (see the log)</p>`; tick(); }
+    if (result) { $("ship").innerHTML = `<p class="ok">${t("exporting to")} ${escapeHtml(result.out)} ${t("(see the log)")}</p>`; tick(); }
   });
   act("serve", async () => {
     const result = await api("/api/serve", {name, port: $("serve-port").value});
-    if (result) { $("ship").innerHTML = `<p class="ok">serving at ${escapeHtml(result.url)} (OpenAI API; see the log)</p>`; tick(); }
+    if (result) { $("ship").innerHTML = `<p class="ok">${t("serving at")} ${escapeHtml(result.url)} ${t("(OpenAI API; see the log)")}</p>`; tick(); }
   });
 }
 
@@ -225,7 +227,7 @@ function preferencesPage(name) {
   }
   act("train-dpo", async () => {
     const result = await api("/api/train-preferences", {name, task: "dpo"});
-    if (result) $("trained").innerHTML = `${result.started ? "launched" : "already running"}: ` +
+    if (result) $("trained").innerHTML = `${result.started ? t("launched") : t("already running")}: ` +
       `<a href="/run?name=${encodeURIComponent(result.run)}">${escapeHtml(result.run)}</a>`;
   });
 }
