@@ -263,7 +263,8 @@ def print_plan(result, gpus: int, budget: int) -> None:
         print(f"strategies on all {gpus} devices, at these settings (sent: bytes each device sends per step):")
         for o in result.options:
             print(f"  {o['strategy']:6} {o['per_device'] / 2**30:8.2f} GiB per device  "
-                  f"{'fits    ' if o['fits'] else 'too big '} sent {o['sent_per_step'] / 2**30:8.2f} GiB")
+                  f"{'fits    ' if o['fits'] else 'too big '} sent {o['sent_per_step'] / 2**30:8.2f} GiB"
+                  + ("" if o.get("tested", True) else "  (DeepSpeed: configured, never run in this project)"))
 
 
 def _add_memory_args(p) -> None:

@@ -194,6 +194,10 @@ def check_available(cfg, device: str, w: World | None = None) -> None:
 
         if importlib.util.find_spec("deepspeed") is None:
             raise WeitiaoError("distributed.strategy: deepspeed is not installed (pip install deepspeed)")
+        from weitiao.console import log
+
+        log("warning: distributed.strategy deepspeed is configured by weitiao but has never run in its tests (it "
+            "needs CUDA GPUs); fsdp is the tested way to shard a model (distributed.strategy=fsdp)")
 
 
 def sharding(model) -> dict:
