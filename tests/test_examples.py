@@ -9,7 +9,7 @@ import pytest
 from weitiao.config import load_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
-DATA_DEMOS = {"one-phrasing"}  # the rephrasing demo: its own data and evaluation, not a method
+DATA_DEMOS = {"one-phrasing", "quickstart-zh"}  # the rephrasing demo and 生成条数: their own data and evaluation
 
 
 def test_one_example_per_method():

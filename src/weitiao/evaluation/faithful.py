@@ -150,7 +150,7 @@ def english_words(text: str) -> list[str]:
 
 # words that say how to answer rather than what about: a rewording may drop or change them freely
 INSTRUCTION_WORDS = set("""
-many much number single every sound sounds seem seems half
+many much number single every sound sounds seem seems half nothing anything everything
 a about above after again all also am an and answer answers any are as ask asked at be below between both but by
 can could describe did do does each either else few for from get give given go had has have help here how i if in
 into is it its just kindly let like list lists listing make me mention my name names need needs no nor not now
@@ -333,7 +333,8 @@ def english_items(text: str) -> list[str]:
                     break
                 k -= 2
             chain = [w for w in chain if w != ","]
-            plain = all(w not in INSTRUCTION_WORDS | FILLER_WORDS | NEGATIONS_EN and w.isalpha() for w in chain)
+            plain = all(w not in INSTRUCTION_WORDS | FILLER_WORDS | NEGATIONS_EN and w.isalpha()
+                        and not families(w, FORMATS) for w in chain)
             if len(chain) >= 3 or (len(chain) == 2 and plain):
                 items += [w.removesuffix("'s") for w in chain if w not in ("the", "a", "an")]
     return items
@@ -452,10 +453,31 @@ def english_stems(text: str) -> set[str]:
 MAX_NEW_TOPIC_WORDS = 2
 
 
+# characters of markup and code, not of a sentence: '/person/name/age => /JSON' or '{Name,Age} {Name,Age}' is not
+# a question a user would ask, whatever fields it keeps (`_` is left out: keys such as user_id are written with it)
+MARKUP = re.compile(r"[{}\[\]<>/\\|=+*#@$%^&~`]")
+
+
+def garbled(c: str) -> str | None:
+    """Why a candidate is not a sentence (mostly markup, or a word or phrase said twice in a row), or None."""
+    if len(MARKUP.findall(c)) > 0.08 * len(c):
+        return "garbled: mostly markup"
+    words = [w.lower() for w in re.findall(r"\w+", c)]
+    if any(a == b and not a.isdigit() for a, b in zip(words, words[1:])):
+        return "garbled: a word said twice in a row"
+    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    if len(grams) != len(set(grams)):
+        return "garbled: a phrase said twice"
+    return None
+
+
 def form_problems(question: str, c: str, taken, seen) -> list[str]:
     found = []
     if "\n" in c:
         found.append("more than one line")
+    why = garbled(c) if not garbled(question) else None  # a question in markup may be reworded in markup
+    if why:
+        found.append(why)
     if normalise(c) == normalise(question):
         found.append("the question itself")
     if any(normalise(c) == normalise(t) for t in taken):
