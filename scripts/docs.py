@@ -105,8 +105,23 @@ def rephrase_checks_block() -> str:
     return "\n".join(lines)
 
 
+def quickstart_zh_block() -> str:
+    """The Chinese quickstart's base -> tuned table with intervals, and its rephrased gap (bench/record_run.py)."""
+    data = json.loads((REPO / "bench" / "results" / "quickstart-zh-cpu.json").read_text(encoding="utf-8"))
+    lines = [f"From `bench/results/quickstart-zh-cpu.json` ({data['machine']}; {data['date']}; commit "
+             f"{data['commit']}).", "", "```", f"test split ({data['test_rows']} rows)   base      tuned     change "
+             "(95% interval)"]
+    for r in data["rows"]:
+        lines.append(f"{r['metric']:<22}{r['base']:8.4f}  {r['tuned']:8.4f}  {r['change']:+.4f} "
+                     f"[{r['low']:+.4f}, {r['high']:+.4f}]")
+    for g in data["rephrased_gaps"]:
+        lines.append(f"rephrased ({g['questions']} questions), {g['metric']}: {g['original']:.4f} -> "
+                     f"{g['rephrased']:.4f}, gap {g['gap']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]")
+    return "\n".join(lines + ["```"])
+
+
 # blocks inside hand-written pages, between <!-- generated:NAME --> and <!-- /generated -->, in every language
-BLOCKS = {"rephrase-checks": rephrase_checks_block}
+BLOCKS = {"rephrase-checks": rephrase_checks_block, "quickstart-zh": quickstart_zh_block}
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(?:.*?\n)?(<!-- /generated -->)", re.S)
 
 
