@@ -30,7 +30,7 @@ if [ -z "${WEITIAO_NO_BROWSER:-}" ]; then
   missing=""
   command -v chromium-headless-shell chromium chromium-browser google-chrome >/dev/null 2>&1 \
     || missing="chromium-headless-shell"
-  if ! (command -v fc-list >/dev/null 2>&1 && [ -n "$(fc-list :lang=zh 2>/dev/null)" ]); then
+  if ! find /usr/share/fonts /usr/local/share/fonts \( -iname '*cjk*' -o -iname 'wqy*' \) 2>/dev/null | grep -q .; then
     missing="$missing fonts-wqy-microhei"
   fi
   if [ -n "$missing" ]; then
