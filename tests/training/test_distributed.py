@@ -220,7 +220,8 @@ def test_on_main_without_a_process_group_just_runs():
 
 def test_multi_process_checkpoints_count_as_complete(tmp_path):
     """A DDP checkpoint has one RNG file per rank; an FSDP one its optimizer as a sharded DCP folder. An RNG file
-    that rank 1 has not finished writing (rank 0 writes trainer_state.json without waiting for it) is incomplete."""
+    that rank 1 has not finished writing (rank 0 writes trainer_state.json without waiting for it) is incomplete,
+    and so is a checkpoint the ranks have not sealed together (training.callbacks.SealCheckpoint)."""
     import torch
 
     ckpt = tmp_path / "checkpoint-3"
@@ -231,6 +232,8 @@ def test_multi_process_checkpoints_count_as_complete(tmp_path):
         torch.save({"state": torch.zeros(4)}, ckpt / name)
     assert not is_complete(ckpt)  # no optimizer state yet
     (ckpt / "sharded_state" / ".metadata").write_bytes(b"x")
+    assert not is_complete(ckpt)  # every file there, but not sealed: rank 1 may still be writing one
+    (ckpt / "weitiao_checkpoint.json").write_text('{"step": 3, "world_size": 2}')
     assert is_complete(ckpt)
     whole = (ckpt / "rng_state_1.pth").read_bytes()
     for cut in (b"", whole[: len(whole) // 2]):  # as a kill leaves it: empty, or written half-way
