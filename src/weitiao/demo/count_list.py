@@ -299,16 +299,9 @@ def make_row(category: str, n: int, phrasing: int, rng: random.Random) -> dict:
 
 
 def build_splits(seed: int = 0, sizes: dict[str, int] = SPLIT_SIZES) -> dict[str, list[dict]]:
-    rng = random.Random(seed)
-    combos = [(c, n, p) for c in CATEGORIES for n in range(1, 11) for p in range(len(PHRASINGS))]
-    rng.shuffle(combos)
-    if sum(sizes.values()) > len(combos):
-        raise ValueError(f"at most {len(combos)} rows with disjoint (category, N, phrasing)")
-    out, start = {}, 0
-    for name, size in sizes.items():
-        out[name] = [make_row(c, n, p, rng) for c, n, p in combos[start: start + size]]
-        start += size
-    return out
+    from weitiao.demo import disjoint_splits
+
+    return disjoint_splits(list(CATEGORIES), len(PHRASINGS), make_row, seed, sizes)
 
 
 def write_splits(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
