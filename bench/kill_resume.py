@@ -58,15 +58,15 @@ def train_command(config: Path) -> list[str]:
 
 
 def kill_when_complete(config: Path, out: Path, checkpoint: int) -> tuple[str, str | None]:
-    """SIGKILL the run the moment checkpoint number `checkpoint` (in save order) counts as complete; (where,
-    the newest complete checkpoint's name right after the kill)."""
+    """SIGKILL the run the moment its checkpoint number `checkpoint` (step 3 x checkpoint) counts as complete;
+    (where, the newest complete checkpoint's name right after the kill)."""
     from weitiao.training.checkpoints import checkpoints, is_complete
 
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    target = out / "checkpoints" / f"checkpoint-{3 * checkpoint}"  # saved every 3 steps; older ones are rotated
     while proc.poll() is None:
-        found = checkpoints(out / "checkpoints")
-        if len(found) >= checkpoint and is_complete(found[checkpoint - 1][1]):
+        if is_complete(target):
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             time.sleep(1.0)  # the workers die with the launcher
