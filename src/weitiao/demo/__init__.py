@@ -32,3 +32,17 @@ def disjoint_splits(categories: list[str], phrasings: int, row, seed: int, sizes
         out[name] = [row(c, n, p, rng) for c, n, p in combos[start: start + size]]
         start += size
     return out
+
+
+def numbered_list(items: list[str]) -> str:
+    """The demo's answer: "1. Item" lines, each item's first letter upper-cased (a Chinese item is unchanged)."""
+    return "\n".join(f"{k}. {item[0].upper() + item[1:]}" for k, item in enumerate(items, start=1))
+
+
+def list_row(categories: dict[str, list[str]], phrasings: list[str], category: str, n: int, phrasing: int,
+             rng: random.Random) -> dict:
+    """One chat row of a list-N demo: the question in phrasing `phrasing`, n items of the category as the answer."""
+    question = phrasings[phrasing].format(n=n, category=category)
+    answer = numbered_list(rng.sample(categories[category], n))
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+            "meta": {"category": category, "n": n, "phrasing": phrasing}}

@@ -286,16 +286,15 @@ SPLIT_SIZES = {"train": 480, "val": 40, "test": 80}
 
 
 def answer(items: list[str]) -> str:
-    return "\n".join(f"{k}. {item[0].upper() + item[1:]}" for k, item in enumerate(items, start=1))
+    from weitiao.demo import numbered_list
+
+    return numbered_list(items)
 
 
 def make_row(category: str, n: int, phrasing: int, rng: random.Random) -> dict:
-    items = rng.sample(CATEGORIES[category], n)
-    question = PHRASINGS[phrasing].format(n=n, category=category)
-    return {
-        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer(items)}],
-        "meta": {"category": category, "n": n, "phrasing": phrasing},
-    }
+    from weitiao.demo import list_row
+
+    return list_row(CATEGORIES, PHRASINGS, category, n, phrasing, rng)
 
 
 def build_splits(seed: int = 0, sizes: dict[str, int] = SPLIT_SIZES) -> dict[str, list[dict]]:

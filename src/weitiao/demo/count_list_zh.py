@@ -80,15 +80,10 @@ PHRASINGS_ZH = [
 SPLIT_SIZES = {"train": 480, "val": 40, "test": 80}
 
 
-def answer(items: list[str]) -> str:
-    return "\n".join(f"{k}. {item}" for k, item in enumerate(items, start=1))
-
-
 def make_row(category: str, n: int, phrasing: int, rng: random.Random) -> dict:
-    items = rng.sample(CATEGORIES_ZH[category], n)
-    question = PHRASINGS_ZH[phrasing].format(n=n, category=category)
-    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer(items)}],
-            "meta": {"category": category, "n": n, "phrasing": phrasing}}
+    from weitiao.demo import list_row
+
+    return list_row(CATEGORIES_ZH, PHRASINGS_ZH, category, n, phrasing, rng)
 
 
 def build_splits(seed: int = 0, sizes: dict[str, int] = SPLIT_SIZES) -> dict[str, list[dict]]:

@@ -259,9 +259,12 @@ class Asks:
     content_order: list[str]  # the text's words in order, as `content` writes its topic words (others: "")
 
 
+@functools.lru_cache(maxsize=4096)  # a question is compared with each of its candidates: analysed once
 def asks(text: str) -> Asks:
-    return Asks(numbers_in(text), names_in(text), terms_in(text), items_in(text), families(text, FORMATS),
-                families(text, TASKS), negated(text), content_in(text), content_order(text))
+    names = names_in(text)
+    content = content_in(text, names)
+    return Asks(numbers_in(text), names, terms_in(text), items_in(text), families(text, FORMATS),
+                families(text, TASKS), negated(text), content, content_order(text, set(content)))
 
 
 def terms_in(text: str) -> list[str]:
@@ -384,11 +387,11 @@ def directions(text: str) -> set[tuple[str, str]]:
     return pairs
 
 
-def content_in(text: str) -> list[str]:
+def content_in(text: str, names_found: list[str]) -> list[str]:
     """The topic: English stems of words that are no instruction, filler, number, format or task word;
-    Chinese nouns (by jieba's tags) that are no filler."""
+    Chinese nouns (by jieba's tags) that are no filler; none of them one of `names_found` (`names_in`)."""
     skip = INSTRUCTION_WORDS | FILLER_WORDS | NEGATIONS_EN | set(WORDS) | set(TENS)
-    names = " ".join(names_in(text))
+    names = " ".join(names_found)
     text = without_families(text)
     out = [stem(w) for w in english_words(CJK.sub(" ", text)) if len(w) >= 3 and w.lower() not in skip
            and w.lower().removesuffix("'s") not in skip and not inflected_instruction(w.lower())
@@ -416,10 +419,9 @@ def name_kept(name: str, text: str, stems: set[str]) -> bool:
                                       for w in name.split())
 
 
-def content_order(text: str) -> list[str]:
-    """Every word of the text in order, as a topic word of `content_in` or "" ("tropical fruits" -> ["tropi",
+def content_order(text: str, topic: set[str]) -> list[str]:
+    """Every word of the text in order, as a topic word (of `content_in`) or "" ("tropical fruits" -> ["tropi",
     "fruit"]; "热带水果" -> ["热带", "水果"]), to find a new word put right before a topic word."""
-    topic = set(content_in(text))
     if has_cjk(text):
         return [w if w in topic else "" for w, f, _ in tagged(text) if w.strip() and f != "x"]
     return [stem(w) if stem(w) in topic else "" for w in english_words(text)]

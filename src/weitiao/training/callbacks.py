@@ -2,11 +2,16 @@
 training steps."""
 from __future__ import annotations
 
+import json
+import os
 import signal
 import time
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+
+from weitiao.training.checkpoints import SEAL
 
 
 class NonFiniteGuard(TrainerCallback):
@@ -111,13 +116,7 @@ class SealCheckpoint(TrainerCallback):
     rank right after its own `_save_checkpoint`, so the barrier is met once all of them have returned."""
 
     def on_save(self, args, state, control, **kwargs):
-        import json
-        import os
-        from pathlib import Path
-
         import torch.distributed as dist
-
-        from weitiao.training.checkpoints import SEAL
 
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if world > 1:
