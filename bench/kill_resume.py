@@ -2,6 +2,7 @@
 
     python bench/kill_resume.py [--kills 10] [--seed 0] [--workdir DIR]
     python bench/kill_resume.py --nproc 2 --after-complete --load --kills 20   # the DDP case of issue 42
+    python bench/kill_resume.py --nproc 2 --strategy fsdp --method full --after-complete --load --kills 20
 
 Trains LoRA (dropout 0.1, so the RNG state matters) on the tiny Llama and a demo-data slice, saving a checkpoint
 every 3 steps. First one uninterrupted reference run; then, for each trial, a run killed with SIGKILL (half of the
@@ -12,7 +13,9 @@ and its logged losses after the resume point must equal the reference's. Prints 
 `--after-complete` kills instead the moment a chosen checkpoint counts as complete (what
 tests/training/test_distributed.py does), and then also requires that the resume starts from the newest checkpoint
 that was complete right after the kill; `--nproc 2` trains on 2 processes (DDP over gloo); `--load` keeps both
-cores busy with two spinning processes meanwhile. With those three it writes bench/results/kill-resume-ddp-cpu.json.
+cores busy with two spinning processes meanwhile; `--strategy fsdp` shards it with FSDP instead of DDP, and
+`--method full` trains every weight instead of LoRA (no dropout then). With those three it writes
+bench/results/kill-resume-ddp-cpu.json (DDP, LoRA) or kill-resume-STRATEGY-METHOD-cpu.json.
 """
 from __future__ import annotations
 
@@ -39,18 +42,19 @@ def write_config(folder: Path, model_dir: Path, data_dir: Path, out: Path) -> Pa
         "model": {"name_or_path": str(model_dir)},
         "data": {"format": "messages", "train": str(data_dir / "train.jsonl"), "val": str(data_dir / "val.jsonl"),
                  "max_length": 128},
-        "method": {"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.1}},
+        "method": {"name": METHOD, "lora": {"r": 4, "alpha": 8, "dropout": 0.1}},
         "train": {"max_steps": MAX_STEPS, "batch_size": 4, "learning_rate": 1e-3, "eval_steps": 3,
                   "logging_steps": 1, "precision": "fp32", "save_total_limit": 2, "load_best_at_end": False},
         "eval": {"metrics": [], "compare_base": False},
         "output": {"dir": str(out)},
+        "distributed": {"strategy": STRATEGY},
     }
     path = folder / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-NPROC = 1
+NPROC, STRATEGY, METHOD = 1, "ddp", "lora"
 
 
 def train_command(config: Path) -> list[str]:
@@ -76,10 +80,11 @@ def kill_when_complete(config: Path, out: Path, checkpoint: int) -> tuple[str, s
     return "too late (the run had finished)", None
 
 
-def adapter_weights(run: Path) -> dict:
+def trained_weights(run: Path) -> dict:
     from safetensors.torch import load_file
 
-    return load_file(run / "adapter" / "adapter_model.safetensors")
+    adapter = run / "adapter" / "adapter_model.safetensors"
+    return load_file(adapter if adapter.is_file() else run / "model" / "model.safetensors")
 
 
 def logged_losses(run: Path) -> dict[int, float]:
@@ -130,12 +135,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--nproc", type=int, default=1, help="processes per run (2: DDP over gloo)")
+    parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp", help="with --nproc 2 or more")
+    parser.add_argument("--method", choices=("lora", "full"), default="lora")
     parser.add_argument("--after-complete", action="store_true",
                         help="kill when a checkpoint counts as complete; the resume must start from it")
     parser.add_argument("--load", action="store_true", help="two spinning processes keep both cores busy")
     args = parser.parse_args(argv)
-    global NPROC
-    NPROC = args.nproc
+    global NPROC, STRATEGY, METHOD
+    NPROC, STRATEGY, METHOD = args.nproc, args.strategy, args.method
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 if args.load else 0)]
     try:
         return run_trials(args)
@@ -161,7 +168,7 @@ def run_trials(args) -> int:
     if proc.wait() != 0:
         raise SystemExit("the reference run failed")
     window = time.time() - t0  # from the run folder appearing to the end of the process
-    ref_w, ref_losses = adapter_weights(ref_out), logged_losses(ref_out)
+    ref_w, ref_losses = trained_weights(ref_out), logged_losses(ref_out)
     print(f"reference run: {MAX_STEPS} steps; {window:.1f}s from run folder to exit")
 
     matched, trials = 0, []
@@ -185,7 +192,7 @@ def run_trials(args) -> int:
             continue
         resume_line = next((line for line in resumed.stdout.splitlines() if line.startswith(("resuming from",
                             "no complete checkpoint"))), "fresh run (killed before the run folder existed)")
-        w = adapter_weights(out)
+        w = trained_weights(out)
         diff = max(float((w[k] - ref_w[k]).abs().max()) for k in ref_w)
         losses = logged_losses(out)
         same_losses = all(abs(losses.get(s, float("nan")) - v) <= 1e-6 for s, v in ref_losses.items())
@@ -212,10 +219,12 @@ def write_results(args, matched: int, trials: list[dict]) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
                             text=True).stdout.strip()
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "commit": commit,
-              "setting": f"{args.nproc} processes (DDP, gloo), both cores kept busy by two spinning processes, "
+              "setting": f"{args.method} on {args.nproc} processes ({args.strategy.upper()}, gloo), both cores kept "
+                         "busy by two spinning processes, "
                          "SIGKILL the moment a checkpoint counts as complete, then the same command again",
               "resumed_from_newest_complete_and_matched": f"{matched}/{args.kills}", "rows": trials}
-    path = repo / "bench" / "results" / "kill-resume-ddp-cpu.json"
+    name = "ddp" if (args.strategy, args.method) == ("ddp", "lora") else f"{args.strategy}-{args.method}"
+    path = repo / "bench" / "results" / f"kill-resume-{name}-cpu.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
 

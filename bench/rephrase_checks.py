@@ -3,11 +3,13 @@ ones they reject, in English and Chinese.
 
     python bench/rephrase_checks.py
 
-The sets are tests/evaluation/data/rephrase_planted_{en,zh}_{dev,heldout}.jsonl: pairs of a question and a
+The sets are tests/evaluation/data/rephrase_planted_{en,zh}_{dev,heldout,heldout2}.jsonl: pairs of a question and a
 rewording, each marked faithful or not with the kind of change (a number changed, a field dropped, a key renamed,
 the task changed, a synonym, a reorder ...), written for this purpose apart from the checks. The dev sets were read
 while the rules were written; the held-out sets were read only to measure (and once more after measuring, to fix
-the English number words "one hundred", 一个半 and a few more, said in docs/guides/rephrasing.md). Writes
+the English number words "one hundred", 一个半 and a few more, said in docs/guides/rephrasing.md). The second
+held-out sets (heldout2, 2026-12-08) were written afterwards, by a writer who never saw the checks' code, and are
+measured as they came, with no change to the checks after reading them. Writes
 bench/results/rephrase-checks.json with every misjudged pair.
 """
 from __future__ import annotations
@@ -49,7 +51,7 @@ def measure(path: Path) -> dict:
 
 def main() -> None:
     sets = {f"{lang}_{split}": measure(DATA / f"rephrase_planted_{lang}_{split}.jsonl")
-            for lang in ("en", "zh") for split in ("dev", "heldout")}
+            for lang in ("en", "zh") for split in ("dev", "heldout", "heldout2")}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     rows = [{"set": name, "pairs": s["pairs"], "faithful accepted": s["faithful_accepted_rate"],

@@ -9,8 +9,9 @@ that has never run a torch operation (so no OpenMP thread pool is copied into a 
 
 The server imports after `weitiao.api.environment()`, as `python -m weitiao` does. The libraries read some
 environment variables once, at import (HF_HOME, HF_HUB_OFFLINE, OMP_NUM_THREADS, ...), so a call whose environment
-differs from the one the server started with (a test that sets HF_HUB_CACHE, say) runs as a plain
-`python -m weitiao` subprocess instead.
+differs from the one the server started with in such a variable (a test that sets HF_HUB_CACHE, say) runs as a
+plain `python -m weitiao` subprocess instead. A variable only weitiao or a user's code reads, when it runs (an API
+key, a reward function's log path), is set in the forked child like the rest of its environment.
 """
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ _server: dict = {}
 # torch's compiled-code loader hands a pointer to a loaded module through this process's environment
 # (_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR): meaningless in another process, and read by nothing at import
 IGNORED_PREFIXES = ("_TORCHINDUCTOR_",)
+# Variables some library may read when it is imported (caches, endpoints, threads, paths): a call whose value
+# differs from the server's cannot be forked from it. Every other variable is read at run time.
+READ_AT_IMPORT = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH", "OMP_", "MKL_", "KMP_", "CUDA",
+                  "NVIDIA", "TOKENIZERS", "MODELSCOPE", "TRL_", "ACCELERATE", "DATASETS", "BITSANDBYTES", "XDG_",
+                  "HOME", "PYTHON", "LD_", "TRITON", "TENSORBOARD", "TF_")
 
 
 def comparable(env: dict) -> dict:
@@ -46,7 +52,7 @@ def run(args: list[str], cwd, env: dict, timeout: float) -> subprocess.Completed
     """What `subprocess.run([python, -m, weitiao, *args], capture_output=True, text=True)` returns."""
     command = [sys.executable, "-m", "weitiao", *args]
     # --offline changes what the libraries read at import, which the server did long before
-    if comparable(env) != _server["env"] or "--offline" in args:
+    if not forkable(comparable(env)) or "--offline" in args:
         log_fallback(args, comparable(env), _server["env"])
         return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
     if "context" not in _server:
@@ -64,6 +70,13 @@ def run(args: list[str], cwd, env: dict, timeout: float) -> subprocess.Completed
             raise subprocess.TimeoutExpired(command, timeout)
         return subprocess.CompletedProcess(command, child.exitcode, out.read_text(errors="replace"),
                                            err.read_text(errors="replace"))
+
+
+def forkable(env: dict) -> bool:
+    """Whether a call with this environment can start from the server: no variable a library reads at import
+    differs from the server's."""
+    server = _server["env"]
+    return not any(k.startswith(READ_AT_IMPORT) for k in set(env) | set(server) if env.get(k) != server.get(k))
 
 
 def log_fallback(args: list[str], env: dict, server: dict) -> None:

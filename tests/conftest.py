@@ -45,12 +45,15 @@ from weitiao.testing import build_tokenizer, save_tiny_model, write_demo_slice  
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The files that take longest (the SmolLM2 runs, then several processes, then the benchmarks), started first so
-# that the two workers finish together; every other file keeps its place after them.
+# The files that take longest, started first so that the two workers finish together; every other file keeps its
+# place after them. First the SmolLM2 demo proofs (`-m slow`), then, for the README's test command, the files that
+# start several processes, the benchmarks' tests, and the bundled model's short run.
 SLOWEST_FIRST = ("integration/test_quickstart.py", "integration/test_reward_demo.py",
-                 "integration/test_rephrase_augment.py", "training/test_distributed.py",
-                 "training/test_speed_bench.py", "integration/test_classify_demo.py", "training/test_kill_resume.py",
-                 "training/test_guards.py", "workflows/test_training_options.py")
+                 "integration/test_rephrase_augment.py", "integration/test_classify_demo.py",
+                 "training/test_distributed.py", "models/test_hub.py", "workflows/test_training_options.py",
+                 "training/test_speed_bench.py", "ui/test_ui_jobs.py", "workflows/test_sft.py",
+                 "training/test_kill_resume.py", "ui/test_ui_browser.py", "integration/test_bundled_model.py",
+                 "workflows/test_preference.py", "training/test_guards.py")
 # Last: the tests that start from the quickstart's run (the quickstart_run fixture), so that whichever worker takes
 # them finds it trained already, and the other worker is done (they take every core; the files just before them are
 # short, so the two do not share the cores for long: torch.compile's test beside DPO took 47 s instead of 17).

@@ -48,14 +48,9 @@ def imports(name: str, path: Path, known: dict) -> list[tuple[str, int]]:
 
 
 def runtime_nodes(tree: ast.AST):
-    """Every node of the module except those under `if TYPE_CHECKING:`: imports there are for annotations and never
-    run (config imports the method modules for their settings; they name config's MethodConfig only as a type)."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-            yield from (n for child in node.orelse for n in ast.walk(child))
-            continue
-        yield node
-        yield from runtime_nodes(node)
+    """Every node of the module, those under `if TYPE_CHECKING:` included: an import for annotations only still
+    says which module knows about which, and a cycle through it is one a reader has to untangle."""
+    yield from ast.walk(tree)
 
 
 def owner(target: str, known: dict) -> str:
@@ -136,20 +131,20 @@ def strongly_connected(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_scan_sees_deferred_imports_and_cycles(tmp_path):
-    """The scan itself: a deferred `from weitiao.workflows import x` inside a function is found, and a two-module
-    cycle is reported (so a passing layering test means something)."""
+    """The scan itself: a deferred `from weitiao.workflows import x` inside a function is found, and one under
+    `if TYPE_CHECKING:`, and a two-module cycle is reported (so a passing layering test means something)."""
     pkg = tmp_path / "weitiao"
     (pkg / "workflows").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "workflows" / "__init__.py").write_text("")
     (pkg / "workflows" / "sft.py").write_text("from weitiao import core\n")
     (pkg / "core.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from weitiao.workflows import "
-                                 "sft\ndef f():\n    from weitiao.workflows import sft\n")  # the type-only one never runs
+                                 "sft\ndef f():\n    from weitiao.workflows import sft\n")  # both count, the type-only one too
     known = {"weitiao": pkg / "__init__.py", "weitiao.core": pkg / "core.py",
              "weitiao.workflows": pkg / "workflows" / "__init__.py",
              "weitiao.workflows.sft": pkg / "workflows" / "sft.py"}
     found = imports("weitiao.core", known["weitiao.core"], known)
-    assert found == [("weitiao.workflows.sft", 5)]
+    assert sorted(found) == [("weitiao.workflows.sft", 3), ("weitiao.workflows.sft", 5)]
     assert layer(found[0][0]) == "workflows"
     edges = {"weitiao.core": {"weitiao.workflows.sft"}, "weitiao.workflows.sft": {"weitiao.core"}}
     assert [sorted(c) for c in strongly_connected(edges)] == [["weitiao.core", "weitiao.workflows.sft"]]

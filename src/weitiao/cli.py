@@ -165,6 +165,7 @@ def cmd_estimate(args) -> int:
 
     from weitiao.memory.estimate import (
         DTYPE_BYTES,
+        METHOD_FAMILY,
         distributed_estimate,
         inference_bytes,
         kv_cache_bytes,
@@ -173,7 +174,11 @@ def cmd_estimate(args) -> int:
     from weitiao.memory.shape import load_config_dict, model_shape
 
     shape = model_shape(load_config_dict(args.model))
-    methods = args.methods.split(",") if args.methods else ["full", "freeze", "lora", "qlora", "prefix", "prompt"]
+    methods = args.methods.split(",") if args.methods else list(METHOD_FAMILY)  # every method it has a model of
+    unknown = [m for m in methods if m not in METHOD_FAMILY]
+    if unknown:
+        raise WeitiaoError(f"--methods: no memory model for {', '.join(unknown)} (estimated: "
+                           f"{', '.join(METHOD_FAMILY)})")
     rows = {}
     for method in methods:
         s = _settings_from_args(args, method)

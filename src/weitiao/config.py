@@ -18,16 +18,14 @@ import yaml
 
 from weitiao.data.formats import CONVERTERS, PREFERENCE_FORMATS
 from weitiao.errors import ConfigError
-from weitiao.methods import METHODS
-from weitiao.methods.freeze import FreezeSettings
-from weitiao.methods.lora import LoraSettings
-from weitiao.methods.prefix import PrefixSettings
-from weitiao.methods.prompt import PromptSettings
-from weitiao.methods.ptuning import PTuningSettings
-from weitiao.methods.qlora import QLoraSettings
+from weitiao.methods import METHODS, method_config_type
 from weitiao.settings import doc
 
-ALL_METHODS = tuple(METHODS)  # the registered methods (methods/__init__.py), in registration order
+
+def __getattr__(name: str):
+    if name == "MethodConfig":  # the `method` section, built from the registered methods (methods/__init__.py)
+        return method_config_type()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -153,28 +151,6 @@ class DataConfig:
         if self.max_length < 8:
             p.append(f"data.max_length: must be at least 8, got {self.max_length}")
         return p
-
-
-@dataclass
-class MethodConfig:
-    name: Literal[ALL_METHODS] = doc(
-        "Fine-tuning method. `qlora` trains `lora` adapters on a base quantized to 4 or 8 bits; `prefix` is "
-        "prefix tuning / P-Tuning v2; `prompt` is prompt tuning; `ptuning` is P-tuning (v1).", "lora"
-    )
-    # each method module defines its settings; a method with settings gets its field here
-    lora: LoraSettings = doc("Settings of `lora` (and of the adapters of `qlora`).", default_factory=LoraSettings)
-    qlora: QLoraSettings = doc("Settings of `qlora`'s quantized base.", default_factory=QLoraSettings)
-    freeze: FreezeSettings = doc("Settings of `freeze`.", default_factory=FreezeSettings)
-    prefix: PrefixSettings = doc("Settings of `prefix`.", default_factory=PrefixSettings)
-    prompt: PromptSettings = doc("Settings of `prompt`.", default_factory=PromptSettings)
-    ptuning: PTuningSettings = doc("Settings of `ptuning`.", default_factory=PTuningSettings)
-
-    def problems(self) -> list[str]:
-        """Each method's settings check themselves; `freeze`'s only when it is the method (its defaults train
-        nothing)."""
-        return [problem for method in METHODS.values() if method.section
-                and (method.name == self.name or method.section != "freeze")
-                for problem in method.settings(self).problems()]
 
 
 @dataclass
@@ -609,7 +585,7 @@ class Config:
         "(TRL's RewardTrainer).", "sft")
     model: ModelConfig = doc("The pretrained model.", default_factory=ModelConfig)
     data: DataConfig = doc("Datasets, format, template and labels.", default_factory=DataConfig)
-    method: MethodConfig = doc("How the model is changed.", default_factory=MethodConfig)
+    method: MethodConfig = doc("How the model is changed.", default_factory=lambda: method_config_type()())
     train: TrainConfig = doc("Optimisation.", default_factory=TrainConfig)
     eval: EvalConfig = doc("Evaluation after training.", default_factory=EvalConfig)
     preference: PreferenceConfig = doc("`task: dpo` and `task: reward`: the preference loss.",
@@ -717,8 +693,13 @@ def _convert(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
     raise TypeError(f"unsupported config type {tp} at {path}")  # a weitiao bug, not a user error
 
 
+def type_hints(cls) -> dict:
+    """The fields' types; `MethodConfig` is the `method` section as the registry builds it now."""
+    return typing.get_type_hints(cls, localns={"MethodConfig": method_config_type()})
+
+
 def _build(cls, data: dict, prefix: str, errors: list[str]):
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     fields = {f.name: f for f in user_fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -765,7 +746,7 @@ REGRESS_METRICS = ("mse", "mae", "pearson", "spearman")  # always reported for t
 class TaskRule:
     """What a task accepts from the other sections: the compatibility rules, as data."""
 
-    methods: tuple[str, ...]  # method.name values it trains
+    methods: tuple[str, ...] | None  # method.name values it trains; None: every registered method
     formats: tuple[str, ...] | None  # data.format values it reads; None: any but `labelled`
     rows: str  # what its rows are, for the message about data.format
     generates: bool  # scored on generated answers: eval.metrics are generation metrics
@@ -780,9 +761,9 @@ class TaskRule:
 PAIRS = "trains on chosen/rejected pairs"
 CONVERSATION_FORMATS = tuple(CONVERTERS)
 TASK_RULES = {
-    "sft": TaskRule(ALL_METHODS, None, "trains on conversations or text", generates=True, rephrase=True,
+    "sft": TaskRule(None, None, "trains on conversations or text", generates=True, rephrase=True,
                     compile=True, streams=True),
-    "pretrain": TaskRule(ALL_METHODS, ("text",), "reads plain-text documents", generates=False, compile=True,
+    "pretrain": TaskRule(None, ("text",), "reads plain-text documents", generates=False, compile=True,
                          documents=True, streams=True),
     "dpo": TaskRule(("full", "freeze", "lora", "qlora"), PREFERENCE_FORMATS, PAIRS, generates=True,
                     strategies=("auto", "ddp")),
@@ -833,7 +814,7 @@ def compatibility_problems(cfg: Config) -> list[str]:
         p.append(f"data.format: task {task} {rule.rows}: use format {' or '.join(rule.formats)}, got {d.format!r}")
     elif rule.formats is None and d.format == "labelled":
         p.append("data.format: labelled rows are for task classify or regress (set the task)")
-    if m.name not in rule.methods:
+    if rule.methods is not None and m.name not in rule.methods:
         p.append(f"method.name: task {task} supports {', '.join(rule.methods)}, got {m.name!r}")
     if t.class_weights != "none" and task != "classify":
         p.append("train.class_weights: applies to task classify only")
@@ -841,7 +822,7 @@ def compatibility_problems(cfg: Config) -> list[str]:
     if strategy not in rule.strategies:
         p.append(f"distributed.strategy: {strategy} runs task sft only for now; task {task} runs on one process" +
                  (" or under ddp" if "ddp" in rule.strategies else ""))
-    if m.name not in STRATEGY_METHODS.get(strategy, ALL_METHODS):
+    if strategy in STRATEGY_METHODS and m.name not in STRATEGY_METHODS[strategy]:
         p.append(f"distributed.strategy: {strategy} trains {listed(STRATEGY_METHODS[strategy], 'and')}; {m.name} is "
                  f"not supported under {strategy.upper()} here (use ddp)")
     if t.compile and not (rule.compile and m.name in COMPILED_METHODS and strategy in COMPILED_STRATEGIES):
@@ -949,7 +930,7 @@ def config_reference(markdown: bool = False) -> str:
     lines: list[str] = []
 
     def walk(cls, prefix: str):
-        hints = typing.get_type_hints(cls)
+        hints = type_hints(cls)
         for f in user_fields(cls):
             tp = hints[f.name]
             path = f"{prefix}{f.name}"

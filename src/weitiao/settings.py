@@ -1,7 +1,7 @@
 """The one helper every config dataclass uses: a field with its help text.
 
 It lives below `config` so that a method module (`methods/lora.py`, ...) can define its own settings dataclass,
-which `config.MethodConfig` then composes, without importing `config` itself.
+which the registry composes into the `method` section (methods.method_config_type), without importing `config`.
 """
 from __future__ import annotations
 

@@ -167,29 +167,25 @@ def test_a_model_from_modelscope_by_id(hub, tmp_path, monkeypatch):
     endpoints (MODELSCOPE_ENDPOINT); an unknown id is one error."""
     monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "modelscope"))
-    config = hub_config(tmp_path, tmp_path / "run", model={"name_or_path": "modelscope:acme/tiny-llama"})
-    proc = run_cli("train", config)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sources = json.loads((tmp_path / "run" / "sources.json").read_text())
-    assert sources["model"]["name_or_path"] == "modelscope:acme/tiny-llama" and sources["model"]["commit"] == "master"
-    assert "GET /api/v1/models/acme/tiny-llama/repo" in hub.requests  # the weights came from the ModelScope route
-
-    # a dataset from ModelScope by id, as a model is: modelscope:OWNER/NAME[:split], through the same client
-    config = hub_config(tmp_path, tmp_path / "ms-data", model={"name_or_path": "modelscope:acme/tiny-llama"},
+    # the model and the data from ModelScope by id, the data as modelscope:OWNER/NAME[:split]
+    config = hub_config(tmp_path, tmp_path / "run", model={"name_or_path": "modelscope:acme/tiny-llama"},
                         data={"format": "messages", "train": ["modelscope:acme/count-list"],
                               "val": ["modelscope:acme/count-list:validation"],
                               "test": ["modelscope:acme/count-list:test"], "max_length": 128})
     proc = run_cli("train", config)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    sources = json.loads((tmp_path / "run" / "sources.json").read_text())
+    assert sources["model"]["name_or_path"] == "modelscope:acme/tiny-llama" and sources["model"]["commit"] == "master"
+    assert "GET /api/v1/models/acme/tiny-llama/repo" in hub.requests  # the weights came from the ModelScope route
     assert "GET /api/v1/datasets/acme/count-list/repo/tree" in hub.requests
-    sources = json.loads((tmp_path / "ms-data" / "sources.json").read_text())
-    assert "modelscope:acme/count-list" in json.dumps(sources)
+    assert "modelscope:acme/count-list" in json.dumps(sources["data"])
+
+    # an unknown dataset, and an unknown model: each one error
     config = hub_config(tmp_path, tmp_path / "ms-nodata", data={"format": "messages", "max_length": 128,
                                                                  "train": ["modelscope:acme/no-such-set"]})
     proc = run_cli("validate", config)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "modelscope:acme/no-such-set" in proc.stderr and "ModelScope could not provide it" in proc.stderr
-
     config = hub_config(tmp_path, tmp_path / "other", model={"name_or_path": "modelscope:acme/nope"})
     proc = run_cli("validate", config)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -1,6 +1,6 @@
-"""Multi-process training on this CPU (gloo): DDP and FSDP on 2 processes, and a loopback two-node run, each
-compared with one process at the same global batch and seed; resume after a kill under both; the outputs load like
-a single-device run's.
+"""Multi-process training on this CPU (gloo): LoRA under DDP and full fine-tuning under FSDP on 2 processes, each
+killed after a checkpoint and resumed, and LoRA on a loopback two-node run, each compared with one process at the
+same global batch and seed; the outputs load like a single-device run's.
 
 Every run is the real command (`weitiao train CONFIG --nproc 2`, which starts torchrun) on the tiny Llama.
 """
@@ -92,24 +92,10 @@ def single(tmp_path_factory, tiny_model_dir, demo_data_dir):
     return out
 
 
-def test_lora_under_fsdp_and_resumed_ddp_match_one_process(tmp_path, tiny_model_dir, demo_data_dir, single):
+def test_lora_under_ddp_killed_and_resumed_matches_one_process(tmp_path, tiny_model_dir, demo_data_dir, single):
+    """DDP, the default strategy: SIGKILLed once checkpoint-3 is complete, rerun, resumed from it, and the losses
+    and weights of the whole run are one process's."""
     want, want_w = single["lora"]
-
-    fsdp = config(tmp_path, tiny_model_dir, demo_data_dir, "fsdp", 2, "lora", "fsdp")
-    out = train(fsdp, "--nproc", "2").stdout
-    run = tmp_path / "runs" / "fsdp"
-    got = results(run)
-    assert "distributed: fsdp on 2 processes" in out
-    # FSDP really shards: rank 0 holds half of the weights (DTensor shards), DDP all of them
-    assert got["distributed"]["strategy"] == "fsdp" and got["distributed"]["processes"] == 2
-    assert got["distributed"]["fraction_on_rank0"] == pytest.approx(0.5, abs=0.01)
-    assert_same_run(got, want, weights(run), want_w)
-    # the output is a plain adapter folder, as a single-device run's: `weitiao eval` takes it the same way
-    evaluated = run_cli("eval", run, "--out", tmp_path / "eval.json")
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    assert json.loads((tmp_path / "eval.json").read_text())["metrics"]["loss"] == pytest.approx(want["test"],
-                                                                                                abs=1e-4)
-
     ddp = config(tmp_path, tiny_model_dir, demo_data_dir, "ddp", 2, "lora", "ddp")
     run = tmp_path / "runs" / "ddp"
     kill_after_first_checkpoint(ddp, run)
@@ -120,26 +106,31 @@ def test_lora_under_fsdp_and_resumed_ddp_match_one_process(tmp_path, tiny_model_
     assert_same_run(got, want, weights(run), want_w)
 
 
-def test_full_under_ddp_and_resumed_fsdp_match_one_process(tmp_path, tiny_model_dir, demo_data_dir, single):
+def test_full_under_fsdp_killed_and_resumed_matches_one_process(tmp_path, tiny_model_dir, demo_data_dir, single):
+    """FSDP, full fine-tuning: rank 0 holds half of the weights, the optimizer state is checkpointed shard by
+    shard, the resumed run is one process's, and its output is a plain model folder that `weitiao eval` reads as
+    a one-process run's. LoRA under FSDP and full under DDP, each two more launches of 2 processes (about a minute
+    of the suite on 2 cores), are run by `bench/kill_resume.py --nproc 2 --after-complete --strategy fsdp` and
+    `--method full`."""
     want, want_w = single["full"]
-
-    ddp = config(tmp_path, tiny_model_dir, demo_data_dir, "ddp", 2, "full", "ddp")
-    train(ddp, "--nproc", "2")
-    run = tmp_path / "runs" / "ddp"
-    assert_same_run(results(run), want, weights(run), want_w)
-
     fsdp = config(tmp_path, tiny_model_dir, demo_data_dir, "fsdp", 2, "full", "fsdp")
     run = tmp_path / "runs" / "fsdp"
     kill_after_first_checkpoint(fsdp, run)
-    # the optimizer state of the sharded run was checkpointed, shard by shard
     assert (run / "checkpoints" / "checkpoint-3" / "sharded_state" / ".metadata").is_file()
     out = train(fsdp, "--nproc", "2").stdout
+    assert "distributed: fsdp on 2 processes" in out
     assert "resuming from" in out and "checkpoint-3" in out
     got = results(run)
+    # FSDP really shards: rank 0 holds half of the weights (DTensor shards), DDP all of them
+    assert got["distributed"]["strategy"] == "fsdp" and got["distributed"]["processes"] == 2
     assert got["distributed"]["fraction_on_rank0"] == pytest.approx(0.5, abs=0.01)
     assert_same_run(got, want, weights(run), want_w)
     # a full model folder, with the tokenizer, that loads on one process
     assert (run / "model" / "config.json").is_file() and (run / "model" / "tokenizer.json").is_file()
+    evaluated = run_cli("eval", run, "--out", tmp_path / "eval.json")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["metrics"]["loss"] == pytest.approx(want["test"],
+                                                                                                abs=1e-4)
 
 
 def test_two_nodes_on_loopback_match_one_process(tmp_path, tiny_model_dir, demo_data_dir, single):

@@ -1,11 +1,18 @@
 """bench/speed.py compares like with like: the three trainers train the same rows for the same steps, and their
 step clock leaves out what happens between steps (validation, checkpoints, logging); bench/step_ab.py runs two
-versions of one step on the same batches."""
+versions of one step on the same batches.
+
+The two tests that run the benchmarks themselves (a process per trainer: about two minutes of the suite on 2 cores)
+are marked slow, with the SmolLM2 demo proofs: `pytest -m slow` runs them. They guard the scripts that measure
+performance, not what a user runs; the step clock and the held-out loss below are tested on every run.
+"""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+
+import pytest
 
 from transformers import TrainerControl, TrainerState
 
@@ -29,6 +36,7 @@ def test_step_timer_counts_steps_and_not_what_runs_between_them(monkeypatch):
     assert (timer.seconds, timer.steps, timer.start_epoch) == (26.0, 3, 0.5)
 
 
+@pytest.mark.slow
 def test_speed_bench_trains_the_same_rows_and_steps_in_all_three_trainers(tmp_path, tiny_model_dir):
     out = tmp_path / "speed.json"
     proc = subprocess.run(
@@ -76,6 +84,7 @@ def test_heldout_loss_scores_each_answer_through_its_end_of_turn_token_not_the_n
     assert scored_length(tokenizer, labels[:-1]) == len(labels) - 1  # nothing after the end-of-turn: all scored
 
 
+@pytest.mark.slow
 def test_step_ab_runs_both_versions_on_the_same_batches(tmp_path, tiny_model_dir):
     """bench/step_ab.py, variant casts: the two versions of the step alternate on the same batches and weights, so
     their losses agree exactly (skipping peft's round trip through fp32 changes no bit)."""

@@ -2,24 +2,34 @@
 `Method` (methods.protocol) that says what the rest of weitiao needs to know about it.
 
 `apply_method` returns the model to train; `save_trained` writes what a user loads back: a peft adapter folder for
-adapter methods, a complete Hugging Face model folder for the others. A new method is a module with a `METHOD`,
-and one `register` line below.
+adapter methods, a complete Hugging Face model folder for the others. A new method is a module with a `METHOD`
+(its settings dataclass, if it has any, beside it), and one `register` line below: the config's `method` section
+(`method_config_type`) is built from what is registered, so config.py names no method.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import Literal
 
 from weitiao.methods import freeze, full, lora, prefix, prompt, ptuning, qlora
 from weitiao.methods.protocol import Method
-
-if TYPE_CHECKING:  # annotations only: config imports this package for the methods' settings
-    from weitiao.config import MethodConfig
+from weitiao.methods.protocol import MethodConfig as MethodSection  # `MethodConfig` is the built class below
+from weitiao.settings import doc
 
 METHODS: dict[str, Method] = {}
+_SECTION_TYPE: dict[str, type] = {}  # the `method` section's dataclass, built once per registry state
 
 
 def register(method: Method) -> None:
+    """Make `method.name: NAME` valid, and its settings a section of `method` (`method.<section>`)."""
     METHODS[method.name] = method
+    _SECTION_TYPE.clear()
+
+
+def unregister(name: str) -> None:
+    """Take a method out again (a test's, or a plug-in's that is unloaded)."""
+    del METHODS[name]
+    _SECTION_TYPE.clear()
 
 
 register(full.METHOD)
@@ -31,21 +41,51 @@ register(prompt.METHOD)
 register(ptuning.METHOD)
 
 
-def method_of(cfg: MethodConfig | str) -> Method:
+def method_config_type() -> type:
+    """The dataclass of the config's `method` section: `name`, one of the registered methods (its help lists what
+    each trains), then each method's own settings section, with the help its module gives it."""
+    if "method" not in _SECTION_TYPE:
+        names = tuple(METHODS)
+        name_help = "Fine-tuning method. " + "; ".join(f"`{m.name}` {m.help}" for m in METHODS.values() if m.help)
+        fields = [("name", Literal[names], doc(name_help + ".", "lora"))]
+        fields += [(m.section, m.settings_type, doc(m.section_help or f"Settings of `{m.name}`.",
+                                                    default_factory=m.settings_type))
+                   for m in METHODS.values() if m.section]
+        section = dataclasses.make_dataclass("MethodConfig", fields, namespace={"problems": _section_problems})
+        section.__module__ = __name__
+        _SECTION_TYPE["method"] = section
+    return _SECTION_TYPE["method"]
+
+
+def _section_problems(self) -> list[str]:
+    """Each method's settings check themselves; a method's whose defaults are not a valid setting (`freeze`'s
+    train nothing) only when it is the method."""
+    return [problem for method in METHODS.values() if method.section
+            and (method.name == self.name or method.checked_unless_chosen)
+            for problem in method.settings(self).problems()]
+
+
+def __getattr__(name: str):
+    if name == "MethodConfig":  # `methods.MethodConfig`, as it is now (pickle finds the class by this name)
+        return method_config_type()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def method_of(cfg: MethodSection | str) -> Method:
     """The registered method a config's `method` section (or a run's recorded method name) names."""
     return METHODS[cfg if isinstance(cfg, str) else cfg.name]
 
 
-def load_kwargs(cfg: MethodConfig, device: str) -> dict:
+def load_kwargs(cfg: MethodSection, device: str) -> dict:
     """Extra `from_pretrained` arguments a method needs at load time (quantization for qlora)."""
     return method_of(cfg).load_kwargs(cfg, device)
 
 
-def apply_method(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
+def apply_method(model, cfg: MethodSection, gradient_checkpointing: bool = False):
     return method_of(cfg).apply(model, cfg, gradient_checkpointing)
 
 
-def continue_adapter(model, adapter_dir: str, cfg: MethodConfig, gradient_checkpointing: bool = False):
+def continue_adapter(model, adapter_dir: str, cfg: MethodSection, gradient_checkpointing: bool = False):
     """A trained LoRA adapter loaded trainable, to train further (`lora`, or `qlora` on a quantized base). Its own
     adapter_config (rank, targets) applies; `method.lora` does not."""
     from peft import PeftModel
@@ -83,7 +123,7 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def save_trained(model, tokenizer, out_dir: str, cfg: MethodConfig, main: bool = True) -> str:
+def save_trained(model, tokenizer, out_dir: str, cfg: MethodSection, main: bool = True) -> str:
     """Save the trained weights; returns the folder written ("adapter" or "model" inside out_dir).
 
     In a multi-process run every process calls this (an FSDP-sharded model is gathered by all of them) and

@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING
 import fnmatch
 
 from weitiao.errors import WeitiaoError
-from weitiao.methods.protocol import Method
+from weitiao.methods.protocol import Method, MethodConfig
 from weitiao.settings import doc
 
-if TYPE_CHECKING:  # annotations only: config composes this module's settings
+if TYPE_CHECKING:  # annotations only
     from torch import nn
-
-    from weitiao.config import MethodConfig
 
 
 @dataclass
@@ -84,4 +82,6 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return model
 
 
-METHOD = Method("freeze", apply, section="freeze", settings_type=FreezeSettings)
+METHOD = Method("freeze", apply, help="trains the layers `method.freeze` names, the rest frozen",
+                section_help="Settings of `freeze`.", section="freeze", settings_type=FreezeSettings,
+                checked_unless_chosen=False)  # its defaults train nothing: checked only when chosen

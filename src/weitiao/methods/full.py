@@ -1,12 +1,8 @@
 """Full fine-tuning: every parameter is trained."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from weitiao.methods.protocol import Method, MethodConfig
 
-from weitiao.methods.protocol import Method
-
-if TYPE_CHECKING:  # annotations only: config imports the methods for their settings
-    from weitiao.config import MethodConfig
 
 
 def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
@@ -15,4 +11,4 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return model
 
 
-METHOD = Method("full", apply)
+METHOD = Method("full", apply, help="trains every weight")

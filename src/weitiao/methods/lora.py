@@ -6,13 +6,9 @@ W x + (alpha / r) * B A x; B starts at zero, so training starts from the base mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from weitiao.methods.protocol import Method
+from weitiao.methods.protocol import Method, MethodConfig
 from weitiao.settings import doc
 
-if TYPE_CHECKING:  # annotations only: config composes this module's settings
-    from weitiao.config import MethodConfig
 
 
 @dataclass
@@ -71,5 +67,7 @@ def autocast_input_casts_skipped(model, cfg: MethodConfig, amp, strategy: str):
     return disable_input_dtype_casting(model, active=active)
 
 
-METHOD = Method("lora", apply, saves="adapter", section="lora", settings_type=LoraSettings, continues_lora=True, frozen_dense_base=True,
+METHOD = Method("lora", apply, help="trains low-rank adapters (LoRA; DoRA with `use_dora`)",
+                section_help="Settings of `lora` (and of the adapters of `qlora`).", saves="adapter", section="lora",
+                settings_type=LoraSettings, continues_lora=True, frozen_dense_base=True,
                 training_context=autocast_input_casts_skipped)

@@ -12,14 +12,10 @@ loop (`weitiao.evaluation.virtual_tokens`), so the prefix is applied at every ge
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from weitiao.methods.protocol import Method
+from weitiao.methods.protocol import Method, MethodConfig
 from weitiao.errors import WeitiaoError
 from weitiao.settings import doc
 
-if TYPE_CHECKING:  # annotations only: config composes this module's settings
-    from weitiao.config import MethodConfig
 
 
 @dataclass
@@ -84,4 +80,5 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return model
 
 
-METHOD = Method("prefix", apply, saves="adapter", section="prefix", settings_type=PrefixSettings, virtual_tokens=True)
+METHOD = Method("prefix", apply, help="is prefix tuning / P-Tuning v2", section_help="Settings of `prefix`.",
+                saves="adapter", section="prefix", settings_type=PrefixSettings, virtual_tokens=True)

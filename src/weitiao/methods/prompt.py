@@ -7,14 +7,12 @@ task) starts training from a meaningful prompt and converges faster than a rando
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from weitiao.methods.protocol import Method
+from weitiao.methods.protocol import Method, MethodConfig
 from weitiao.methods.prefix import check_architecture
 from weitiao.settings import doc
 
-if TYPE_CHECKING:  # annotations only: config composes this module's settings
-    from weitiao.config import MethodConfig
 
 
 @dataclass
@@ -42,4 +40,5 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return get_peft_model(model, config)
 
 
-METHOD = Method("prompt", apply, saves="adapter", section="prompt", settings_type=PromptSettings, virtual_tokens=True)
+METHOD = Method("prompt", apply, help="is prompt tuning", section_help="Settings of `prompt`.", saves="adapter",
+                section="prompt", settings_type=PromptSettings, virtual_tokens=True)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
+
+# The config's `method` section (methods.method_config_type(): `name` and each registered method's own settings
+# section). An alias for annotations, so that a method module imports neither the registry nor the config.
+MethodConfig = Any
 
 
 def no_load_kwargs(cfg, device: str) -> dict:
@@ -21,12 +25,18 @@ class Method:
     name: str  # the value of `method.name`
     # (model, MethodConfig, gradient_checkpointing) -> the model to train
     apply: Callable
+    # what it trains, after its name, in the help of `method.name` ("trains every weight")
+    help: str = ""
     # what `save_trained` writes: a peft adapter folder (`adapter`) or a complete model folder (`model`)
     saves: str = "model"
     # the config section holding its settings (`method.lora`, ...), None when it has none
     section: str | None = None
-    # the dataclass of that section, defined in the method's module (config.MethodConfig composes them)
+    # the dataclass of that section, defined in the method's module (methods.method_config_type composes them)
     settings_type: type | None = None
+    # the section's help text
+    section_help: str = ""
+    # its section is checked even when another method is chosen (False: its defaults are not a valid setting)
+    checked_unless_chosen: bool = True
     # learned virtual tokens in front of every input (prompt learning): nothing to merge into the weights; trained
     # on padded batches with logits everywhere, decoded by weitiao's own cached loop (evaluation.virtual_tokens)
     virtual_tokens: bool = False

@@ -7,14 +7,12 @@ couples the virtual tokens and trains more stably. The encoder's output is what 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from weitiao.methods.protocol import Method
+from weitiao.methods.protocol import Method, MethodConfig
 from weitiao.methods.prefix import check_architecture
 from weitiao.settings import doc
 
-if TYPE_CHECKING:  # annotations only: config composes this module's settings
-    from weitiao.config import MethodConfig
 
 
 @dataclass
@@ -39,4 +37,5 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return get_peft_model(model, config)
 
 
-METHOD = Method("ptuning", apply, saves="adapter", section="ptuning", settings_type=PTuningSettings, virtual_tokens=True)
+METHOD = Method("ptuning", apply, help="is P-tuning (v1)", section_help="Settings of `ptuning`.", saves="adapter",
+                section="ptuning", settings_type=PTuningSettings, virtual_tokens=True)

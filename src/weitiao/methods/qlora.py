@@ -8,15 +8,13 @@ trained and saved; loading the adapter again quantizes the base the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from weitiao.errors import WeitiaoError
 from weitiao.methods import lora
-from weitiao.methods.protocol import Method
+from weitiao.methods.protocol import Method, MethodConfig
 from weitiao.settings import doc
 
-if TYPE_CHECKING:  # annotations only: config composes this module's settings
-    from weitiao.config import MethodConfig
 
 
 @dataclass
@@ -90,5 +88,6 @@ def apply(model, cfg: MethodConfig, gradient_checkpointing: bool = False):
     return lora.apply(prepare(model, cfg, gradient_checkpointing), cfg)
 
 
-METHOD = Method("qlora", apply, saves="adapter", section="qlora", settings_type=QLoraSettings, continues_lora=True, quantized_base=True,
-                load_kwargs=load_kwargs)
+METHOD = Method("qlora", apply, help="trains `lora` adapters on a base quantized to 4 or 8 bits",
+                section_help="Settings of `qlora`'s quantized base.", saves="adapter", section="qlora",
+                settings_type=QLoraSettings, continues_lora=True, quantized_base=True, load_kwargs=load_kwargs)

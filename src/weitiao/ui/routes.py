@@ -53,9 +53,10 @@ def add_pages(app, state) -> None:
 
     @app.get("/", response_class=HTMLResponse)
     def new_run(request: Request):
-        from weitiao.config import ALL_METHODS, TASK_RULES
+        from weitiao.config import TASK_RULES
+        from weitiao.methods import METHODS
 
-        return page(request, "new.html", methods=ALL_METHODS, tasks=list(TASK_RULES), page_name="new")
+        return page(request, "new.html", methods=tuple(METHODS), tasks=list(TASK_RULES), page_name="new")
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs(request: Request):
