@@ -120,8 +120,24 @@ def quickstart_zh_block() -> str:
     return "\n".join(lines + ["```"])
 
 
+def suite_time_block() -> str:
+    """The README's test command, timed on a clean clone (bench/suite_time.py): the one place the docs take it from."""
+    d = json.loads((REPO / "bench" / "results" / "suite-time-cpu.json").read_text(encoding="utf-8"))
+    tests = d["tests"]
+    verdict = ("within" if d["total_s"] <= d["target_s"] else "within the limit but over"
+               if d["total_s"] <= d["limit_s"] else "over")
+    left_out = f", {tests['deselected']} left out as slow" if tests.get("deselected") else ""
+    failed = f", {tests['failed']} failed" if tests.get("failed") else ""
+    return (f"On a clean clone of `{d['commit']}` ({d['machine']}; {d['date']}), it took {d['total_s'] / 60:.1f} "
+            f"minutes: {d['setup_s']} s of setup and {d['pytest_s']} s of tests ({tests.get('passed', 0)} passed"
+            f"{failed}{left_out}), {verdict} the {d['target_s'] // 60} minutes this project aims for "
+            f"({d['limit_s'] // 60} at most on any of its machines). From `bench/results/suite-time-cpu.json` "
+            "(`python bench/suite_time.py`).")
+
+
 # blocks inside hand-written pages, between <!-- generated:NAME --> and <!-- /generated -->, in every language
-BLOCKS = {"rephrase-checks": rephrase_checks_block, "quickstart-zh": quickstart_zh_block}
+BLOCKS = {"rephrase-checks": rephrase_checks_block, "quickstart-zh": quickstart_zh_block,
+          "suite-time": suite_time_block}
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(?:.*?\n)?(<!-- /generated -->)", re.S)
 
 
@@ -132,7 +148,7 @@ def with_blocks(text: str) -> str:
 def pages() -> dict[Path, str]:
     out = {DOCS / "reference" / "config.md": config_page(), DOCS / "reference" / "cli.md": cli_page(),
            DOCS / "benchmarks" / "results.md": benchmarks_page()}
-    for page in sorted(DOCS.rglob("*.md")):
+    for page in [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]:
         text = page.read_text(encoding="utf-8")
         if "<!-- generated:" in text:
             out[page] = with_blocks(text)

@@ -1,8 +1,9 @@
 """Shared fixtures: the tiny random Llama and tokenizer of `weitiao.testing`, a demo-data slice, CLI helpers.
 
-The suite runs on two pytest-xdist workers (pyproject's addopts), a test file at a time on one worker, slowest files
-first. Each worker, and every process it starts, gets its share of the CPU's cores as torch threads: two
-processes of two threads each on two cores wait on each other at every parallel region."""
+The suite runs on one pytest-xdist worker more than the cores (pyproject's addopts, `pytest_xdist_auto_num_workers`
+below), a test file at a time on one worker, slowest files first. Each worker, and every process it starts, gets
+its share of the CPU's cores as torch threads (at least one): two processes of two threads each on two cores wait
+on each other at every parallel region."""
 from __future__ import annotations
 
 import os
@@ -45,7 +46,7 @@ from weitiao.testing import build_tokenizer, save_tiny_model, write_demo_slice  
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The files that take longest, started first so that the two workers finish together; every other file keeps its
+# The files that take longest, started first so that the workers finish together; every other file keeps its
 # place after them. First the SmolLM2 demo proofs (`-m slow`), then, for the README's test command, the files that
 # start several processes, the benchmarks' tests, and the bundled model's short run.
 SLOWEST_FIRST = ("integration/test_quickstart.py", "integration/test_reward_demo.py",
@@ -58,6 +59,13 @@ SLOWEST_FIRST = ("integration/test_quickstart.py", "integration/test_reward_demo
 # them finds it trained already, and the other worker is done (they take every core; the files just before them are
 # short, so the two do not share the cores for long: torch.compile's test beside DPO took 47 s instead of 17).
 LAST = ("integration/test_dpo_from_quickstart.py",)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject's addopts): one worker more than the cores. A worker spends part of its time waiting
+    on the processes and servers its tests start; a third worker on 2 cores fills that wait (each worker and the
+    processes it starts get one core's share of threads, above)."""
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_collection_modifyitems(config, items):

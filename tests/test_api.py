@@ -42,3 +42,28 @@ def test_bad_input_raises_the_cli_messages_as_exceptions(tmp_path, tiny_model_di
     with pytest.raises(WeitiaoError, match="not a weitiao run folder"):
         weitiao.load_run(tmp_path)
     assert not (tmp_path / "run").exists()
+
+
+def test_export_in_python_writes_what_the_cli_writes(tmp_path, lora_run_dir):
+    """Run.export: the merged folder the CLI's `weitiao export` writes, weight for weight, with the same check; an
+    existing folder is refused unless overwrite=True; GGUF with its Modelfile as `--format gguf` writes it."""
+    from safetensors.torch import load_file
+
+    proc = run_cli("export", lora_run_dir, "--out", tmp_path / "cli")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = weitiao.load_run(lora_run_dir)
+    out = run.export(tmp_path / "api")
+    assert out == tmp_path / "api"
+    cli, api = (load_file(tmp_path / side / "model.safetensors") for side in ("cli", "api"))
+    assert cli.keys() == api.keys() and all((cli[k] == api[k]).all() for k in cli)
+    summaries = [json.loads((tmp_path / side / "weitiao_export.json").read_text()) for side in ("cli", "api")]
+    assert summaries[0]["logit_check"]["top1_agreement"] == summaries[1]["logit_check"]["top1_agreement"] == 1.0
+    before = (tmp_path / "api" / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(WeitiaoError, match="exists"):
+        run.export(tmp_path / "api")
+    assert (tmp_path / "api" / "model.safetensors").stat().st_mtime_ns == before  # nothing overwritten
+    run.export(tmp_path / "api", overwrite=True)
+    gguf = run.export(tmp_path / "gguf", format="gguf")
+    summary = json.loads((gguf / "weitiao_export.json").read_text())
+    assert summary["quant"] == "q8_0" and (gguf / summary["file"]).is_file()
+    assert (gguf / "Modelfile").read_text().startswith(f"FROM ./{summary['file']}")

@@ -230,7 +230,10 @@ def test_estimate_and_plan_commands(tmp_path, tiny_model_dir, demo_data_dir):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["inference_bytes"]["float32"] == 4 * 70_553_706_496
-    assert set(report["training"]) == {"full", "freeze", "lora", "qlora", "prefix", "prompt"}
+    assert set(report["training"]) == {"full", "freeze", "lora", "qlora", "prefix", "prompt", "ptuning"}
+    proc = run_cli("estimate", config_json, "--methods", "lora,norms")
+    assert proc.returncode == 2 and "--methods: no memory model for norms" in proc.stderr
+    assert "Traceback" not in proc.stderr
     proc = run_cli("plan", tiny_model_dir, "--memory", "8GiB", "--device", "cpu")
     assert proc.returncode == 0 and "plan: method full" in proc.stdout, proc.stdout + proc.stderr
     cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, demo_data_dir, tmp_path / "run")

@@ -39,6 +39,13 @@ def test_lora_export_loads_with_plain_transformers_and_answers_like_the_run(lora
     assert gen["eos_token_id"] == template["stop_ids"]
     rows = [json.loads(line) for line in (lora_run_dir / "predictions.jsonl").read_text().splitlines()]
     assert _plain_answers(out, rows) == [r["tuned"] for r in rows]
+    # what a serving engine (vLLM, SGLang, TGI) reads from a model folder: the architecture, safetensors weights (no
+    # pickle), the tokenizer with the run's chat template, and the stop ids above
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["model_type"] == "llama"
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
+    assert (out / "chat_template.jinja").read_text() == (lora_run_dir / "chat_template.jinja").read_text()
 
 
 def test_bf16_export_and_a_refusal_that_writes_nothing(lora_run_dir, tmp_path):

@@ -40,14 +40,16 @@ CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 ZH_NUMERAL = re.compile(r"第?[零〇一二两三四五六七八九十百千万亿]+(?:点[零〇一二三四五六七八九]+)?")
 # jieba tags these "m" (numeral) although they count nothing: "一些" is "some", "一起" is "together"
 ZH_NOT_NUMBERS = set("一些 一起 一样 一般 一直 一下 一切 一旦 一边 一致 一同 一定 一番 一再 一向 一律 一点 一会 一下子 "
-                     "一共 一一 一面 一方面 万一 一时 一生 一部分 一些些 一点点 一口气".split())
+                     "一共 一一 一面 一方面 万一 一时 一生 一部分 一些些 一点点 一口气 "
+                     "千克 千米 千瓦 千卡 千帕 千焦 千兆 百米".split())  # units: 千克 is kilogram, not 1000
 
 
 def numbers_in(text: str) -> set[str]:
     """The numbers a text states, as digits: written as digits, English words up to ninety-nine, or Chinese
     numerals (a numeral inside a name such as 张三, or in 一些 "some", is not a number)."""
-    text = unicodedata.normalize("NFKC", text)
-    found = set(NUMBER.findall(text.replace(",", "")))
+    text = unicodedata.normalize("NFKC", text)  # full-width digits and commas become ASCII ones
+    # a comma between digits groups thousands only before exactly three digits: "1,000" is 1000, "56,13" two numbers
+    found = set(NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)))
     low = text.lower()
     if re.search(r"\ba single\b", low):
         found.add("1")
@@ -73,6 +75,10 @@ def zh_numbers(text: str) -> set[str]:
     """Chinese numerals, except inside a name (张三), in a word that counts nothing (一些 "some"), and the 一 of
     一个 "a" (which English writes without a number either). "一个半" is 1.5."""
     found = set()
+    # a decimal (三点五) first, on the whole text: jieba may cut it as 三点 ("three o'clock") + 五
+    for m in re.finditer(r"[零〇一二两三四五六七八九十百千万]+点[零〇一二三四五六七八九]+", text):
+        found.add(as_digits(zh_number(m.group(0))))
+        text = text[:m.start()] + " " * len(m.group(0)) + text[m.end():]
     for word, flag, start in tagged(text):
         if flag in ZH_FLAGS_NAME or flag in ("nz", "nrt", "nrfg") or word in ZH_NOT_NUMBERS:
             continue
@@ -169,7 +175,7 @@ format formatted value values entry entries response result results data informa
 version form person's person people someone individual somebody order tone style manner
 """.split())
 NEGATIONS_EN = {"not", "no", "never", "don't", "doesn't", "didn't", "isn't", "aren't", "won't", "can't", "cannot",
-                "without", "none", "nor", "avoid", "exclude", "excluding", "except"}
+                "without", "none", "nor", "avoid", "exclude", "excluding", "except", "unable"}
 NEGATIONS_ZH = ("不", "别", "勿", "没有", "无需", "不要", "不用", "禁止", "除了", "除外")
 ZH_FLAGS_CONTENT = {"n", "nr", "ns", "nt", "nz", "nrt", "nrfg", "vn", "j", "an", "ng", "s", "t", "a", "ad"}
 ZH_FLAGS_NAME = {"nr", "ns", "nt", "nrt", "nrfg"}
@@ -398,7 +404,10 @@ def content_in(text: str, names_found: list[str]) -> list[str]:
            and not numbers_in(w) and not families(w, FORMATS) and not families(w, TASKS)
            and f" {w.lower()} " not in f" {names} "]
     if has_cjk(text):
-        words = [w.lstrip(ZH_MEASURE) if len(w) > 2 else w for w, f, _ in tagged(text) if f in ZH_FLAGS_CONTENT]
+        # a numeral jieba glued on (七天) is checked as a number, not as the topic: 七天 and 7天 ask the same
+        words = [re.sub(r"^[零〇一二两三四五六七八九十百千万亿]+(?=.)", "", w) for w, f, _ in tagged(text)
+                 if f in ZH_FLAGS_CONTENT]
+        words = [w.lstrip(ZH_MEASURE) if len(w) > 2 else w for w in words]
         out += [w for w in words if has_cjk(w) and w not in ZH_FILLER and w not in names
                 and not families(w, FORMATS) and not families(w, TASKS)]
     return list(dict.fromkeys(out))
@@ -408,7 +417,7 @@ def item_kept(item: str, text: str, stems: set[str]) -> bool:
     """An enumerated field or label kept as it is written (no synonyms: a key renamed is another key)."""
     if has_cjk(item):
         return item in normalise(text).replace(" ", "")
-    return any(same_stem(stem(item), s) for s in stems)
+    return present(item, text) or any(same_stem(stem(item), s) for s in stems)
 
 
 def name_kept(name: str, text: str, stems: set[str]) -> bool:
