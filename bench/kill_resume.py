@@ -133,6 +133,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=24, help="steps per run (a checkpoint every 3)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--nproc", type=int, default=1, help="processes per run (2: DDP over gloo)")
     parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp", help="with --nproc 2 or more")
@@ -141,8 +142,8 @@ def main(argv=None) -> int:
                         help="kill when a checkpoint counts as complete; the resume must start from it")
     parser.add_argument("--load", action="store_true", help="two spinning processes keep both cores busy")
     args = parser.parse_args(argv)
-    global NPROC, STRATEGY, METHOD
-    NPROC, STRATEGY, METHOD = args.nproc, args.strategy, args.method
+    global NPROC, STRATEGY, METHOD, MAX_STEPS
+    NPROC, STRATEGY, METHOD, MAX_STEPS = args.nproc, args.strategy, args.method, args.steps
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 if args.load else 0)]
     try:
         return run_trials(args)

@@ -150,6 +150,7 @@ def test_batch_cost_comes_from_the_model_shape():
     assert causal_lm.batch_cost(odd, labels_only=True).pair_packed == 0.0
 
 
+@pytest.mark.slow  # torch.compile's inductor builds C++ kernels: a minute or more on a 2-core CPU (pytest -m slow)
 def test_compiled_layers_train_like_eager_ones_and_the_run_is_usable_after(tmp_path, tiny_model_dir, demo_data_dir):
     """train.compile: the same steps, compiled and eager, end at the same validation loss within float noise; the
     run records it, the layers are eager again afterwards (the test split's generation ran), and the adapter saved
