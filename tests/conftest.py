@@ -54,6 +54,7 @@ SLOWEST_FIRST = ("integration/test_quickstart.py", "integration/test_reward_demo
                  "training/test_distributed.py", "models/test_hub.py", "workflows/test_training_options.py",
                  "training/test_speed_bench.py", "ui/test_ui_jobs.py", "workflows/test_sft.py",
                  "training/test_kill_resume.py", "ui/test_ui_browser.py", "integration/test_bundled_model.py",
+                 "models/test_qwen3.py",
                  "workflows/test_preference.py", "training/test_guards.py")
 # Last: the tests that start from the quickstart's run (the quickstart_run fixture), so that whichever worker takes
 # them finds it trained already, and the other worker is done (they take every core; the files just before them are
